@@ -1,0 +1,1 @@
+"""jacbench's harness: Jacobian engines, training, metrics, the suite runner, reports and the CLI."""

@@ -1,0 +1,45 @@
+"""`python -m bench <command>`: one small module per command under bench/commands/.
+
+Each command module defines ``NAME``, ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``.
+To add a command, write the module and list it in ``COMMANDS`` below.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMANDS = [
+    "bench.commands.list_cmd",
+    "bench.commands.selfcheck",
+]
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict]:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="jacbench: how faithful are the Jacobians of neural surrogates?",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    modules = {}
+    for path in COMMANDS:
+        mod = importlib.import_module(path)
+        p = sub.add_parser(mod.NAME, help=mod.HELP, description=mod.HELP)
+        mod.add_arguments(p)
+        modules[mod.NAME] = mod
+    return parser, modules
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser, modules = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(modules[args.command].run(args) or 0)
+    except (ValueError, KeyError, FileNotFoundError) as err:  # user mistakes: one clear line, no traceback
+        msg = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"error: {msg}", file=sys.stderr)
+        return 2
