@@ -43,7 +43,7 @@ class EquationSet:
                 f"equation set {self.name!r}: lower ({len(self.lower)}), upper ({len(self.upper)}) "
                 f"and input_names ({len(self.input_names)}) must have one entry per input"
             )
-        bad = [i for i, (lo, hi) in enumerate(zip(self.lower, self.upper)) if not lo < hi]
+        bad = [i for i, (lo, hi) in enumerate(zip(self.lower, self.upper, strict=True)) if not lo < hi]
         if bad:
             raise ValueError(f"equation set {self.name!r}: empty domain for inputs {bad}; need lower < upper")
 
