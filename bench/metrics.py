@@ -1,0 +1,301 @@
+"""Fidelity metrics: how well a surrogate's values and Jacobians match the truth, in physical units.
+
+Every function here is pure: float64 arrays (numpy or torch, converted once) in physical (raw) units in,
+numbers out. Shapes: x (B, n_in), y (B, n_out), J (B, n_out, n_in). A value that is undefined is NaN with
+a reason, never a crash and never a fake 0. ``fidelity_rows`` turns them into the rows of metrics.csv
+(see results/README.md); ``denorm_check`` is the one function here that runs a model.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.metrics import r2_score
+
+EDGE_BIN_WIDTH = 0.1  # bins of normalized distance to the box boundary: [0, .1), [.1, .2), ..., [.4, .5]
+ZERO_REL_TOL = 1e-10  # a true Jacobian entry whose RMS is below this fraction of its row's RMS counts as ~0
+SIGN_REL_TOL = 1e-3  # sign agreement skips |J_true| below this fraction of the RMS of its row
+
+
+def _f64(a: Any, name: str) -> np.ndarray:
+    if isinstance(a, torch.Tensor):
+        a = a.detach().cpu().to(torch.float64).numpy()
+    arr = np.asarray(a, dtype=np.float64)
+    if arr.size == 0:
+        raise ValueError(f"{name} is empty; metrics need at least one sample")
+    return arr
+
+
+def _pair(true: Any, pred: Any, ndim: int, what: str) -> tuple[np.ndarray, np.ndarray]:
+    t, p = _f64(true, f"{what}_true"), _f64(pred, f"{what}_pred")
+    if t.ndim != ndim or t.shape != p.shape:
+        raise ValueError(
+            f"{what}_true {t.shape} and {what}_pred {p.shape} must have the same shape with {ndim} axes "
+            f"({'(B, n_out)' if ndim == 2 else '(B, n_out, n_in)'})"
+        )
+    return t, p
+
+
+# ---------------------------------------------------------------------------------------------- values
+def r2_per_output(y_true: Any, y_pred: Any) -> tuple[np.ndarray, list[str]]:
+    """R² of each output over the samples (scikit-learn's ``r2_score``, raw values per output).
+
+    Returns ``(r2 (n_out,), reasons)``: an output that is constant over the samples has no variance to
+    explain, so its R² is NaN (``force_finite=False``, not scikit-learn's default fake 1.0/0.0); a
+    prediction with NaN/inf gives NaN. ``reasons[k]`` says why entry k is NaN ("" when it is defined).
+    """
+    t, p = _pair(y_true, y_pred, 2, "y")
+    r2 = np.full(t.shape[1], np.nan)
+    reasons = [""] * t.shape[1]
+    for k in range(t.shape[1]):
+        if not np.isfinite(p[:, k]).all():
+            reasons[k] = "prediction has NaN/inf values"
+        elif np.ptp(t[:, k]) == 0.0 or len(t) < 2:
+            reasons[k] = "true output is constant over the samples: R² undefined"
+        else:
+            r2[k] = r2_score(t[:, k], p[:, k], force_finite=False)
+    return r2, reasons
+
+
+def rmse_per_output(y_true: Any, y_pred: Any) -> np.ndarray:
+    """Root-mean-square error of each output over the samples: (n_out,)."""
+    t, p = _pair(y_true, y_pred, 2, "y")
+    return np.sqrt(np.mean((p - t) ** 2, axis=0))
+
+
+# ------------------------------------------------------------------------------------------- Jacobians
+def jac_rel_fro(J_true: Any, J_pred: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Per-sample relative Frobenius error ||J_pred - J_true||_F / ||J_true||_F.
+
+    Returns ``(err (B,), absolute (B,) bool)``. A sample whose true Jacobian is exactly zero has no scale
+    to divide by: its entry is the absolute error ||J_pred - J_true||_F and ``absolute`` marks it.
+    """
+    t, p = _pair(J_true, J_pred, 3, "J")
+    diff = np.linalg.norm((p - t).reshape(len(t), -1), axis=1)
+    ref = np.linalg.norm(t.reshape(len(t), -1), axis=1)
+    absolute = ref == 0.0
+    return diff / np.where(absolute, 1.0, ref), absolute
+
+
+def _abs_note(absolute: np.ndarray) -> str:
+    n = int(absolute.sum())
+    return f"{n} sample(s) with ||J_true|| = 0 use the absolute error" if n else ""
+
+
+def jac_rel_fro_summary(J_true: Any, J_pred: Any) -> tuple[dict[str, float], str]:
+    """Median, mean, 90th percentile and max of ``jac_rel_fro`` over the samples, and a note (or "")."""
+    err, absolute = jac_rel_fro(J_true, J_pred)
+    stats = {
+        "median": float(np.median(err)),
+        "mean": float(np.mean(err)),
+        "p90": float(np.percentile(err, 90)),
+        "max": float(np.max(err)),
+    }
+    note = _abs_note(absolute)
+    if not np.isfinite(err).all():
+        note = "; ".join(s for s in (note, "model Jacobian has NaN/inf values") if s)
+    return stats, note
+
+
+def _rms(a: np.ndarray, axis: Any) -> np.ndarray:
+    return np.sqrt(np.mean(a**2, axis=axis))
+
+
+def entry_scales(J_true: Any) -> tuple[np.ndarray, list[list[str]]]:
+    """The scale each Jacobian entry's error is divided by, (n_out, n_in), and a note per entry.
+
+    The scale of entry (i, j) is the RMS of the true entry over the samples, sqrt(mean_s J_true[s, i, j]²).
+    Unlike the standard deviation it is not zero for a constant entry (df2/dx3 = 5 has scale 5). An entry
+    that is identically ~0 (RMS <= 1e-10 x the RMS of its row) falls back to the RMS of the whole true row
+    i over samples and inputs; a row that is identically zero to the RMS of the whole true Jacobian; an
+    all-zero Jacobian to 1 (the absolute error). Every fallback is named in the note.
+    """
+    t = _f64(J_true, "J_true")
+    scale = _rms(t, axis=0)
+    row = _rms(t, axis=(0, 2))
+    whole = float(_rms(t, axis=None))
+    notes = [[""] * t.shape[2] for _ in range(t.shape[1])]
+    for i in range(t.shape[1]):
+        for j in range(t.shape[2]):
+            if scale[i, j] > ZERO_REL_TOL * row[i]:
+                continue
+            if row[i] > 0:
+                scale[i, j], notes[i][j] = row[i], f"true entry ~0: scaled by the RMS of true row {i}"
+            elif whole > 0:
+                scale[i, j], notes[i][j] = whole, "true row ~0: scaled by the RMS of the whole true Jacobian"
+            else:
+                scale[i, j], notes[i][j] = 1.0, "true Jacobian is 0: absolute RMSE"
+    return scale, notes
+
+
+def jac_entry_rmse(J_true: Any, J_pred: Any) -> np.ndarray:
+    """RMSE of each Jacobian entry over the samples: (n_out, n_in), physical units."""
+    t, p = _pair(J_true, J_pred, 3, "J")
+    return _rms(p - t, axis=0)
+
+
+def jac_entry_nrmse(J_true: Any, J_pred: Any) -> tuple[np.ndarray, list[list[str]]]:
+    """Per-entry RMSE divided by ``entry_scales`` (never zero): (n_out, n_in) and a note per entry."""
+    scale, notes = entry_scales(J_true)
+    return jac_entry_rmse(J_true, J_pred) / scale, notes
+
+
+def jac_entry_r2(J_true: Any, J_pred: Any) -> tuple[np.ndarray, list[list[str]]]:
+    """R² of each Jacobian entry over the samples (as JENN reports on partials): (n_out, n_in), notes.
+
+    Undefined (NaN, with the reason) where the true entry is constant over the samples, e.g. df2/dx3 = 5:
+    it has no variance to explain. ``jac_entry_nrmse`` is defined there.
+    """
+    t, p = _pair(J_true, J_pred, 3, "J")
+    r2 = np.full(t.shape[1:], np.nan)
+    notes = [[""] * t.shape[2] for _ in range(t.shape[1])]
+    for i in range(t.shape[1]):
+        for j in range(t.shape[2]):
+            if not np.isfinite(p[:, i, j]).all():
+                notes[i][j] = "model Jacobian has NaN/inf values"
+            elif np.ptp(t[:, i, j]) == 0.0 or len(t) < 2:
+                notes[i][j] = "true entry is constant over the samples (variance 0): R² undefined"
+            else:
+                r2[i, j] = r2_score(t[:, i, j], p[:, i, j], force_finite=False)
+    return r2, notes
+
+
+def jac_sign_agreement(J_true: Any, J_pred: Any, rel_tol: float = SIGN_REL_TOL) -> tuple[float, str]:
+    """Fraction of Jacobian entries (over samples and (i, j)) whose predicted sign equals the true sign.
+
+    An entry whose true value is near zero has no meaningful sign: entries with |J_true[s, i, j]| <=
+    rel_tol x (RMS of true row i over samples and inputs) are excluded (relative to the row, so the
+    tolerance does not depend on the output's units). A predicted exact 0 disagrees. NaN if nothing is left.
+    """
+    t, p = _pair(J_true, J_pred, 3, "J")
+    tol = rel_tol * _rms(t, axis=(0, 2))[None, :, None]
+    keep = np.abs(t) > tol
+    if not keep.any():
+        return float("nan"), "every true entry is ~0: no sign to compare"
+    agree = np.sign(p[keep]) == np.sign(t[keep])
+    return float(agree.mean()), ""
+
+
+def edge_distance(x: Any, lower: Any, upper: Any) -> np.ndarray:
+    """Normalized distance of each sample to the nearest face of the box, (B,) in [0, 0.5].
+
+    The box [lower, upper] is mapped to [0, 1]^n_in; the distance is min_k min(u_k, 1 - u_k), clipped.
+    """
+    xs = _f64(x, "x")
+    lo, hi = _f64(lower, "lower"), _f64(upper, "upper")
+    if xs.ndim != 2 or lo.shape != (xs.shape[1],) or hi.shape != lo.shape:
+        raise ValueError(f"x {xs.shape} must be (B, n_in) with lower {lo.shape} and upper {hi.shape} of (n_in,)")
+    u = (xs - lo) / (hi - lo)
+    return np.clip(np.minimum(u, 1.0 - u).min(axis=1), 0.0, 0.5)
+
+
+def jac_error_by_edge(
+    x: Any, lower: Any, upper: Any, J_true: Any, J_pred: Any, width: float = EDGE_BIN_WIDTH
+) -> list[tuple[float, float, int, str]]:
+    """Median relative Frobenius error per bin of ``edge_distance``.
+
+    Bins [0, w), [w, 2w), ... with the last one closed at 0.5. Returns one ``(upper edge, median error,
+    samples in bin, note)`` per bin; an empty bin has NaN and says so.
+    """
+    d = edge_distance(x, lower, upper)
+    err, absolute = jac_rel_fro(J_true, J_pred)
+    if len(d) != len(err):
+        raise ValueError(f"x has {len(d)} samples but the Jacobians have {len(err)}")
+    n_bins = round(0.5 / width)
+    idx = np.minimum((d / width).astype(int), n_bins - 1)
+    out = []
+    for b in range(n_bins):
+        m = idx == b
+        edge = round((b + 1) * width, 12)
+        if not m.any():
+            out.append((edge, float("nan"), 0, "no samples in this bin"))
+        else:
+            out.append((edge, float(np.median(err[m])), int(m.sum()), _abs_note(absolute[m])))
+    return out
+
+
+# -------------------------------------------------------------------------------- de-normalization check
+def denorm_check(physical_model: torch.nn.Module, x: torch.Tensor, model=None, scaler=None) -> float:
+    """Max |J of the raw-in/raw-out wrapper - chain-rule J| over x (B, n_in), in float64.
+
+    The wrapper's Jacobian is torch.func's ``vmap(jacrev)`` of ``physical_model`` on raw x; the chain-rule
+    one is ``scaler.jacobian_to_physical`` of the normalized model's Jacobian at ``scaler.transform_x(x)``.
+    ``model`` and ``scaler`` default to the wrapper's ``.model`` and ``.scaler``. Everything runs on a
+    float64 copy, so the result measures the chain rule (expect ~1e-12 relative), not float32 rounding.
+    """
+    model = physical_model.model if model is None else model
+    scaler = physical_model.scaler if scaler is None else scaler
+    wrapper = copy.deepcopy(physical_model).to(torch.float64)
+    inner = copy.deepcopy(model).to(torch.float64)
+    x64 = x.detach().to(torch.float64)
+    with torch.no_grad():  # torch.func transforms ignore an outer no_grad; this only keeps results detached
+        J_wrap = torch.func.vmap(torch.func.jacrev(wrapper))(x64)
+        J_norm = torch.func.vmap(torch.func.jacrev(inner))(scaler.transform_x(x64))
+        J_chain = scaler.jacobian_to_physical(J_norm)
+    return float((J_wrap - J_chain).abs().max())
+
+
+# ---------------------------------------------------------------------------------------- metrics.csv
+def _row(metric: str, value: float, output: str = "", input: str = "", bin: Any = "", error: str = "") -> dict:
+    value = float(value)
+    if np.isnan(value) and not error:
+        error = "undefined"
+    return {"metric": metric, "output": output, "input": input, "bin": bin, "value": value, "error": error}
+
+
+def fidelity_rows(
+    x: Any,
+    y_true: Any,
+    y_pred: Any,
+    J_true: Any,
+    J_pred: Any,
+    lower: Any,
+    upper: Any,
+    input_names: tuple[str, ...] | list[str],
+    output_names: tuple[str, ...] | list[str],
+    include_entry_r2: bool = False,
+) -> list[dict]:
+    """All per-split fidelity metrics as metrics.csv rows (metric, output, input, bin, value, error).
+
+    Physical units: x (B, n_in), y (B, n_out), J (B, n_out, n_in). The runner adds the cell columns,
+    ``split`` and ``status``. Metric names are those of results/README.md; ``include_entry_r2`` adds
+    ``jac_entry_r2`` rows (NaN with the reason for constant true entries).
+    """
+    t, _ = _pair(J_true, J_pred, 3, "J")
+    n_out, n_in = t.shape[1:]
+    if len(output_names) != n_out or len(input_names) != n_in:
+        raise ValueError(
+            f"Jacobians are (B, {n_out}, {n_in}) but got {len(output_names)} output names {list(output_names)} "
+            f"and {len(input_names)} input names {list(input_names)}"
+        )
+    rows = []
+    r2, why = r2_per_output(y_true, y_pred)
+    rows += [_row("r2", r2[k], output=o, error=why[k]) for k, o in enumerate(output_names)]
+    finite = r2[np.isfinite(r2)]
+    r2_note = "" if len(finite) == len(r2) else "over outputs with a defined R² only"
+    rows.append(_row("r2_min", finite.min() if len(finite) else np.nan, error=r2_note))
+    rmse = rmse_per_output(y_true, y_pred)
+    rows += [_row("rmse", rmse[k], output=o) for k, o in enumerate(output_names)]
+    stats, note = jac_rel_fro_summary(J_true, J_pred)
+    rows += [_row(f"jac_rel_fro_{k}", v, error=note) for k, v in stats.items()]
+    nrmse, notes = jac_entry_nrmse(J_true, J_pred)
+    rows += [
+        _row("jac_entry_nrmse", nrmse[i, j], output=o, input=n, error=notes[i][j])
+        for i, o in enumerate(output_names)
+        for j, n in enumerate(input_names)
+    ]
+    if include_entry_r2:
+        er2, notes = jac_entry_r2(J_true, J_pred)
+        rows += [
+            _row("jac_entry_r2", er2[i, j], output=o, input=n, error=notes[i][j])
+            for i, o in enumerate(output_names)
+            for j, n in enumerate(input_names)
+        ]
+    sign, note = jac_sign_agreement(J_true, J_pred)
+    rows.append(_row("jac_sign_agree", sign, error=note))
+    for edge, med, _count, note in jac_error_by_edge(x, lower, upper, J_true, J_pred):
+        rows.append(_row("jac_rel_fro_by_edge", med, bin=edge, error=note))
+    return rows

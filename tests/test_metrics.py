@@ -1,0 +1,212 @@
+"""Fidelity metrics on cases with known answers."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from bench import metrics
+
+
+def _forum_jacobian(x: torch.Tensor) -> torch.Tensor:
+    """The forum set's exact Jacobian (f2 has the constant entries df2/dx3 = 5, df2/dx4 = 6)."""
+
+    def f(v):
+        x1, x2, x3, x4 = v.unbind(-1)
+        return torch.stack(
+            [
+                0.4 * x1**2 + 0.2 * x2**2 + 0.1 * x3**3.5 + 0.3 * x4**1.5,
+                3 * x1 + 4 * x2 + 5 * x3 + 6 * x4 + torch.sin(x1) * torch.cos(x2),
+                torch.sin(x1) + torch.cos(x2) + 0.05 * torch.exp(x3) + 0.1 * torch.exp(x4),
+                200 * x1**2 + 6 * torch.exp(x2) + x1**3 + 4 * torch.exp(x4),
+            ],
+            -1,
+        )
+
+    return torch.func.vmap(torch.func.jacrev(f))(x)
+
+
+@pytest.fixture
+def forum():
+    g = torch.Generator().manual_seed(0)
+    x = 0.1 + 2.9 * torch.rand(200, 4, generator=g, dtype=torch.float64)
+    return x, _forum_jacobian(x)
+
+
+def test_perfect_predictor_scores_r2_one_and_zero_jacobian_error(forum):
+    _x, J = forum
+    y = torch.randn(200, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    r2, why = metrics.r2_per_output(y, y)
+    assert r2.tolist() == [1.0] * 4 and why == [""] * 4
+    assert (metrics.rmse_per_output(y, y) == 0).all()
+    err, absolute = metrics.jac_rel_fro(J, J)
+    assert (err == 0).all() and not absolute.any()
+    stats, note = metrics.jac_rel_fro_summary(J, J)
+    assert stats == {"median": 0.0, "mean": 0.0, "p90": 0.0, "max": 0.0} and note == ""
+    nrmse, _ = metrics.jac_entry_nrmse(J, J)
+    assert (nrmse == 0).all()
+    assert metrics.jac_sign_agreement(J, J) == (1.0, "")
+
+
+def test_constant_offset_scores_exactly_its_norm_and_entries(forum):
+    _x, J = forum
+    D = torch.tensor([[0.3, -0.1, 0.0, 2.0], [1.0, 0.0, -0.5, 0.25], [0.0] * 4, [4.0, -3.0, 0.0, 1.0]], dtype=J.dtype)
+    err, _ = metrics.jac_rel_fro(J, J + D)
+    expected = (torch.linalg.matrix_norm(D) / torch.linalg.matrix_norm(J)).numpy()
+    # float64: J + D - J loses at most ~1 ulp of |J| (up to ~1300 for f4) per entry
+    np.testing.assert_allclose(err, expected, rtol=1e-10, atol=0)
+    np.testing.assert_allclose(metrics.jac_entry_rmse(J, J + D), D.abs().numpy(), rtol=0, atol=1e-12)
+    scale, _notes = metrics.entry_scales(J)
+    nrmse, _ = metrics.jac_entry_nrmse(J, J + D)
+    np.testing.assert_allclose(nrmse, D.abs().numpy() / scale, rtol=0, atol=1e-12)
+
+
+def test_constant_entry_has_finite_nrmse_and_nan_r2_with_reason(forum):
+    _x, J = forum
+    J_pred = J + 0.01 * torch.randn(J.shape, dtype=J.dtype, generator=torch.Generator().manual_seed(2))
+    scale, notes = metrics.entry_scales(J)
+    assert scale[1, 2] == pytest.approx(5.0, abs=1e-12) and notes[1][2] == ""  # df2/dx3 = 5: RMS is 5
+    nrmse, _ = metrics.jac_entry_nrmse(J, J_pred)
+    assert np.isfinite(nrmse).all()
+    r2, why = metrics.jac_entry_r2(J, J_pred)
+    for i, j in [(1, 2), (1, 3)]:  # df2/dx3 = 5, df2/dx4 = 6
+        assert math.isnan(r2[i, j]) and "constant" in why[i][j]
+    assert np.isfinite(r2[0]).all() and why[0] == [""] * 4
+
+
+def test_identically_zero_entry_falls_back_to_its_row_scale():
+    J = torch.zeros(10, 2, 2, dtype=torch.float64)
+    J[:, 0, 0] = torch.linspace(1, 2, 10, dtype=torch.float64)  # row 0: one live entry, one zero entry
+    scale, notes = metrics.entry_scales(J)
+    row_rms = float(J[:, 0, :].pow(2).mean().sqrt())
+    assert scale[0, 1] == pytest.approx(row_rms) and "row 0" in notes[0][1]
+    assert scale[1, 0] > 0 and "whole true Jacobian" in notes[1][0]  # row 1 identically zero
+    scale, notes = metrics.entry_scales(torch.zeros(3, 2, 2, dtype=torch.float64))
+    assert (scale == 1).all() and "absolute" in notes[0][0]
+
+
+def test_zero_true_jacobian_uses_absolute_error_and_says_so():
+    J = torch.ones(4, 2, 3, dtype=torch.float64)
+    J[1] = 0.0
+    J_pred = J + 0.5
+    err, absolute = metrics.jac_rel_fro(J, J_pred)
+    assert absolute.tolist() == [False, True, False, False]
+    assert err[1] == pytest.approx(0.5 * math.sqrt(6))  # ||0.5 * ones(2, 3)||_F, not a division by zero
+    assert err[0] == pytest.approx(0.5)
+    _, note = metrics.jac_rel_fro_summary(J, J_pred)
+    assert "1 sample(s) with ||J_true|| = 0 use the absolute error" in note
+
+
+def test_constant_output_has_nan_r2_with_reason():
+    y = torch.tensor([[1.0, 2.0], [1.0, 3.0], [1.0, 5.0]], dtype=torch.float64)
+    r2, why = metrics.r2_per_output(y, y + 0.1)
+    assert math.isnan(r2[0]) and "constant" in why[0]
+    assert np.isfinite(r2[1]) and why[1] == ""
+
+
+def test_sign_agreement_on_a_constructed_case():
+    # row 0 has RMS ~ 1: entry 1e-6 is below 1e-3 x RMS, so it has no sign to compare
+    J_true = torch.tensor([[[1.0, -2.0, 1e-6], [3.0, 4.0, -1.0]]], dtype=torch.float64)
+    J_pred = torch.tensor([[[0.5, 2.0, -1.0], [3.0, -4.0, -2.0]]], dtype=torch.float64)
+    frac, note = metrics.jac_sign_agreement(J_true, J_pred)
+    assert frac == pytest.approx(3 / 5) and note == ""  # agree: (0,0), (1,0), (1,2); disagree: (0,1), (1,1)
+    frac, note = metrics.jac_sign_agreement(torch.zeros(2, 1, 1), torch.ones(2, 1, 1))
+    assert math.isnan(frac) and "~0" in note
+
+
+def test_edge_bins_on_points_at_known_distances():
+    lower, upper = np.array([1.0, -2.0]), np.array([3.0, 2.0])
+    # normalized distances 0.05, 0.15, 0.35, 0.45, 0.5 (centre), 0.02 (near the upper face of input 2)
+    u = np.array([[0.05, 0.5], [0.5, 0.15], [0.35, 0.4], [0.55, 0.45], [0.5, 0.5], [0.5, 0.98]])
+    x = lower + u * (upper - lower)
+    np.testing.assert_allclose(metrics.edge_distance(x, lower, upper), [0.05, 0.15, 0.35, 0.45, 0.5, 0.02])
+    J = torch.ones(6, 1, 2, dtype=torch.float64)
+    rel = torch.tensor([0.6, 0.2, 0.3, 0.4, 0.5, 0.1], dtype=torch.float64)  # relative error per sample
+    J_pred = J * (1 + rel)[:, None, None]
+    bins = metrics.jac_error_by_edge(x, lower, upper, J, J_pred)
+    assert [b[0] for b in bins] == [0.1, 0.2, 0.3, 0.4, 0.5]
+    assert [b[2] for b in bins] == [2, 1, 0, 1, 2]
+    assert bins[0][1] == pytest.approx(0.35)  # median of 0.6 and 0.1
+    assert bins[1][1] == pytest.approx(0.2)
+    assert math.isnan(bins[2][1]) and bins[2][3] == "no samples in this bin"
+    assert bins[4][1] == pytest.approx(0.45)  # 0.45 and the centre 0.5 share the last, closed bin
+
+
+class _Affine:
+    """A minimal scaler with the equations.scaling.Scaler interface used by denorm_check."""
+
+    def __init__(self, x_shift, x_scale, y_shift, y_scale):
+        self.x_shift, self.x_scale, self.y_shift, self.y_scale = x_shift, x_scale, y_shift, y_scale
+
+    def transform_x(self, x):
+        return (x - self.x_shift.to(x)) / self.x_scale.to(x)
+
+    def jacobian_to_physical(self, J):
+        return self.y_scale.to(J)[:, None] * J / self.x_scale.to(J)[None, :]
+
+
+class _Wrapper(torch.nn.Module):
+    def __init__(self, model, scaler, wrong=False):
+        super().__init__()
+        self.model, self.scaler, self.wrong = model, scaler, wrong
+
+    def forward(self, x):
+        s = self.scaler
+        y = self.model(s.transform_x(x))
+        return y * s.y_scale.to(x) * (2.0 if self.wrong else 1.0) + s.y_shift.to(x)
+
+
+def test_denorm_check_is_tiny_for_a_correct_wrapper_and_large_for_a_wrong_one():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))  # float32
+    f64 = torch.float64
+    scaler = _Affine(
+        torch.tensor([0.1, -1.0, 5.0], dtype=f64),
+        torch.tensor([2.9, 2.0, 100.0], dtype=f64),
+        torch.tensor([3.0, -7.0], dtype=f64),
+        torch.tensor([1000.0, 0.01], dtype=f64),
+    )
+    x = torch.rand(16, 3, dtype=f64) * scaler.x_scale + scaler.x_shift
+    assert metrics.denorm_check(_Wrapper(model, scaler), x) < 1e-12
+    assert metrics.denorm_check(_Wrapper(model, scaler, wrong=True), x) > 1e-3
+    assert model[0].weight.dtype == torch.float32  # the check worked on a float64 copy
+
+
+def test_fidelity_rows_follow_the_results_schema(forum):
+    x, J = forum
+    y = torch.randn(200, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    names_in, names_out = ("x1", "x2", "x3", "x4"), ("f1", "f2", "f3", "f4")
+    rows = metrics.fidelity_rows(x, y, y + 0.01, J, J + 0.1, [0.1] * 4, [3.0] * 4, names_in, names_out)
+    assert all(set(r) == {"metric", "output", "input", "bin", "value", "error"} for r in rows)
+    count = {}
+    for r in rows:
+        count[r["metric"]] = count.get(r["metric"], 0) + 1
+    assert count == {
+        "r2": 4,
+        "r2_min": 1,
+        "rmse": 4,
+        "jac_rel_fro_median": 1,
+        "jac_rel_fro_mean": 1,
+        "jac_rel_fro_p90": 1,
+        "jac_rel_fro_max": 1,
+        "jac_entry_nrmse": 16,
+        "jac_sign_agree": 1,
+        "jac_rel_fro_by_edge": 5,
+    }
+    by = {(r["metric"], r["output"], r["input"]): r for r in rows}
+    assert by[("rmse", "f3", "")]["value"] == pytest.approx(0.01)
+    assert by[("jac_entry_nrmse", "f2", "x3")]["value"] == pytest.approx(0.1 / 5)
+    assert all(isinstance(r["value"], float) for r in rows)
+    assert all(r["error"] for r in rows if math.isnan(r["value"]))  # every NaN says why
+    with_r2 = metrics.fidelity_rows(x, y, y, J, J, [0.1] * 4, [3.0] * 4, names_in, names_out, include_entry_r2=True)
+    r2_f2_x3 = next(r for r in with_r2 if r["metric"] == "jac_entry_r2" and (r["output"], r["input"]) == ("f2", "x3"))
+    assert math.isnan(r2_f2_x3["value"]) and "constant" in r2_f2_x3["error"]
+
+
+def test_mismatched_shapes_and_names_are_clear_errors(forum):
+    x, J = forum
+    with pytest.raises(ValueError, match="same shape"):
+        metrics.jac_rel_fro(J, J[:, :3])
+    with pytest.raises(ValueError, match="output names"):
+        metrics.fidelity_rows(x, J[:, :, 0], J[:, :, 0], J, J, [0.1] * 4, [3.0] * 4, ("x1",) * 4, ("f1",) * 3)
