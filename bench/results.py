@@ -1,0 +1,191 @@
+"""The results folder: run ids, the `latest` pointer, atomic writes, and reading cells back.
+
+Layout (the contract with the report, see results/README.md)::
+
+    results/<run-id>/config.json, env.json, cells/<cell>.csv, jacobians/<cell>.csv, metrics.csv
+
+Every file is written to a temporary name in the same folder and then ``os.replace``d into place, so a
+crash or Ctrl-C leaves either the old file or the complete new one, never half a table.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+# metrics.csv columns, in order (results/README.md)
+METRIC_COLUMNS = (
+    "run_id", "cell_id", "equation", "model", "family", "params", "flops", "seed", "variant", "beta",
+    "n_train", "split", "metric", "output", "input", "bin", "value", "status", "error",
+)  # fmt: skip
+TMP_MARK = ".tmp-"  # temporary files are <name>.tmp-<pid>; never matched by *.csv
+LATEST = "latest"  # symlink results/latest -> <run-id>; text file LATEST where symlinks are refused
+_UNSAFE = re.compile(r"[^A-Za-z0-9._=+-]")
+
+
+@dataclass
+class CellResult:
+    """What a cell function returns: its metric rows and, optionally, its per-sample test Jacobians."""
+
+    rows: list[dict]  # metrics.csv rows (results/README.md columns)
+    jacobians: pd.DataFrame | None = None  # forum layout: x1..xn, df1_dx1, df1_dx1_true, ... (<= 1000 rows)
+
+
+def cell_row(cell: Any, run_id: str) -> dict:
+    """The columns every row of a cell shares, from a bench.config.Cell."""
+    return {
+        "run_id": run_id, "cell_id": cell.cell_id, "equation": cell.equation, "model": cell.model,
+        "seed": cell.seed, "variant": cell.variant, "beta": cell.beta, "n_train": cell.n_train,
+    }  # fmt: skip
+
+
+def failed_rows(cell: Any, run_id: str, error: str) -> list[dict]:
+    """The single row that records a failed cell (metric ``failed``, value NaN, the message in ``error``)."""
+    return [{**cell_row(cell, run_id), "split": "", "metric": "failed", "value": float("nan"),
+             "status": "failed", "error": error}]  # fmt: skip
+
+
+def new_run_id(profile: str, now: _dt.datetime | None = None) -> str:
+    """A sortable run id like ``20261123-190102-quick``."""
+    now = now or _dt.datetime.now()
+    return f"{now:%Y%m%d-%H%M%S}-{_UNSAFE.sub('_', profile)}"
+
+
+def create_run_dir(root: str | Path, profile: str) -> Path:
+    """Make ``root/<run-id>/`` (with a numeric suffix if that id is taken) and point ``latest`` at it."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    base = new_run_id(profile)
+    for k in range(1, 1000):
+        run_dir = root / (base if k == 1 else f"{base}-{k}")
+        try:
+            run_dir.mkdir()
+        except FileExistsError:
+            continue
+        (run_dir / "cells").mkdir()
+        (run_dir / "jacobians").mkdir()
+        set_latest(root, run_dir)
+        return run_dir
+    raise RuntimeError(f"could not create a fresh run folder under {root}")
+
+
+def set_latest(root: str | Path, run_dir: str | Path) -> None:
+    """Point ``root/latest`` at run_dir (a relative symlink), or write its name into ``root/LATEST``."""
+    root, name = Path(root), Path(run_dir).name
+    link, tmp = root / LATEST, root / f"{LATEST}{TMP_MARK}{os.getpid()}"
+    try:
+        if tmp.is_symlink() or tmp.exists():
+            tmp.unlink()
+        os.symlink(name, tmp, target_is_directory=True)
+        os.replace(tmp, link)
+    except OSError:  # no symlinks here (some Windows setups, some mounts): a text file instead
+        atomic_write_text(root / "LATEST", name + "\n")
+
+
+def resolve_run_dir(path: str | Path) -> Path:
+    """A run folder from its path, or from ``results/latest`` / a results root holding LATEST."""
+    p = Path(path)
+    if (p / "config.json").is_file():
+        return p.resolve()  # results/latest -> results/<run-id>: the folder name is the run id
+    roots = (p, p.parent) if p.name == LATEST else (p,)  # `results`, or `results/latest` as a text pointer
+    for pointer_root in roots:
+        pointer = pointer_root / "LATEST"
+        if pointer.is_file():
+            cand = pointer_root / pointer.read_text().strip()
+            if (cand / "config.json").is_file():
+                return cand.resolve()
+    if (p / LATEST / "config.json").is_file():
+        return (p / LATEST).resolve()
+    raise FileNotFoundError(f"{p} is not a run folder (no config.json); pass results/<run-id> or results/latest")
+
+
+def cell_filename(cell_id: str) -> str:
+    """A file-system-safe, collision-free file stem for a cell id (``gen:smooth:3`` has colons, ``file:`` slashes)."""
+    safe = _UNSAFE.sub("_", cell_id)
+    if safe != cell_id:
+        safe += "-" + hashlib.sha1(cell_id.encode()).hexdigest()[:8]
+    return safe
+
+
+def _tmp_path(path: Path) -> Path:
+    return path.with_name(f"{path.name}{TMP_MARK}{os.getpid()}")
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write text to path atomically (temporary file in the same folder, fsync, os.replace)."""
+    path = Path(path)
+    tmp = _tmp_path(path)
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def atomic_write_csv(path: str | Path, df: pd.DataFrame) -> None:
+    """Write a DataFrame as CSV atomically; floats keep full precision (never rounded at the source)."""
+    atomic_write_text(path, df.to_csv(index=False, float_format="%.17g"))
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def remove_stale_tmp(run_dir: str | Path) -> int:
+    """Delete temporary files a killed run left behind; returns how many."""
+    n = 0
+    for sub in ("cells", "jacobians", "errors", "."):
+        for f in Path(run_dir, sub).glob(f"*{TMP_MARK}*"):
+            f.unlink(missing_ok=True)
+            n += 1
+    return n
+
+
+def rows_frame(rows: list[dict]) -> pd.DataFrame:
+    """Rows as a DataFrame with exactly the metrics.csv columns, in order (missing ones empty)."""
+    df = pd.DataFrame(rows)
+    extra = [c for c in df.columns if c not in METRIC_COLUMNS]
+    if extra:
+        raise ValueError(f"metric rows have columns outside the results schema: {extra}")
+    return df.reindex(columns=list(METRIC_COLUMNS))
+
+
+def read_cell(path: str | Path) -> pd.DataFrame:
+    # keep_default_na=False: an empty `output`/`error` stays "", not NaN; `value` is parsed as float below
+    df = pd.read_csv(path, keep_default_na=False, dtype=str)
+    if "value" in df:
+        df["value"] = pd.to_numeric(df["value"].replace("", "nan"), errors="coerce")
+    return df
+
+
+def read_cells(run_dir: str | Path) -> pd.DataFrame:
+    """All finished cells of a run, concatenated (sorted by file name, so the order is stable)."""
+    files = sorted(Path(run_dir, "cells").glob("*.csv"))
+    if not files:
+        return pd.DataFrame(columns=list(METRIC_COLUMNS))
+    return pd.concat([read_cell(f) for f in files], ignore_index=True)
+
+
+def cell_status(path: str | Path) -> str:
+    """``ok`` or ``failed`` for a finished cell file (a cell is failed if any of its rows is)."""
+    status = read_cell(path).get("status", pd.Series(dtype=str))
+    return "failed" if (status == "failed").any() else "ok"
+
+
+def write_metrics(run_dir: str | Path) -> pd.DataFrame:
+    """Rebuild ``metrics.csv`` from ``cells/*.csv``; returns the table."""
+    df = read_cells(run_dir)
+    atomic_write_text(Path(run_dir, "metrics.csv"), df.to_csv(index=False, float_format="%.17g"))
+    return df

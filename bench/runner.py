@@ -1,0 +1,345 @@
+"""The suite runner: a grid of cells over a process pool, resumable, one atomic file per finished cell.
+
+Resumption works at the level of cells: a cell is done when ``cells/<cell>.csv`` exists, and that file is
+written atomically by the worker the moment the cell finishes (its ``jacobians/<cell>.csv`` first). A re-run
+of the same folder skips done cells, so a crash, a killed worker or Ctrl-C loses only the cells in flight.
+A cell that raises is recorded as a ``failed`` row with its message (traceback in ``errors/<cell>.txt``) and
+the grid goes on. A worker that dies takes its in-flight cells with it: they are retried one at a time, and
+a cell that kills its worker when running alone is recorded as failed.
+
+The cell function is a parameter (``cell_fn(cell, config, run_id) -> CellResult``) so tests can inject a
+fast fake; it must be picklable (a module-level function) when more than one worker runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import multiprocessing as mp
+import os
+import signal
+import sys
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench import results
+from bench.config import Cell, Config, grid_cells
+from bench.results import CellResult
+
+CellFn = Callable[[Cell, Config, str], CellResult]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    cell_id: str
+    status: str  # ok | failed
+    error: str
+    seconds: float
+
+
+@dataclass
+class RunSummary:
+    run_dir: Path
+    planned: int  # cells in the grid
+    skipped: int  # already done before this run started
+    outcomes: list[Outcome] = field(default_factory=list)  # cells finished by this run
+    interrupted: bool = False
+
+    @property
+    def failures(self) -> list[Outcome]:
+        return [o for o in self.outcomes if o.status != "ok"]
+
+    @property
+    def exit_code(self) -> int:
+        return 130 if self.interrupted else (1 if self.failures else 0)
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def resolve_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_parallelism(config: Config, n_cells: int) -> Config:
+    """Fill in device, workers and threads (``auto``/0 in the config) for this machine."""
+    run = config.run
+    device = resolve_device(run.device)
+    cores = usable_cores()
+    workers = run.workers or (min(4, cores) if device.startswith("cuda") else cores)
+    workers = max(1, min(workers, max(n_cells, 1)))
+    threads = run.threads or max(1, cores // workers)
+    return dataclasses.replace(config, run=dataclasses.replace(run, device=device, workers=workers, threads=threads))
+
+
+def set_threads(threads: int) -> None:
+    """Torch (and OpenMP/MKL) threads for this process.
+
+    Sets the environment, which torch reads when it is first imported, and torch's own setting if torch
+    is already loaded; the worker initializer calls this before any cell imports torch.
+    """
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(threads)
+
+
+def _init_worker(threads: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's business
+    set_threads(threads)
+
+
+def _write_failed(cell: Cell, run_dir: Path, run_id: str, error: str, detail: str = "") -> None:
+    stem = results.cell_filename(cell.cell_id)
+    if detail:
+        (run_dir / "errors").mkdir(exist_ok=True)
+        results.atomic_write_text(run_dir / "errors" / f"{stem}.txt", detail)
+    frame = results.rows_frame(results.failed_rows(cell, run_id, error))
+    results.atomic_write_csv(run_dir / "cells" / f"{stem}.csv", frame)
+
+
+def execute_cell(cell_fn: CellFn, cell: Cell, config: Config, run_dir: Path, run_id: str) -> Outcome:
+    """Run one cell and write its files atomically (Jacobians first, then the cell table that marks it done)."""
+    t0 = time.perf_counter()
+    stem = results.cell_filename(cell.cell_id)
+    try:
+        res = cell_fn(cell, config, run_id)
+        if not res.rows:
+            raise RuntimeError("the cell function returned no rows")
+        frame = results.rows_frame(res.rows)
+        if res.jacobians is not None:
+            results.atomic_write_csv(run_dir / "jacobians" / f"{stem}.csv", res.jacobians)
+        results.atomic_write_csv(run_dir / "cells" / f"{stem}.csv", frame)
+        failed = frame[frame["status"] == "failed"]
+        error = str(failed["error"].iloc[0]) if len(failed) else ""
+        return Outcome(cell.cell_id, "failed" if len(failed) else "ok", error, time.perf_counter() - t0)
+    except Exception as err:  # any failure of a cell is a result, the grid goes on
+        msg = f"{type(err).__name__}: {err}"
+        _write_failed(cell, run_dir, run_id, msg, traceback.format_exc())
+        return Outcome(cell.cell_id, "failed", msg, time.perf_counter() - t0)
+
+
+def pending_cells(cells: list[Cell], run_dir: Path, retry_failed: bool = False) -> list[Cell]:
+    """Cells without a finished file (and, with retry_failed, cells recorded as failed)."""
+    todo = []
+    for c in cells:
+        path = run_dir / "cells" / f"{results.cell_filename(c.cell_id)}.csv"
+        if not path.exists() or (retry_failed and results.cell_status(path) == "failed"):
+            todo.append(c)
+    return todo
+
+
+class _Progress:
+    """tqdm bar with the cells in flight as its postfix; silent when disabled."""
+
+    def __init__(self, total: int, enabled: bool):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=total, unit="cell", disable=not enabled, file=sys.stderr, dynamic_ncols=True)
+        self.running: list[str] = []
+
+    def start(self, cell_id: str) -> None:
+        self.running.append(cell_id)
+        self.bar.set_postfix_str(", ".join(self.running), refresh=True)
+
+    def done(self, o: Outcome) -> None:
+        if o.cell_id in self.running:
+            self.running.remove(o.cell_id)
+        if o.status != "ok":
+            self.bar.write(f"FAILED {o.cell_id}: {o.error}", file=sys.stderr)
+        self.bar.set_postfix_str(", ".join(self.running), refresh=False)
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def run_grid(
+    config: Config,
+    run_dir: str | Path,
+    cell_fn: CellFn | None = None,
+    retry_failed: bool = False,
+    progress: bool = True,
+) -> RunSummary:
+    """Run every unfinished cell of ``config.grid`` into ``run_dir`` (config already resolved)."""
+    if cell_fn is None:
+        from bench.cell import run_cell as cell_fn
+    run_dir = Path(run_dir)
+    for sub in ("cells", "jacobians"):
+        (run_dir / sub).mkdir(parents=True, exist_ok=True)
+    results.remove_stale_tmp(run_dir)
+    cells = grid_cells(config.grid)
+    todo = pending_cells(cells, run_dir, retry_failed)
+    summary = RunSummary(run_dir, len(cells), len(cells) - len(todo))
+    bar = _Progress(len(todo), progress)
+    try:
+        if config.run.workers <= 1:
+            set_threads(config.run.threads or usable_cores())
+            for cell in todo:
+                bar.start(cell.cell_id)
+                summary.outcomes.append(execute_cell(cell_fn, cell, config, run_dir, run_dir.name))
+                bar.done(summary.outcomes[-1])
+        else:
+            _run_pool(cell_fn, todo, config, run_dir, summary, bar)
+    except KeyboardInterrupt:
+        summary.interrupted = True
+    finally:
+        bar.close()
+    return summary
+
+
+def _run_pool(cell_fn: CellFn, todo: list[Cell], config: Config, run_dir: Path, summary: RunSummary, bar) -> None:
+    """Keep ``workers`` cells in flight; after a worker dies, retry its cells alone (quarantine)."""
+    pending, suspects = deque(todo), deque()
+    quarantined: set[str] = set()  # cells that were in flight when a worker died
+    args = (config, run_dir, run_dir.name)
+    while pending or suspects:
+        pool = ProcessPoolExecutor(
+            config.run.workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
+            initargs=(config.run.threads,),
+        )  # fmt: skip
+        inflight: dict[Future, Cell] = {}
+        broken = False  # a worker died: finish this pool and start a fresh one
+        try:
+            while (pending or suspects or inflight) and not broken:
+                if suspects and not inflight:  # a suspect runs alone, so a second crash convicts it
+                    cell = suspects.popleft()
+                    quarantined.add(cell.cell_id)
+                    inflight[pool.submit(execute_cell, cell_fn, cell, *args)] = cell
+                    bar.start(cell.cell_id)
+                solo = suspects or any(c.cell_id in quarantined for c in inflight.values())
+                while pending and not solo and len(inflight) < config.run.workers:
+                    cell = pending.popleft()
+                    inflight[pool.submit(execute_cell, cell_fn, cell, *args)] = cell
+                    bar.start(cell.cell_id)
+                done, _ = wait(inflight, return_when=FIRST_COMPLETED)
+                crashed = []
+                for fut in done:
+                    cell = inflight.pop(fut)
+                    try:
+                        outcome = fut.result()
+                    except BrokenProcessPool:
+                        crashed.append(cell)
+                        continue
+                    except Exception as err:  # e.g. the cell function could not be pickled
+                        msg = f"{type(err).__name__}: {err}"
+                        _write_failed(cell, run_dir, run_dir.name, msg, traceback.format_exc())
+                        outcome = Outcome(cell.cell_id, "failed", msg, 0.0)
+                    summary.outcomes.append(outcome)
+                    bar.done(outcome)
+                if crashed:  # every cell still in flight went down with the pool
+                    broken = True
+                    crashed += inflight.values()
+                    inflight.clear()
+                    for outcome in _triage(crashed, run_dir, suspects, bar):
+                        summary.outcomes.append(outcome)
+                        bar.done(outcome)
+        except BaseException:
+            _terminate(pool)
+            raise
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _triage(crashed: list[Cell], run_dir: Path, suspects: deque, bar: _Progress) -> list[Outcome]:
+    """A worker died with these cells in flight. One alone is guilty (failed); several are retried alone."""
+    out = []
+    for cell in crashed:
+        path = run_dir / "cells" / f"{results.cell_filename(cell.cell_id)}.csv"
+        if path.exists():  # it finished and wrote its file before the pool went down
+            out.append(Outcome(cell.cell_id, results.cell_status(path), "", 0.0))
+        elif len(crashed) == 1:
+            msg = "the worker process died while running this cell alone (crash or out of memory)"
+            _write_failed(cell, run_dir, run_dir.name, msg)
+            out.append(Outcome(cell.cell_id, "failed", msg, 0.0))
+        else:
+            if cell.cell_id in bar.running:
+                bar.running.remove(cell.cell_id)
+            suspects.append(cell)
+    return out
+
+
+def _terminate(pool: ProcessPoolExecutor) -> None:
+    """Stop a pool now: cancel queued cells and kill the workers (their cells are simply not done)."""
+    procs = list(getattr(pool, "_processes", {}).values())  # no public API before Python 3.14
+    pool.shutdown(wait=False, cancel_futures=True)
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+    for p in procs:
+        p.join(timeout=5)
+
+
+# ---- a run from start to finish: folder, config.json, env.json, the grid, metrics.csv, the summary ----
+
+
+def _record(config: Config) -> dict:
+    """config.json: the resolved config, plus TrainConfig with its defaults filled in where available."""
+    rec = config.to_dict()
+    try:
+        from bench.train import TrainConfig
+
+        rec["train_resolved"] = dataclasses.asdict(TrainConfig(**config.train))
+    except ImportError:
+        pass
+    return rec
+
+
+def open_run(config: Config, resume: str | Path | None = None) -> tuple[Config, Path]:
+    """Resolve device/workers/threads and create (or reopen) the run folder with config.json and env.json.
+
+    On resume the folder's saved grid and training config are used; only ``config.run``'s workers and
+    threads (how the run executes, not what it measures) are taken from ``config``.
+    """
+    from bench.envinfo import collect_env
+
+    if resume is not None:
+        run_dir = results.resolve_run_dir(resume)
+        saved = Config.from_dict(json.loads((run_dir / "config.json").read_text()))
+        run = dataclasses.replace(saved.run, workers=config.run.workers, threads=config.run.threads)
+        config = resolve_parallelism(dataclasses.replace(saved, run=run), len(grid_cells(saved.grid)))
+        env = json.loads((run_dir / "env.json").read_text()) if (run_dir / "env.json").exists() else {}
+        env.setdefault("resumed", []).append(collect_env(config.run.device, config.run.dtype, config.run.threads))
+        results.write_json(run_dir / "env.json", env)
+        return config, run_dir
+    config = resolve_parallelism(config, len(grid_cells(config.grid)))
+    run_dir = results.create_run_dir(config.run.out, config.run.profile)
+    results.write_json(run_dir / "config.json", {"run_id": run_dir.name, **_record(config)})
+    results.write_json(run_dir / "env.json", collect_env(config.run.device, config.run.dtype, config.run.threads))
+    return config, run_dir
+
+
+def finish_run(summary: RunSummary, out=None) -> int:
+    """Rebuild metrics.csv, print what happened and the failures (to ``out``, default stdout); the exit code."""
+    out = out or sys.stdout
+    table = results.write_metrics(summary.run_dir)
+    n_ok = sum(o.status == "ok" for o in summary.outcomes)
+    secs = [o.seconds for o in summary.outcomes if o.seconds > 0]
+    timing = f", {sum(secs) / len(secs):.1f} s per cell" if secs else ""
+    print(
+        f"{summary.run_dir}: {summary.planned} cells, {summary.skipped} already done, {n_ok} finished now, "
+        f"{len(summary.failures)} failed{timing}; {len(table)} rows in metrics.csv",
+        file=out,
+    )
+    if summary.failures:
+        print(f"{len(summary.failures)} failed cells (details in errors/ and cells/):", file=out)
+        for o in summary.failures:
+            print(f"  {o.cell_id}: {o.error}", file=out)
+    if summary.interrupted:
+        print(f"interrupted; finished cells are saved. Resume with: python -m bench run --resume {summary.run_dir}",
+              file=out)  # fmt: skip
+    return summary.exit_code

@@ -1,0 +1,140 @@
+"""Grid and run configuration: TOML profiles, layered overrides, wildcard expansion, clear errors."""
+
+import pytest
+
+from bench import config as C
+from bench.config import Config, ConfigError, expand_names, fnmatch_lister, load_config, parse_overrides
+
+
+def write(tmp_path, text, name="my.toml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_quick_profile_loads_and_counts_its_cells():
+    cfg = load_config("quick", expand=False)
+    assert cfg.run.profile == "quick"
+    assert set(cfg.grid.betas) == {1.0, 0.5}
+    assert len(C.grid_cells(cfg.grid)) == len(cfg.grid.equations) * len(cfg.grid.models) * 2 * len(cfg.grid.seeds)
+
+
+def test_full_profile_loads():
+    cfg = load_config("full", expand=False)
+    assert cfg.grid.betas == (1.0, 0.9, 0.5, 0.1, 1e-3, 1e-7)
+    assert len(cfg.grid.seeds) == 5 and len(cfg.grid.n_train) > 1 and cfg.run.device == "auto"
+
+
+def test_layers_file_then_command_line(tmp_path):
+    path = write(tmp_path, "[grid]\nseeds = [7]\nn_test = 50\n[train]\nsteps = 20\n")
+    cfg = load_config("quick", path, {"grid.seeds": "0,1,2", "train.lr": 0.01, "run.workers": 3}, expand=False)
+    assert cfg.grid.seeds == (0, 1, 2)  # command line beats the file
+    assert cfg.grid.n_test == 50  # the file beats the profile
+    assert cfg.train["steps"] == 20 and cfg.train["lr"] == 0.01 and cfg.train["optimizer"] == "adam"
+    assert cfg.run.workers == 3 and cfg.grid.equations == load_config("quick", expand=False).grid.equations
+
+
+def test_config_file_without_profile(tmp_path):
+    path = write(tmp_path, '[grid]\nequations = "forum4x4"\nmodels = "mlp_tanh,fastkan"\n')
+    cfg = load_config(None, path, expand=False)
+    assert cfg.run.profile == "my" and cfg.grid.models == ("mlp_tanh", "fastkan") and cfg.grid.seeds == (0,)
+
+
+def test_unknown_key_names_the_file_and_suggests(tmp_path):
+    path = write(tmp_path, "[grid]\nmodles = ['fastkan']\n")
+    with pytest.raises(ConfigError, match=r"my\.toml: unknown key grid\.modles \(did you mean 'models'\?\)"):
+        load_config("quick", path, expand=False)
+
+
+def test_unknown_table_and_command_line_key():
+    with pytest.raises(ConfigError, match=r"unknown table \[trian\] \(did you mean 'train'\?\)"):
+        load_config("quick", overrides={"trian.steps": 3}, expand=False)
+    with pytest.raises(ConfigError, match=r"command line: unknown key run\.worker \(did you mean 'workers'\?\)"):
+        load_config("quick", overrides={"run.worker": 3}, expand=False)
+
+
+def test_unknown_train_key_is_checked_against_trainconfig():
+    pytest.importorskip("bench.train")
+    with pytest.raises(ConfigError, match=r"unknown key train\.stesp \(did you mean 'steps'\?\)"):
+        load_config("quick", overrides={"train.stesp": 3}, expand=False)
+
+
+def test_beta_belongs_to_the_grid():
+    with pytest.raises(ConfigError, match=r"grid\.betas"):
+        load_config("quick", overrides={"train.beta": 0.5}, expand=False)
+
+
+def test_bad_values_are_named():
+    with pytest.raises(ConfigError, match=r"grid\.scaling = 'fourm'.*did you mean 'forum'"):
+        load_config("quick", overrides={"grid.scaling": "fourm"}, expand=False)
+    with pytest.raises(ConfigError, match=r"grid\.seeds"):
+        load_config("quick", overrides={"grid.seeds": "zero"}, expand=False)
+    with pytest.raises(ConfigError, match=r"grid\.betas must lie in \[0, 1\]"):
+        load_config("quick", overrides={"grid.betas": [1.0, 2.0]}, expand=False)
+    with pytest.raises(ConfigError, match="duplicates"):
+        load_config("quick", overrides={"grid.seeds": [1, 1]}, expand=False)
+
+
+def test_unknown_profile_and_bad_toml(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown profile 'quik' \(did you mean 'quick'\?\)"):
+        load_config("quik")
+    with pytest.raises(ConfigError, match=r"bad\.toml: not valid TOML"):
+        load_config("quick", write(tmp_path, "[grid\n", "bad.toml"), expand=False)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_config("quick", tmp_path / "missing.toml")
+
+
+def test_parse_overrides():
+    got = parse_overrides(["train.steps=200", "grid.betas=[1, 0.5]", "grid.models=fastkan*", "run.device=cpu"])
+    assert got == {"train.steps": 200, "grid.betas": [1, 0.5], "grid.models": "fastkan*", "run.device": "cpu"}
+    with pytest.raises(ConfigError, match=r"TABLE\.KEY=VALUE"):
+        parse_overrides(["steps=3"])
+
+
+def test_model_overrides_from_toml_and_command_line(tmp_path):
+    path = write(tmp_path, "[model_overrides.fastkan]\nnum_grids = 12\n")
+    cfg = load_config("quick", path, {"model_overrides.mlp_tanh.width": 32}, expand=False)
+    assert cfg.grid.model_overrides == {"fastkan": {"num_grids": 12}, "mlp_tanh": {"width": 32}}
+
+
+def test_round_trip_through_json_dict():
+    cfg = load_config("quick", overrides={"grid.match_params": 2000}, expand=False)
+    assert Config.from_dict(cfg.to_dict()) == cfg
+
+
+# ---- wildcard expansion ----
+
+NAMES = ["mlp_tanh", "mlp_silu", "fastkan", "fastkan_noln", "efficient_kan"]
+
+
+def check(name):
+    if name not in NAMES:
+        raise KeyError(f"unknown model {name!r}{C.suggest(name, NAMES)}")
+
+
+def test_expand_keeps_order_and_drops_duplicates():
+    got = expand_names(["fastkan*", "mlp_tanh", "fastkan", "*kan"], fnmatch_lister(NAMES), check, "model")
+    assert got == ("fastkan", "fastkan_noln", "mlp_tanh", "efficient_kan")
+
+
+def test_expand_errors_suggest_close_names():
+    with pytest.raises(ConfigError, match=r"unknown model 'fastkn' \(did you mean 'fastkan'"):
+        expand_names(["fastkn"], fnmatch_lister(NAMES), check, "model")
+    with pytest.raises(ConfigError, match=r"model pattern 'resnet\*' matches nothing; available: mlp_tanh"):
+        expand_names(["resnet*"], fnmatch_lister(NAMES), check, "model")
+
+
+def test_expand_models_against_the_registry():
+    pytest.importorskip("models")
+    assert C.expand_models("fastkan*,mlp_tanh") == ("fastkan", "fastkan_noln", "mlp_tanh")
+    with pytest.raises(ConfigError, match="did you mean 'efficient_kan'"):
+        C.expand_models("eficient_kan")
+
+
+def test_expand_equations_against_the_registry():
+    equations = pytest.importorskip("equations")
+    if not hasattr(equations, "list"):
+        pytest.skip("equations registry not landed yet")
+    assert C.expand_equations("forum4x4,gen:smooth:3") == ("forum4x4", "gen:smooth:3")
+    with pytest.raises(ConfigError, match="forum4x4"):
+        C.expand_equations("forum4x5")
