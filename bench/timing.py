@@ -1,0 +1,107 @@
+"""The timer behind every throughput number: warm-up, device synchronization, repeats, median and quartiles.
+
+A timing is the distribution of wall-clock seconds of single calls. On CUDA the timed callable ends with
+``torch.cuda.synchronize`` (kernels are asynchronous: without it we would time the launch, not the work).
+The number of repeats is either fixed or chosen to fit a time budget from the warm-up calls' duration.
+"""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Seconds per call of each timed repeat (warm-up calls excluded)."""
+
+    seconds: tuple[float, ...]
+    warmup: int  # untimed calls before the first timed one (compilation, caches, allocator)
+
+    @property
+    def repeats(self) -> int:
+        return len(self.seconds)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
+
+    def quantile(self, q: float) -> float:
+        """Linear-interpolated quantile of the per-call seconds (q in [0, 1])."""
+        s = sorted(self.seconds)
+        pos = q * (len(s) - 1)
+        lo = int(pos)
+        hi = min(lo + 1, len(s) - 1)
+        return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+
+    def rate(self, items: float) -> tuple[float, float, float]:
+        """Items per second: (median, q25, q75) of the rate. The fast quartile of time is the q75 of rate."""
+        return items / self.median, items / self.quantile(0.75), items / self.quantile(0.25)
+
+
+def synchronizer(device: torch.device | str | None) -> Callable[[], None]:
+    """The call that waits for `device` to finish its queued work (a no-op on CPU)."""
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    if dev.type == "cuda":
+        return lambda: torch.cuda.synchronize(dev)
+    return lambda: None
+
+
+def choose_repeats(seconds_per_call: float, budget_s: float, min_repeats: int, max_repeats: int) -> int:
+    """As many repeats as fit in `budget_s`, clamped to [min_repeats, max_repeats]."""
+    if seconds_per_call <= 0:
+        return max_repeats
+    return max(min_repeats, min(max_repeats, int(budget_s / seconds_per_call)))
+
+
+def time_callable(
+    fn: Callable[[], Any],
+    *,
+    sync: Callable[[], None] | None = None,
+    device: torch.device | str | None = None,
+    warmup: int = 1,
+    repeats: int | None = None,
+    budget_s: float = 1.0,
+    min_repeats: int = 3,
+    max_repeats: int = 200,
+    clock: Callable[[], float] = time.perf_counter,
+) -> Timing:
+    """Time `fn()` call by call; every call, warm-up included, ends with `sync()`.
+
+    Args:
+        fn: the work, called with no arguments; its result is dropped after the sync.
+        sync: waits for the device; default `synchronizer(device)`.
+        device: where `fn` runs, used only to pick the default `sync`.
+        warmup: untimed calls first (the first call of a compiled function compiles it).
+        repeats: fixed number of timed calls; None chooses it from the warm-up time to fit `budget_s`.
+        budget_s: seconds of timed calls to aim for when `repeats` is None.
+        min_repeats, max_repeats: bounds on the chosen number of repeats.
+        clock: the wall clock (injectable for tests).
+    """
+    sync = sync if sync is not None else synchronizer(device)
+
+    def call() -> float:
+        t0 = clock()
+        fn()
+        sync()
+        return clock() - t0
+
+    # Choosing the repeats needs one call's duration: then at least one warm-up call.
+    warm = [call() for _ in range(max(warmup, 1 if repeats is None else 0))]
+    if repeats is None:
+        # The last warm-up call is the best estimate (the first one may include compilation).
+        repeats = choose_repeats(warm[-1], budget_s, min_repeats, max_repeats)
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # like timeit: a collection inside one repeat is noise, not the work's cost
+    try:
+        seconds = tuple(call() for _ in range(repeats))
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return Timing(seconds=seconds, warmup=len(warm))
