@@ -1,0 +1,130 @@
+"""`python -m bench throughput`: Jacobians per second of every engine (and JAX) on one device, as a table."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import torch
+
+from bench import envinfo, jax_peer, results, throughput
+
+NAME = "throughput"
+HELP = "measure Jacobians/s per model, engine and batch size (with the forum loop and JAX) -> throughput.csv"
+
+CPU_BATCHES = "1,64,4096,65536"
+CUDA_BATCHES = "1,64,4096,65536,1048576"
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(s.strip() for s in text.split(",") if s.strip())
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(float(s)) for s in _names(text))  # 1e6 and 2**20 written out both work
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--batch-sizes {text!r}: comma-separated integers, e.g. 1,64,4096") from None
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"--batch-sizes {text!r}: every size must be >= 1")
+    return sizes
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--models", type=_names, default=("mlp_forum",), help="comma-separated model names")
+    p.add_argument("--engines", type=_names, default=(), help="comma-separated engine names (default: all)")
+    p.add_argument(
+        "--batch-sizes", type=_sizes, default=None, help=f"default {CPU_BATCHES} on cpu, {CUDA_BATCHES} on cuda"
+    )
+    p.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | auto (cuda if available)")
+    p.add_argument("--dtype", default="float32", choices=sorted(throughput.DTYPES))
+    p.add_argument("--repeats", type=int, default=None, help="timed calls per row (default: fit --budget-s)")
+    p.add_argument("--budget-s", type=float, default=2.0, help="seconds of timed calls per row (default 2)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed calls before timing (default 2)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--jax", action=argparse.BooleanOptionalAction, default=True, help="time the JAX peer")
+    p.add_argument("--forward", action=argparse.BooleanOptionalAction, default=True, help="time the forward pass")
+    p.add_argument("--tf32", action="store_true", help="allow TF32 matmuls on CUDA (off by default; recorded)")
+    p.add_argument("--loop-max-batch", type=int, default=1024, help="largest batch for the per-sample loop")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--out", default=None, help="CSV path (default results/<time>-throughput/throughput.csv, with env.json)"
+    )
+
+
+def config_from_args(args: argparse.Namespace) -> throughput.SweepConfig:
+    device = throughput.resolve_device(args.device)
+    sizes = args.batch_sizes or _sizes(CUDA_BATCHES if device.type == "cuda" else CPU_BATCHES)
+    return throughput.SweepConfig(
+        models=args.models,
+        engines=args.engines,
+        batch_sizes=sizes,
+        device=str(device),
+        dtype=args.dtype,
+        repeats=args.repeats,
+        budget_s=args.budget_s,
+        warmup=args.warmup,
+        forward=args.forward,
+        jax=args.jax,
+        allow_tf32=args.tf32,
+        loop_max_batch=args.loop_max_batch,
+        seed=args.seed,
+    )
+
+
+def _progress(row: dict) -> None:
+    value = f"{row['jac_per_s']:.3g}/s" if row["status"] == "ok" else f"{row['status']}: {row['error'][:90]}"
+    print(f"  {row['model']} B={row['batch_size']} {row['engine']}: {value}", file=sys.stderr, flush=True)
+
+
+def _fmt(v: float, spec: str) -> str:
+    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
+
+
+def format_table(rows: list[dict]) -> str:
+    """The sweep as text: one block per (model, batch size), engines fastest first."""
+    df = throughput.summary(rows)
+    lines = []
+    for (model, batch), block in df.groupby(["model", "batch_size"], sort=False):
+        lines.append(f"\n{model}  batch {batch}")
+        lines.append(
+            f"  {'engine':<28}{'jac/s':>11}{'[q25, q75]':>22}{'x loop':>9}{'x JAX':>8}{'roofline':>9}{'jac/fwd':>9}"
+        )
+        for _, r in block.sort_values("jac_per_s", ascending=False, na_position="last").iterrows():
+            if r.status != "ok":
+                lines.append(f"  {r.engine:<28}{r.status}: {r.error[:100]}")
+                continue
+            spread = f"[{r.jac_per_s_q25:.3g}, {r.jac_per_s_q75:.3g}]"
+            lines.append(
+                f"  {r.engine:<28}{r.jac_per_s:>11.3g}{spread:>22}{_fmt(r.x_loop, '>9.3g'):>9}"
+                f"{_fmt(r.x_jax, '>8.2f'):>8}{_fmt(r.roofline, '>9.1%'):>9}{_fmt(r.jac_over_fwd, '>9.2f'):>9}"
+            )
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    cfg = config_from_args(args)
+    out = Path(args.out or Path("results") / results.new_run_id("throughput") / "throughput.csv")
+    print(f"throughput sweep on {cfg.device}, {cfg.dtype}, {torch.get_num_threads()} torch threads, "
+          f"{jax_peer.version()}; writing {out}", file=sys.stderr)  # fmt: skip
+    rows = throughput.sweep(cfg, on_row=_progress)
+    throughput.write_csv(rows, out)
+    env = out.parent / "env.json"
+    if not env.exists():  # inside a run folder, the run's own env.json stays
+        results.write_json(env, envinfo.collect_env(cfg.device, cfg.dtype, torch.get_num_threads()))
+    first = rows[0] if rows else {}
+    print(
+        f"device {first.get('device_name', cfg.device)}, {cfg.dtype}, TF32 {'on' if first.get('tf32') else 'off'}, "
+        f"{first.get('threads')} threads, peak {first.get('peak_flops', math.nan):.3g} FLOP/s (matmul); "
+        f"rates are Jacobians/s (forward: samples/s), median over repeats"
+    )
+    print(format_table(rows))
+    print(f"\nwrote {len(rows)} rows to {out}")
+    failed = [r for r in rows if r["status"] == "failed"]
+    for r in failed:
+        print(f"failed: {r['model']} {r['engine']} B={r['batch_size']}: {r['error']}", file=sys.stderr)
+    return 1 if failed else 0

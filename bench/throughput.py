@@ -1,0 +1,293 @@
+"""Throughput sweeps: Jacobians per second over models x engines x batch sizes on one device and dtype.
+
+One row per (model, engine, batch size) in the throughput.csv schema (results/README.md). Every row is
+recorded: `ok` with the timing, `unsupported` with the engine's reason, `failed` with the error; a
+failure never stops the sweep. Besides the Jacobian engines, a sweep times the forward pass (engine
+`forward`, rate in samples per second: the yardstick of the Jacobian/forward cost ratio) and JAX's
+`jit(vmap(jacfwd))` (`jax_jit_vmap_jacfwd`, see bench/jax_peer.py).
+
+Models are untrained and frozen (eval mode, `requires_grad_(False)`): Jacobians are taken with respect to
+the inputs only, as JAX's `jacfwd(f)(x)` does; their cost does not depend on the weights' values.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from bench import envinfo, jax_peer, results, roofline
+from bench.config import suggest
+from bench.timing import synchronizer, time_callable
+
+FORWARD = "forward"  # pseudo-engine: the forward pass alone (rate = samples per second)
+LOOP = "loop"  # the forum's per-sample loop: the baseline of the "x loop" ratio
+
+COLUMNS = [
+    "model", "family", "params", "flops", "engine", "device", "device_name", "dtype", "tf32", "batch_size",
+    "jac_per_s", "jac_per_s_q25", "jac_per_s_q75", "repeats", "flops_per_jac", "peak_flops", "status", "error",
+    "threads",
+]  # fmt: skip
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """What one sweep measures; one device and one dtype per sweep (they set TF32 and the peak)."""
+
+    models: tuple[str, ...] = ("mlp_forum",)
+    engines: tuple[str, ...] = ()  # () = every registered engine
+    batch_sizes: tuple[int, ...] = (1, 64, 4096, 65536)
+    device: str = "auto"  # cpu | cuda | cuda:1 | auto (cuda if available)
+    dtype: str = "float32"
+    repeats: int | None = None  # fixed timed repeats; None fits them to budget_s
+    budget_s: float = 2.0  # seconds of timed calls per row when repeats is None
+    warmup: int = 2  # untimed calls first (torch.compile compiles on the first)
+    forward: bool = True  # also time the forward pass (engine "forward")
+    jax: bool = True  # also time the JAX peer (unsupported rows where jax is missing)
+    allow_tf32: bool = False  # TF32 matmuls on CUDA; off by default, recorded in every row
+    measure_peak: bool = True  # time a large matmul for the roofline (about a second); False leaves it NaN
+    loop_max_batch: int = 1024  # the loop runs ~1e3 samples/s: larger batches would take minutes per call
+    seed: int = 0  # inputs and weights
+
+
+@dataclass(frozen=True)
+class Timed:
+    """Something a sweep can time: the reason it cannot run, and how to build the call to time."""
+
+    supports: Callable[[nn.Module, torch.device, torch.dtype], str | None]
+    prepare: Callable[[nn.Module, torch.Tensor], Callable[[], Any]]  # (model, x) -> call computing the batch
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> cuda if available else cpu; a cuda device that is absent is a clear error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: CUDA is not available here (torch {torch.__version__}); use cpu or auto")
+    return dev
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    if name not in DTYPES:
+        raise ValueError(f"--dtype {name!r}: choose one of {sorted(DTYPES)}")
+    return DTYPES[name]
+
+
+def model_dims(model: nn.Module) -> tuple[int, int]:
+    """(n_in, n_out): the zoo's attributes, else the first and last nn.Linear of a plain module."""
+    if hasattr(model, "n_in") and hasattr(model, "n_out"):
+        return int(model.n_in), int(model.n_out)
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ValueError(f"{type(model).__name__} has no n_in/n_out attributes and no nn.Linear to read them from")
+    return linears[0].in_features, linears[-1].out_features
+
+
+def model_info(name: str, model: nn.Module) -> dict[str, Any]:
+    """The model columns of a row: name, family, params, flops (forward FLOPs of one sample)."""
+    count = getattr(model, "param_count", None)
+    return {
+        "model": name,
+        "family": getattr(model, "family", type(model).__name__.lower()),
+        "params": int(count()) if callable(count) else sum(p.numel() for p in model.parameters()),
+        "flops": roofline.forward_flops(model),
+    }
+
+
+def make_inputs(model: nn.Module, batch: int, device: torch.device, dtype: torch.dtype, seed: int) -> torch.Tensor:
+    """x (batch, n_in) uniform in the model's `input_range` (default [0, 1))."""
+    n_in, _ = model_dims(model)
+    lo, hi = getattr(model, "input_range", (0.0, 1.0))
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.rand(batch, n_in, generator=gen, dtype=torch.float64) * (hi - lo) + lo
+    return x.to(device=device, dtype=dtype)
+
+
+def _forward_call(model: nn.Module, x: torch.Tensor) -> Callable[[], Any]:
+    def call():
+        with torch.no_grad():
+            return model(x)
+
+    return call
+
+
+def timed_set(names: Sequence[str], cfg: SweepConfig, engines: Mapping[str, Any] | None = None) -> dict[str, Timed]:
+    """name -> Timed for the sweep: the chosen engines, then `forward` and the JAX peer if asked for.
+
+    `engines` maps names to objects with `supports(model, device, dtype)` and `fn(model, x)` (default:
+    `bench.engines.ENGINES`); unknown names raise KeyError with close matches.
+    """
+    if engines is None:
+        from bench.engines import ENGINES as engines
+    extra = {FORWARD: cfg.forward, jax_peer.ENGINE: cfg.jax}
+    names = list(names) or list(engines)
+    unknown = [n for n in names if n not in engines and n not in extra]
+    if unknown:
+        known = [*engines, *extra]
+        hints = "; ".join(f"{n!r}{suggest(n, known)}" for n in unknown)
+        raise KeyError(f"unknown engine {hints}; known: {', '.join(known)}")
+    out: dict[str, Timed] = {}
+    for name in names:
+        if name in engines:
+            eng = engines[name]
+            out[name] = Timed(eng.supports, lambda m, x, fn=eng.fn: lambda: fn(m, x))
+    if FORWARD in names or cfg.forward:
+        out[FORWARD] = Timed(lambda m, d, t: None, _forward_call)
+    if jax_peer.ENGINE in names or cfg.jax:
+        out[jax_peer.ENGINE] = Timed(jax_peer.supports, jax_peer.prepare)
+    return out
+
+
+def _skip_reason(name: str, timed: Timed, model, batch: int, device, dtype, cfg: SweepConfig) -> str | None:
+    if name == LOOP and batch > cfg.loop_max_batch:
+        return (
+            f"batch {batch} > loop_max_batch {cfg.loop_max_batch}: the per-sample loop's rate does not depend on "
+            "the batch size (see its rows at smaller batches)"
+        )
+    return timed.supports(model, device, dtype)
+
+
+def measure(name: str, timed: Timed, model: nn.Module, x: torch.Tensor, cfg: SweepConfig) -> dict[str, Any]:
+    """Time one (engine, model, batch): the timing columns of a row, status `ok` or `failed`."""
+    batch = x.shape[0]
+    try:
+        call = timed.prepare(model, x)
+        t = time_callable(
+            call, sync=synchronizer(x.device), warmup=cfg.warmup, repeats=cfg.repeats, budget_s=cfg.budget_s
+        )
+    except Exception as err:  # a failure is a row; the sweep goes on
+        if x.device.type == "cuda":
+            torch.cuda.empty_cache()
+        return {"status": "failed", "error": f"{type(err).__name__}: {err}".strip()[:500]}
+    med, q25, q75 = t.rate(batch)
+    return {"jac_per_s": med, "jac_per_s_q25": q25, "jac_per_s_q75": q75, "repeats": t.repeats, "status": "ok"}
+
+
+def sweep(
+    cfg: SweepConfig,
+    *,
+    model_factory: Callable[[str], nn.Module] | None = None,
+    engines: Mapping[str, Any] | None = None,
+    on_row: Callable[[dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Measure every (model, batch size, engine) of `cfg`; returns rows with every column of COLUMNS.
+
+    Args:
+        cfg: what to measure.
+        model_factory: name -> nn.Module (default `models.create_model`).
+        engines: name -> engine (default `bench.engines.ENGINES`).
+        on_row: called with each row as soon as it is measured (progress output).
+    """
+    if model_factory is None:
+        from models import create_model as model_factory
+    device, dtype = resolve_device(cfg.device), resolve_dtype(cfg.dtype)
+    timed = timed_set(cfg.engines, cfg, engines)
+    with roofline.tf32_mode(cfg.allow_tf32):
+        common = {
+            "device": device.type,
+            "device_name": envinfo.device_name(str(device)),
+            "dtype": cfg.dtype,
+            "tf32": roofline.tf32_allowed(device),
+            "threads": torch.get_num_threads(),
+            "peak_flops": _peak(device, dtype, cfg.allow_tf32) if cfg.measure_peak else math.nan,
+        }
+        rows = []
+        for model_name in cfg.models:
+            for row in _sweep_model(model_name, model_factory, timed, device, dtype, cfg):
+                row = {c: {**common, **row}.get(c, math.nan if c.startswith("jac_per_s") else "") for c in COLUMNS}
+                rows.append(row)
+                if on_row is not None:
+                    on_row(row)
+    return rows
+
+
+def _peak(device: torch.device, dtype: torch.dtype, allow_tf32: bool) -> float:
+    try:
+        return roofline.peak_flops(device, dtype, allow_tf32=allow_tf32)
+    except Exception:  # a missing peak leaves the fraction of the limit undefined, not the sweep
+        return math.nan
+
+
+def _sweep_model(model_name, model_factory, timed: Mapping[str, Timed], device, dtype, cfg: SweepConfig):
+    """Rows (without the device columns) of one model: every batch size x every timed thing."""
+    try:
+        torch.manual_seed(cfg.seed)
+        model = model_factory(model_name).to(device=device, dtype=dtype).eval().requires_grad_(False)
+        info = model_info(model_name, model)
+        info["flops_per_jac"] = roofline.jacobian_flops(model, model_dims(model)[0])
+    except Exception as err:
+        for batch in cfg.batch_sizes:
+            for name in timed:
+                yield {"model": model_name, "engine": name, "batch_size": batch, "status": "failed",
+                       "error": f"model: {type(err).__name__}: {err}"}  # fmt: skip
+        return
+    for batch in cfg.batch_sizes:
+        x = make_inputs(model, batch, device, dtype, cfg.seed)
+        for name, t in timed.items():
+            row = {**info, "engine": name, "batch_size": batch}
+            if name == FORWARD:
+                row["flops_per_jac"] = info["flops"]  # a forward pass, not a Jacobian
+            try:
+                reason = _skip_reason(name, t, model, batch, device, dtype, cfg)
+            except Exception as err:
+                yield {**row, "status": "failed", "error": f"supports: {type(err).__name__}: {err}"}
+                continue
+            if reason is not None:
+                yield {**row, "status": "unsupported", "error": reason}
+                continue
+            yield {**row, **measure(name, t, model, x, cfg)}
+        del x
+
+
+def write_csv(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> None:
+    """Write rows as throughput.csv (COLUMNS order, raw values), atomically: a crash leaves no half file."""
+    import pandas as pd
+
+    os.makedirs(os.path.dirname(os.fspath(path)) or ".", exist_ok=True)
+    results.atomic_write_csv(path, pd.DataFrame(list(rows), columns=COLUMNS))
+
+
+def summary(rows: Sequence[Mapping[str, Any]]):
+    """The rows with derived ratios, for printing (a pandas DataFrame of raw numbers; NaN where undefined).
+
+    x_loop: jac_per_s over the loop's at the same batch, or at the loop's largest measured batch where it
+    was capped (its rate does not depend on the batch); x_jax: over JAX's at the same batch; roofline:
+    fraction of the FLOP limit; jac_over_fwd: time of the batch's Jacobians / time of its forward pass.
+    """
+    import pandas as pd
+
+    rate, loop_largest = {}, {}
+    for r in sorted((r for r in rows if r["status"] == "ok"), key=lambda r: r["batch_size"]):
+        rate[r["model"], r["device"], r["dtype"], r["batch_size"], r["engine"]] = r["jac_per_s"]
+        if r["engine"] == LOOP:
+            loop_largest[r["model"], r["device"], r["dtype"]] = r["jac_per_s"]
+    nan = math.nan
+    out = []
+    for r in rows:
+        key = (r["model"], r["device"], r["dtype"], r["batch_size"])
+        jps = r["jac_per_s"] if r["status"] == "ok" else nan
+        is_jac = r["engine"] != FORWARD
+        loop = rate.get((*key, LOOP), loop_largest.get(key[:3], nan))
+        try:
+            roof = jps * float(r["flops_per_jac"]) / float(r["peak_flops"])
+        except (TypeError, ValueError, ZeroDivisionError):
+            roof = nan
+        out.append({
+            **{c: r[c] for c in ("model", "device", "dtype", "batch_size", "engine", "jac_per_s_q25", "jac_per_s_q75")},
+            "jac_per_s": jps,
+            "x_loop": jps / loop if is_jac else nan,
+            "x_jax": jps / rate.get((*key, jax_peer.ENGINE), nan) if is_jac else nan,
+            "roofline": roof,
+            "jac_over_fwd": rate.get((*key, FORWARD), nan) / jps if is_jac else nan,
+            "status": r["status"],
+            "error": r["error"],
+        })  # fmt: skip
+    return pd.DataFrame(out)
