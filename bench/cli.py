@@ -13,6 +13,7 @@ import sys
 COMMANDS = [
     "bench.commands.list_cmd",
     "bench.commands.selfcheck",
+    "bench.commands.throughput",
 ]
 
 
