@@ -312,9 +312,14 @@ def test_cli_command_writes_csv_and_prints_the_table(tmp_path, monkeypatch, caps
         torch.set_num_threads(threads)
     text = capsys.readouterr().out
     assert "tiny  batch 8" in text and "x loop" in text and "failed: RuntimeError: boom" in text
+    assert "best jacbench engine: vmap_jacrev" in text
     df = pd.read_csv(out, keep_default_na=False)
     assert set(df.engine) == {"loop", "vmap_jacrev", "explodes", FORWARD} and set(df.threads) == {1}
     assert (tmp_path / "env.json").exists()
+
+
+def test_cli_model_patterns_expand_through_the_registry():
+    assert cmd.expand_models(("mlp_forum", "fastkan*", "mlp_forum")) == ("mlp_forum", "fastkan", "fastkan_noln")
 
 
 def test_cli_batch_sizes_parse():

@@ -33,7 +33,9 @@ def _sizes(text: str) -> tuple[int, ...]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--models", type=_names, default=("mlp_forum",), help="comma-separated model names")
+    p.add_argument(
+        "--models", type=_names, default=("mlp_forum",), help="comma-separated model names or patterns (mlp_*)"
+    )
     p.add_argument("--engines", type=_names, default=(), help="comma-separated engine names (default: all)")
     p.add_argument(
         "--batch-sizes", type=_sizes, default=None, help=f"default {CPU_BATCHES} on cpu, {CUDA_BATCHES} on cuda"
@@ -54,11 +56,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def expand_models(names: tuple[str, ...]) -> tuple[str, ...]:
+    """Model names with fnmatch patterns (`mlp_*`) expanded through the registry; plain names kept as given."""
+    import models
+
+    out: list[str] = []
+    for name in names:
+        out += models.list_models(name) if any(c in name for c in "*?[") else [name]
+    return tuple(dict.fromkeys(out))
+
+
 def config_from_args(args: argparse.Namespace) -> throughput.SweepConfig:
     device = throughput.resolve_device(args.device)
     sizes = args.batch_sizes or _sizes(CUDA_BATCHES if device.type == "cuda" else CPU_BATCHES)
     return throughput.SweepConfig(
-        models=args.models,
+        models=expand_models(args.models),
         engines=args.engines,
         batch_sizes=sizes,
         device=str(device),
@@ -100,6 +112,14 @@ def format_table(rows: list[dict]) -> str:
             lines.append(
                 f"  {r.engine:<28}{r.jac_per_s:>11.3g}{spread:>22}{_fmt(r.x_loop, '>9.3g'):>9}"
                 f"{_fmt(r.x_jax, '>8.2f'):>8}{_fmt(r.roofline, '>9.1%'):>9}{_fmt(r.jac_over_fwd, '>9.2f'):>9}"
+            )
+        ours = block[(block.status == "ok") & ~block.engine.isin([throughput.FORWARD, jax_peer.ENGINE])]
+        if len(ours):
+            b = ours.loc[ours.jac_per_s.idxmax()]
+            lines.append(
+                f"  best jacbench engine: {b.engine}: {_fmt(b.x_loop, '.3g') or '-'} x loop, "
+                f"{_fmt(b.x_jax, '.2f') or '-'} x JAX, "
+                f"Jacobians cost {_fmt(b.jac_over_fwd, '.2f') or '-'} forward passes"
             )
     return "\n".join(lines)
 
