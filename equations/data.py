@@ -17,7 +17,7 @@ from equations.base import EquationSet
 from equations.sampling import sample_inputs
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # eq=False: tensors have no truth value; compare fields with torch.equal
 class Dataset:
     """x (B, n_in), y (B, n_out), J (B, n_out, n_in): float64 tensors on one device."""
 

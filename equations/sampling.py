@@ -32,21 +32,21 @@ Sampler = Callable[[int, int, int], np.ndarray]  # (n, d, seed) -> (n, d) in [0,
 LHS_OPTIMIZE_MAX_N = 4096
 
 
-def _rng_kwargs(engine: type) -> str:
+def _seed_keyword(engine: type) -> str:
     # scipy >= 1.15 names the seed argument `rng` (SPEC 7); older releases call it `seed`.
     return "rng" if "rng" in inspect.signature(engine).parameters else "seed"
 
 
 def _lhs(n: int, d: int, seed: int) -> np.ndarray:
     optimization = "random-cd" if n <= LHS_OPTIMIZE_MAX_N else None
-    engine = qmc.LatinHypercube(d, optimization=optimization, **{_rng_kwargs(qmc.LatinHypercube): seed})
+    engine = qmc.LatinHypercube(d, optimization=optimization, **{_seed_keyword(qmc.LatinHypercube): seed})
     return engine.random(n)
 
 
 def _sobol(n: int, d: int, seed: int) -> np.ndarray:
     # Sobol' points balance only at powers of two, and scipy warns on any other n; draw the next power
     # of two and keep the first n, which is the same prefix `random(n)` would return.
-    engine = qmc.Sobol(d, scramble=True, **{_rng_kwargs(qmc.Sobol): seed})
+    engine = qmc.Sobol(d, scramble=True, **{_seed_keyword(qmc.Sobol): seed})
     return engine.random_base2(max(0, math.ceil(math.log2(n))))[:n]
 
 

@@ -91,10 +91,10 @@ def test_lhs_is_discrepancy_optimized():
     # "lhs" is the optimized LHS: its centered discrepancy beats plain scrambled LHS designs of the same size
     from scipy.stats import qmc
 
-    from equations.sampling import _rng_kwargs  # `rng` on scipy >= 1.15, `seed` before
+    from equations.sampling import _seed_keyword  # `rng` on scipy >= 1.15, `seed` before
 
     opt = qmc.discrepancy(sample_unit(64, 4, "lhs", seed=0))
     plain = [
-        qmc.discrepancy(qmc.LatinHypercube(4, **{_rng_kwargs(qmc.LatinHypercube): s}).random(64)) for s in range(5)
+        qmc.discrepancy(qmc.LatinHypercube(4, **{_seed_keyword(qmc.LatinHypercube): s}).random(64)) for s in range(5)
     ]
     assert opt < min(plain)

@@ -244,3 +244,19 @@ def test_physical_model_jacobian_after_inference_mode_prediction():
     with torch.inference_mode():
         pm(x)
     assert _jac(pm, x).shape == (4, 2, 3)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_physical_model_on_cuda_casts_the_scaler(dtype):
+    # the scaler stays float64 on the CPU; its constants follow x to the GPU and to x's dtype
+    s = _scaler("minmax", (-1, 1))
+    lin = nn.Linear(3, 2).to("cuda", dtype)
+    pm = PhysicalModel(lin, s)
+    x = _data(7, 5)[0].to("cuda", dtype)
+    J = _jac(pm, x)
+    assert J.device.type == "cuda" and J.dtype == dtype and s.x_scale.device.type == "cpu"
+    expected = s.jacobian_to_physical(lin.weight.detach().double().cpu().expand(5, 2, 3))
+    tol = {"rtol": 1e-5, "atol": 0.0} if dtype == torch.float32 else EXACT  # float32: a few ulps of 1.2e-7
+    torch.testing.assert_close(J.double().cpu(), expected, **tol)
