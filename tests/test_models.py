@@ -209,3 +209,19 @@ def test_bad_configs_give_clear_errors(name, overrides, match):
 def test_layers_spelling_like_upstream(name):
     model = build(name, layers=[4, 30, 30, 4])
     assert model.widths == [4, 30, 30, 4]
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("name", NAMES)
+def test_cuda_forward_jacobian_and_grid_update(name):
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    cpu = build(name)
+    gpu = build(name).cuda()
+    x = inputs(cpu, 16)
+    torch.testing.assert_close(gpu(x.cuda()).cpu(), cpu(x), rtol=1e-10, atol=1e-12)
+    J = vmap(jacrev(gpu))(x.cuda()).cpu()
+    torch.testing.assert_close(J, vmap(jacrev(cpu))(x), rtol=1e-9, atol=1e-11)
+    if hasattr(gpu, "update_grid"):
+        gpu.update_grid(x.cuda())
+        assert gpu.layers[0].grid.is_cuda and torch.isfinite(gpu(x.cuda())).all()
