@@ -118,7 +118,7 @@ def check_evaluates(eq: EquationSet, where: str) -> None:
     try:
         y = eq(x)  # EquationSet.__call__ checks the shape and names the expected one
     except Exception as err:
-        raise ValueError(f"{where}: equation set {eq.name!r} fails on its box: {err}") from err
+        raise ValueError(f"{where}: {err}") from err  # the error names the set and the shapes
     bad = ~torch.isfinite(y)
     if bool(bad.any()):
         row, col = bad.nonzero()[0].tolist()
