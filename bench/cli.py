@@ -22,6 +22,13 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
         prog="python -m bench",
         description="jacbench: how faithful are the Jacobians of neural surrogates?",
     )
+    parser.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="FILE.py",
+        help="load a Python file that registers extra models (@models.register_model); repeatable",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     modules = {}
     for path in COMMANDS:
@@ -39,6 +46,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        if args.plugin:
+            import models  # lazily: `report` must stay torch-free
+
+            for path in args.plugin:
+                models.load_plugin(path)
         return int(modules[args.command].run(args) or 0)
     except (ValueError, KeyError, FileNotFoundError) as err:  # user mistakes: one clear line, no traceback
         msg = err.args[0] if isinstance(err, KeyError) and err.args else err
