@@ -7,7 +7,7 @@ Per set, on ``n`` seeded points strictly inside the box (float64):
 - ``vmap``: evaluating under ``torch.func.vmap`` per sample gives the batched values, and forward mode
   (``vmap(jacfwd)``) agrees with reverse mode,
 - ``f32_rel_err`` / ``float32``: values and Jacobian computed in float32 vs float64,
-- finiteness on the box's corners (all of them up to 10 inputs, else a seeded subset).
+- finiteness on the box's corners (all of them up to 10 inputs, else 1024 seeded ones).
 
 Relative errors are measured output by output in box-normalized units: entry (i, j) of J is multiplied by
 the width of input j, and the worst deviation is divided by the largest such entry of output i over the
@@ -16,7 +16,6 @@ samples. That is scale-free in both inputs and outputs, and well defined where e
 
 from __future__ import annotations
 
-import itertools
 import math
 from typing import TYPE_CHECKING
 
@@ -25,6 +24,7 @@ from torch import Tensor
 
 from equations.base import EquationSet
 from equations.registry import domain_str, get, list_names
+from equations.user import corners
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -40,7 +40,6 @@ HAND_TOL = 1e-10  # two exact float64 computations of one Jacobian: differences 
 VMAP_TOL = 1e-12  # vmap and forward mode compute the same numbers up to rounding
 F32_TOL = 1e-4  # float32 eps is 1.2e-7; compositions amplify it (up to ~1e-5 seen on 1800 generated sets)
 INTERIOR = 1e-3  # samples keep this fraction of each width from the faces, so x +- h stays inside the box
-MAX_CORNERS = 1024
 
 
 def jacobian_rel_error(J: Tensor, J_ref: Tensor, widths: Tensor) -> float:
@@ -62,17 +61,6 @@ def interior_samples(eq: EquationSet, n: int, seed: int, device: str = "cpu") ->
     u = INTERIOR + (1 - 2 * INTERIOR) * torch.rand(n, eq.n_in, generator=gen, dtype=torch.float64)
     lo, hi = eq.bounds()
     return (lo + (hi - lo) * u).to(device)
-
-
-def corners(eq: EquationSet, seed: int = 0, device: str = "cpu") -> Tensor:
-    """The box's corners (2^n_in of them, or MAX_CORNERS seeded ones): (k, n_in) float64."""
-    if eq.n_in <= int(math.log2(MAX_CORNERS)):
-        t = torch.tensor(list(itertools.product((0.0, 1.0), repeat=eq.n_in)), dtype=torch.float64)
-    else:
-        gen = torch.Generator().manual_seed(seed)
-        t = torch.randint(0, 2, (MAX_CORNERS, eq.n_in), generator=gen).to(torch.float64)
-    lo, hi = eq.bounds()
-    return (lo + (hi - lo) * t).to(device)
 
 
 def central_differences(eq: EquationSet, x: Tensor, step: float = FD_STEP) -> Tensor:

@@ -25,7 +25,7 @@ import torch
 
 from equations.base import EquationSet
 
-MAX_CORNERS = 64  # corners probed at load time (all of them up to 6 inputs)
+MAX_CORNERS = 1024  # all corners up to 10 inputs, else this many seeded ones
 
 
 def load_file(path: str | Path) -> EquationSet:
@@ -108,13 +108,21 @@ def _parse_domain(path: Path, domain: object) -> list[tuple[float, float]]:
     return pairs
 
 
+def corners(eq: EquationSet, seed: int = 0, device: str = "cpu") -> torch.Tensor:
+    """The box's corners (all 2^n_in of them, or MAX_CORNERS seeded ones): (k, n_in) float64."""
+    if 2**eq.n_in <= MAX_CORNERS:
+        t = torch.tensor(list(itertools.product((0.0, 1.0), repeat=eq.n_in)), dtype=torch.float64)
+    else:
+        t = torch.randint(0, 2, (MAX_CORNERS, eq.n_in), generator=torch.Generator().manual_seed(seed)).double()
+    lo, hi = eq.bounds()
+    return (lo + (hi - lo) * t).to(device)
+
+
 def check_evaluates(eq: EquationSet, where: str) -> None:
     """Evaluate ``eq`` at its box's centre and corners (float64); raise ValueError naming ``where`` if the
     result has the wrong shape or is not finite."""
     lo, hi = eq.bounds()
-    corners = itertools.islice(itertools.product((0.0, 1.0), repeat=eq.n_in), MAX_CORNERS)
-    t = torch.tensor([[0.5] * eq.n_in, *corners], dtype=torch.float64)
-    x = lo + (hi - lo) * t
+    x = torch.cat([(lo + hi)[None] / 2, corners(eq)])
     try:
         y = eq(x)  # EquationSet.__call__ checks the shape and names the expected one
     except Exception as err:

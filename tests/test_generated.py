@@ -10,7 +10,8 @@ import torch
 
 import equations
 from equations import generated
-from equations.selfcheck import check, corners, interior_samples
+from equations.selfcheck import check, interior_samples
+from equations.user import corners
 
 FAMILIES = list(generated.FAMILIES)
 # a spread of seeds and shapes per family: default 4x4, more inputs than outputs, fewer, and 1x1
