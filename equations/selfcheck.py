@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 # Five-point central differences, f'(x) ~ (-f(x+2h) + 8 f(x+h) - 8 f(x-h) + f(x-2h)) / 12h: error = h^4 f^(5)/30
 # (truncation) + ~1.5 eps |f| / h (rounding). A step of 1e-4 of each input's width gives truncation ~3e-18 for a
-# function varying on the box's scale (~1e-9 for one varying 100x faster than that, beyond the hard generated
+# function varying on the box's scale (~3e-10 for one varying 100x faster than that, beyond the hard generated
 # family) and rounding ~1.5 * 2.2e-16 / 1e-4 = 3e-12 relative to the output's range: 1e-6 is a bound that
 # rounding and truncation never reach and a wrong derivative (an O(1) error) cannot meet.
 FD_STEP = 1e-4
