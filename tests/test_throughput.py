@@ -211,8 +211,9 @@ def test_a_models_own_flop_count_wins():
 
 
 def test_peak_flops_is_measured_once_per_key(monkeypatch):
+    threads = torch.get_num_threads()
     first = roofline.peak_flops("cpu", torch.float64, n=64, budget_s=0.01)
-    assert first > 0
+    assert first > 0 and torch.get_num_threads() == threads  # all cores while measuring, then restored
     monkeypatch.setattr(roofline, "time_callable", lambda *a, **k: pytest.fail("measured twice"))
     assert roofline.peak_flops("cpu", torch.float64, n=64) == first
     assert roofline.fraction_of_limit(1e3, 1e6, first) == pytest.approx(1e9 / first)
