@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from bench import metrics
+from equations.scaling import PhysicalModel, Scaler
 
 
 def _forum_jacobian(x: torch.Tensor) -> torch.Tensor:
@@ -133,43 +134,24 @@ def test_edge_bins_on_points_at_known_distances():
     assert bins[4][1] == pytest.approx(0.45)  # 0.45 and the centre 0.5 share the last, closed bin
 
 
-class _Affine:
-    """A minimal scaler with the equations.scaling.Scaler interface used by denorm_check."""
-
-    def __init__(self, x_shift, x_scale, y_shift, y_scale):
-        self.x_shift, self.x_scale, self.y_shift, self.y_scale = x_shift, x_scale, y_shift, y_scale
-
-    def transform_x(self, x):
-        return (x - self.x_shift.to(x)) / self.x_scale.to(x)
-
-    def jacobian_to_physical(self, J):
-        return self.y_scale.to(J)[:, None] * J / self.x_scale.to(J)[None, :]
-
-
-class _Wrapper(torch.nn.Module):
-    def __init__(self, model, scaler, wrong=False):
-        super().__init__()
-        self.model, self.scaler, self.wrong = model, scaler, wrong
+class _WrongWrapper(PhysicalModel):
+    """De-normalizes outputs with twice the scale: its Jacobian disagrees with the chain rule."""
 
     def forward(self, x):
-        s = self.scaler
-        y = self.model(s.transform_x(x))
-        return y * s.y_scale.to(x) * (2.0 if self.wrong else 1.0) + s.y_shift.to(x)
+        y_n = self.model(self.scaler.transform_x(x))
+        return 2 * self.scaler.inverse_y(y_n) - self.scaler.inverse_y(torch.zeros_like(y_n))
 
 
-def test_denorm_check_is_tiny_for_a_correct_wrapper_and_large_for_a_wrong_one():
+def test_denorm_check_is_tiny_for_physical_model_and_large_for_a_wrong_wrapper():
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))  # float32
-    f64 = torch.float64
-    scaler = _Affine(
-        torch.tensor([0.1, -1.0, 5.0], dtype=f64),
-        torch.tensor([2.9, 2.0, 100.0], dtype=f64),
-        torch.tensor([3.0, -7.0], dtype=f64),
-        torch.tensor([1000.0, 0.01], dtype=f64),
-    )
-    x = torch.rand(16, 3, dtype=f64) * scaler.x_scale + scaler.x_shift
-    assert metrics.denorm_check(_Wrapper(model, scaler), x) < 1e-12
-    assert metrics.denorm_check(_Wrapper(model, scaler, wrong=True), x) > 1e-3
+    lo, hi = torch.tensor([0.1, -1.0, 5.0], dtype=torch.float64), torch.tensor([3.0, 1.0, 105.0], dtype=torch.float64)
+    x = lo + (hi - lo) * torch.rand(64, 3, dtype=torch.float64)
+    y = torch.stack([1000 * x[:, 0] + x[:, 2], 0.01 * x[:, 1]], -1)  # outputs on very different scales
+    scaler = Scaler.fit(x, y, "minmax")
+    # float64 throughout: the chain rule agrees to rounding (|J| up to ~1e3 here)
+    assert metrics.denorm_check(PhysicalModel(model, scaler), x[:16]) < 1e-9
+    assert metrics.denorm_check(_WrongWrapper(model, scaler), x[:16]) > 1e-3
     assert model[0].weight.dtype == torch.float32  # the check worked on a float64 copy
 
 
