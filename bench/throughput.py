@@ -27,6 +27,12 @@ from bench.timing import synchronizer, time_callable
 
 FORWARD = "forward"  # pseudo-engine: the forward pass alone (rate = samples per second)
 LOOP = "loop"  # the forum's per-sample loop: the baseline of the "x loop" ratio
+# Engines whose cost grows faster than the batch: timed only up to a batch cap (SweepConfig.max_batch).
+SMALL_BATCH_ONLY = {
+    LOOP: "the per-sample loop runs ~1e3 Jacobians/s whatever the batch (see its rows at smaller batches)",
+    "functional_forward": "forward mode over the batch sum pushes B*n_in tangents of the whole batch: memory grows "
+    "as B^2 (26.8 GB at B=4096 for the forum MLP)",
+}
 
 COLUMNS = [
     "model", "family", "params", "flops", "engine", "device", "device_name", "dtype", "tf32", "batch_size",
@@ -53,7 +59,8 @@ class SweepConfig:
     jax: bool = True  # also time the JAX peer (unsupported rows where jax is missing)
     allow_tf32: bool = False  # TF32 matmuls on CUDA; off by default, recorded in every row
     measure_peak: bool = True  # time a large matmul for the roofline (about a second); False leaves it NaN
-    loop_max_batch: int = 1024  # the loop runs ~1e3 samples/s: larger batches would take minutes per call
+    # largest batch per SMALL_BATCH_ONLY engine (larger: an `unsupported` row saying why)
+    max_batch: tuple[tuple[str, int], ...] = ((LOOP, 1024), ("functional_forward", 256))
     seed: int = 0  # inputs and weights
 
 
@@ -147,11 +154,9 @@ def timed_set(names: Sequence[str], cfg: SweepConfig, engines: Mapping[str, Any]
 
 
 def _skip_reason(name: str, timed: Timed, model, batch: int, device, dtype, cfg: SweepConfig) -> str | None:
-    if name == LOOP and batch > cfg.loop_max_batch:
-        return (
-            f"batch {batch} > loop_max_batch {cfg.loop_max_batch}: the per-sample loop's rate does not depend on "
-            "the batch size (see its rows at smaller batches)"
-        )
+    cap = dict(cfg.max_batch).get(name)
+    if cap is not None and batch > cap:
+        return f"batch {batch} > max_batch {cap} for {name}: {SMALL_BATCH_ONLY.get(name, 'capped by the sweep')}"
     return timed.supports(model, device, dtype)
 
 

@@ -64,7 +64,7 @@ def fast_cfg(**kw):
         repeats=2,
         warmup=1,
         jax=False,
-        loop_max_batch=4,
+        max_batch=(("loop", 4),),
         measure_peak=False,
     )
     return SweepConfig(**{**base, **kw})
@@ -84,11 +84,11 @@ def test_sweep_records_every_status_and_goes_on():
     assert status["explodes", 8] == "failed"
     assert status["refuses", 2] == "unsupported"
     assert status["supports_raises", 2] == "failed"
-    assert status["loop", 2] == "ok" and status["loop", 8] == "unsupported"  # capped at loop_max_batch
+    assert status["loop", 2] == "ok" and status["loop", 8] == "unsupported"  # capped at max_batch
     by = {(r["engine"], r["batch_size"]): r for r in rows}
     assert by["explodes", 8]["error"] == "RuntimeError: boom"
     assert by["refuses", 2]["error"] == "needs a batch-independent model"
-    assert "loop_max_batch 4" in by["loop", 8]["error"]
+    assert "max_batch 4 for loop" in by["loop", 8]["error"]
     ok = by["vmap_jacrev", 8]
     assert ok["jac_per_s"] > 0 and ok["jac_per_s_q25"] <= ok["jac_per_s"] <= ok["jac_per_s_q75"]
     assert ok["repeats"] == 2 and ok["error"] == ""
@@ -304,7 +304,7 @@ def test_cli_command_writes_csv_and_prints_the_table(tmp_path, monkeypatch, caps
     out = tmp_path / "throughput.csv"
     args = parser.parse_args(
         ["--models", "tiny", "--engines", "loop,vmap_jacrev,explodes", "--batch-sizes", "2,8", "--device", "cpu",
-         "--repeats", "2", "--no-jax", "--loop-max-batch", "4", "--threads", "1", "--out", str(out)]
+         "--repeats", "2", "--no-jax", "--max-batch", "loop=4", "--threads", "1", "--out", str(out)]
     )  # fmt: skip
     threads = torch.get_num_threads()
     try:
@@ -321,6 +321,12 @@ def test_cli_command_writes_csv_and_prints_the_table(tmp_path, monkeypatch, caps
 
 def test_cli_model_patterns_expand_through_the_registry():
     assert cmd.expand_models(("mlp_forum", "fastkan*", "mlp_forum")) == ("mlp_forum", "fastkan", "fastkan_noln")
+
+
+def test_cli_max_batch_parses():
+    assert cmd._caps("loop=64, functional_forward=8") == (("loop", 64), ("functional_forward", 8))
+    with pytest.raises(argparse.ArgumentTypeError):
+        cmd._caps("loop")
 
 
 def test_cli_batch_sizes_parse():

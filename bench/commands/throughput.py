@@ -32,6 +32,13 @@ def _sizes(text: str) -> tuple[int, ...]:
     return sizes
 
 
+def _caps(text: str) -> tuple[tuple[str, int], ...]:
+    try:
+        return tuple((k.strip(), int(v)) for k, v in (item.split("=") for item in _names(text)))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--max-batch {text!r}: engine=batch pairs, e.g. loop=1024") from None
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--models", type=_names, default=("mlp_forum",), help="comma-separated model names or patterns (mlp_*)"
@@ -49,7 +56,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--jax", action=argparse.BooleanOptionalAction, default=True, help="time the JAX peer")
     p.add_argument("--forward", action=argparse.BooleanOptionalAction, default=True, help="time the forward pass")
     p.add_argument("--tf32", action="store_true", help="allow TF32 matmuls on CUDA (off by default; recorded)")
-    p.add_argument("--loop-max-batch", type=int, default=1024, help="largest batch for the per-sample loop")
+    p.add_argument(
+        "--max-batch",
+        type=_caps,
+        default=throughput.SweepConfig.max_batch,
+        help="largest batch of the engines whose cost grows faster than the batch (default "
+        + ",".join(f"{k}={v}" for k, v in throughput.SweepConfig.max_batch)
+        + ")",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--out", default=None, help="CSV path (default results/<time>-throughput/throughput.csv, with env.json)"
@@ -81,7 +95,7 @@ def config_from_args(args: argparse.Namespace) -> throughput.SweepConfig:
         forward=args.forward,
         jax=args.jax,
         allow_tf32=args.tf32,
-        loop_max_batch=args.loop_max_batch,
+        max_batch=args.max_batch,
         seed=args.seed,
     )
 

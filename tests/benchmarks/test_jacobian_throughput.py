@@ -2,7 +2,8 @@
 
 One benchmark per (model, engine, device); the group is the model, device and batch, so engines compare
 side by side. extra_info carries jacobians_per_call and jac_per_s (median). Sizes keep the whole suite
-within about 5 minutes on a 2-core CPU: batch 4096 on CPU (the per-sample loop: 64), 2^16 on CUDA.
+within about 5 minutes on a 2-core CPU: batch 4096 on CPU, 2^16 on CUDA, 64 for the per-sample loop and
+the other engines whose cost grows faster than the batch.
 For the full sweep with ratios use `python -m bench throughput`.
 """
 
@@ -20,7 +21,7 @@ CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA de
 DEVICES = ["cpu", pytest.param("cuda", marks=CUDA)]
 MODELS = ["mlp_forum", "fastkan", "efficient_kan", "chebykan"]
 BATCH = {"cpu": 4096, "cuda": 1 << 16}
-LOOP_BATCH = 64  # the forum's loop runs ~1e3 Jacobians/s: 4096 would take seconds per round
+SMALL_BATCH = 64  # engines whose cost grows faster than the batch (throughput.SMALL_BATCH_ONLY): the forum loop
 ROUNDS = {"cpu": 5, "cuda": 20}
 
 TIMED = throughput.timed_set(list(ENGINES), throughput.SweepConfig(forward=True, jax=True), ENGINES)
@@ -30,5 +31,5 @@ TIMED = throughput.timed_set(list(ENGINES), throughput.SweepConfig(forward=True,
 @pytest.mark.parametrize("engine", list(TIMED))
 @pytest.mark.parametrize("model_name", MODELS)
 def test_jacobian_throughput(time_jacobians, model_name, engine, device):
-    batch = LOOP_BATCH if engine == throughput.LOOP else BATCH[device]
+    batch = SMALL_BATCH if engine in throughput.SMALL_BATCH_ONLY else BATCH[device]
     time_jacobians(model_name, engine, TIMED[engine], device, batch, ROUNDS[device])
