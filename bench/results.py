@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -189,3 +190,20 @@ def write_metrics(run_dir: str | Path) -> pd.DataFrame:
     df = read_cells(run_dir)
     atomic_write_text(Path(run_dir, "metrics.csv"), df.to_csv(index=False, float_format="%.17g"))
     return df
+
+
+def jacobian_frame(
+    x: Any, J_pred: Any, J_true: Any, input_names: Sequence[str], output_names: Sequence[str], max_rows: int = 1000
+) -> pd.DataFrame:
+    """Per-sample Jacobians in the forum layout: inputs, then ``df1_dx1, df1_dx1_true, df1_dx2, ...``.
+
+    x (B, n_in), J_pred and J_true (B, n_out, n_in) as numpy arrays in physical units; the first
+    ``max_rows`` samples. Columns are named ``d<output>_d<input>`` from the equation set's names.
+    """
+    n = min(len(x), max_rows)
+    cols: dict[str, Any] = {name: x[:n, k] for k, name in enumerate(input_names)}
+    for i, out in enumerate(output_names):
+        for j, inp in enumerate(input_names):
+            cols[f"d{out}_d{inp}"] = J_pred[:n, i, j]
+            cols[f"d{out}_d{inp}_true"] = J_true[:n, i, j]
+    return pd.DataFrame(cols)
