@@ -1,0 +1,236 @@
+"""Bring your own model: load a trained checkpoint and measure its fit and Jacobians against an equation set.
+
+The forum user's workflow, done once and in physical units::
+
+    python -m bench evaluate --model fastkan --layers 4,30,30,4 --checkpoint trained_model.pth \\
+        --equation forum4x4 --scaling minmax:olhs_samples_max_min.csv --data olhs_input.csv --out DIR
+
+``minmax:FILE`` is exactly the forum's mapping x_n = (x - Min) / (Max - Min) for inputs and outputs, with the
+model mapping normalized inputs to normalized outputs; ``none`` means the model works in physical units.
+Writes DIR/jacobian_results.csv (the forum layout), DIR/predictions.csv and DIR/metrics.csv; the diagnosis
+(bench.diagnose) says what is off and why.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from bench import results
+
+
+class EvaluateError(ValueError):
+    """A checkpoint, scaling file or data file does not fit the model or equation set; the message says how."""
+
+
+# ---- checkpoint ----
+
+_WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
+
+
+def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """A state_dict from ``torch.save(model.state_dict(), path)`` (also inside a {"state_dict": ...} dict,
+    and with DataParallel's ``module.`` prefix removed). Never unpickles arbitrary objects."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise EvaluateError(
+            f"{path}: cannot be read as a weights-only checkpoint ({type(err).__name__}: {str(err)[:200]}). "
+            "If it holds a whole pickled model, re-save it with torch.save(model.state_dict(), path)"
+        ) from None
+    for key in _WRAPPER_KEYS:
+        if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
+            obj = obj[key]
+            break
+    if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        got = type(obj).__name__
+        raise EvaluateError(f"{path}: expected a state_dict (a dict of parameter name -> tensor), got {got}")
+    sd = dict(obj)
+    if all(k.startswith("module.") for k in sd):
+        sd = {k.removeprefix("module."): v for k, v in sd.items()}
+    return sd
+
+
+def guess_layers(sd: Mapping[str, torch.Tensor]) -> list[int] | None:
+    """Layer widths read off a checkpoint (FastKAN, efficient-KAN, ChebyKAN or nn.Sequential MLP), or None."""
+    patterns = (
+        (r"layers\.(\d+)\.base_linear\.weight", lambda s: (s[1], s[0])),  # FastKAN: (out, in)
+        (r"layers\.(\d+)\.base_weight", lambda s: (s[1], s[0])),  # efficient-KAN: (out, in)
+        (r"layers\.(\d+)\.cheby_coeffs", lambda s: (s[0], s[1])),  # ChebyKAN: (in, out, degree + 1)
+        (r"(\d+)\.weight", lambda s: (s[1], s[0])),  # nn.Sequential of Linear: (out, in)
+    )
+    for pat, in_out in patterns:
+        found = sorted((int(m.group(1)), k) for k in sd if (m := re.fullmatch(pat, k)) and sd[k].dim() >= 2)
+        if found:
+            dims = [in_out(tuple(sd[k].shape)) for _, k in found]
+            if all(a[1] == b[0] for a, b in itertools.pairwise(dims)):
+                return [dims[0][0]] + [d[1] for d in dims]
+    return None
+
+
+def check_state_dict(model: nn.Module, sd: Mapping[str, torch.Tensor], what: str, path: str | Path) -> None:
+    """Raise EvaluateError naming missing keys, unexpected keys and shape mismatches, with a --layers hint."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    shapes = [
+        f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in sd and sd[k].shape != own[k].shape
+    ]
+    if not (missing or unexpected or shapes):
+        return
+    parts = [f"checkpoint {path} does not fit {what}:"]
+    for label, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)):
+        if items:
+            more = f" ... ({len(items)} in all)" if len(items) > 8 else ""
+            parts.append(f"  {label}: {', '.join(items[:8])}{more}")
+    layers = guess_layers(sd)
+    if layers:
+        parts.append(f"  the checkpoint looks like layers {layers}: try --layers {','.join(map(str, layers))}")
+    if unexpected and not missing and not shapes:
+        parts.append("  (a different architecture? check --model)")
+    raise EvaluateError("\n".join(parts))
+
+
+def build_model(name: str, eq, layers: list[int] | None, overrides: Mapping[str, Any] | None = None) -> nn.Module:
+    """models.create_model for the equation set's sizes; ``layers`` is the full width list [n_in, ..., n_out]."""
+    import models
+
+    kw = dict(overrides or {})
+    if layers:
+        if layers[0] != eq.n_in or layers[-1] != eq.n_out:
+            raise EvaluateError(
+                f"--layers {','.join(map(str, layers))} maps {layers[0]} inputs to {layers[-1]} outputs, but "
+                f"{eq.name} has {eq.n_in} inputs {list(eq.input_names)} and {eq.n_out} outputs {list(eq.output_names)}"
+            )
+        kw["layers"] = list(layers)
+    return models.create_model(name, eq.n_in, eq.n_out, **kw)
+
+
+def load_model(name: str, eq, checkpoint: str | Path, layers=None, overrides=None) -> nn.Module:
+    sd = load_state_dict(checkpoint)
+    model = build_model(name, eq, layers, overrides)
+    what = f"{name}(layers={layers})" if layers else name
+    check_state_dict(model, sd, what, checkpoint)
+    model.load_state_dict(sd)
+    return model.eval()
+
+
+# ---- scaling and data ----
+
+
+def make_scaler(spec: str, eq):
+    """``minmax:FILE`` (the forum's mapping from a Max/Min file) or ``none`` (the model is in physical units)."""
+    from equations.csvio import read_minmax_csv
+    from equations.scaling import Scaler
+
+    kind, _, arg = spec.partition(":")
+    if kind == "minmax" and arg:
+        mm = read_minmax_csv(arg, eq.input_names, eq.output_names)
+        return Scaler.from_minmax(mm, input_names=eq.input_names, output_names=eq.output_names)
+    if kind == "none" and not arg:
+        return Scaler.identity(eq.n_in, eq.n_out)
+    raise EvaluateError(
+        f"--scaling {spec!r}: use minmax:FILE (x_n = (x - Min) / (Max - Min) for inputs and outputs, from the "
+        "Max/Min CSV the model was trained with) or none (the model maps physical inputs to physical outputs)"
+    )
+
+
+def load_data(eq, data: str | Path | None, n: int = 1000, sampler: str = "lhs", seed: int = 0):
+    """The points to evaluate on, as ``(Dataset, y_file)``: a CSV (x1..xn[, f1..fm], checked against the
+    domain) or n sampled points. The Dataset's y and J are always the equation set's; ``y_file`` holds the
+    file's outputs, if it has any, so the diagnosis can say whether they match the equation set."""
+    from equations.csvio import read_samples_csv
+    from equations.data import Dataset, make_dataset
+
+    if data is None:
+        return make_dataset(eq, n, sampler, seed), None
+    x, y = read_samples_csv(data, eq.input_names, eq.output_names)
+    return Dataset.from_arrays(eq, x, None, what=str(data)), y
+
+
+# ---- evaluation ----
+
+
+@dataclass
+class Evaluation:
+    """Everything the diagnosis and the output files need, in physical units (float64 numpy)."""
+
+    eq: Any  # EquationSet
+    model: nn.Module  # the loaded model (normalized units)
+    scaler: Any  # equations.scaling.Scaler
+    x: np.ndarray  # (B, n_in)
+    y_true: np.ndarray  # (B, n_out): the equation set's outputs
+    y_pred: np.ndarray
+    J_true: np.ndarray  # (B, n_out, n_in)
+    J_pred: np.ndarray
+    rows: list[dict]  # metrics.csv rows
+    y_residual: np.ndarray | None  # max |y_file - eq(x)| per output when the data file has outputs
+
+
+def evaluate(
+    model: nn.Module, scaler, eq, ds, model_name: str, dtype=torch.float32, engine: str = "auto", y_file=None
+) -> Evaluation:
+    """Predictions and Jacobians of ``PhysicalModel(model, scaler)`` on the dataset, and the metric rows."""
+    from bench.cell import NonFiniteModel, predict
+    from bench.metrics import denorm_check, fidelity_rows
+    from equations.scaling import PhysicalModel
+
+    pm = PhysicalModel(model.to(dtype), scaler).eval()
+    try:
+        y_pred, J_pred = predict(pm, ds.x.to(dtype), engine, "input rows")
+    except NonFiniteModel as err:
+        raise EvaluateError(
+            f"{err}. Check that --model/--layers match how the checkpoint was trained and that --scaling is the "
+            "normalization it was trained with (inputs far outside the training range can overflow)"
+        ) from None
+    rows = fidelity_rows(ds.x, ds.y, y_pred, ds.J, J_pred, eq.lower, eq.upper, eq.input_names, eq.output_names)
+    rows.append({"metric": "denorm_check", "value": denorm_check(pm, ds.x[:128]), "error": ""})
+    base = {"run_id": "evaluate", "cell_id": f"{eq.name}__{model_name}__checkpoint", "equation": eq.name,
+            "model": model_name, "family": getattr(model, "family", ""), "params": _params(model),
+            "flops": _flops(model), "split": "eval", "status": "ok"}  # fmt: skip
+    residual = None if y_file is None else (y_file - ds.y).abs().amax(dim=0).numpy()
+    return Evaluation(
+        eq, model, scaler, ds.x.numpy(), ds.y.numpy(), y_pred.double().cpu().numpy(), ds.J.numpy(),
+        J_pred.double().cpu().numpy(), [{**base, **r} for r in rows], residual,
+    )  # fmt: skip
+
+
+def _params(model: nn.Module) -> int:
+    return model.param_count() if hasattr(model, "param_count") else sum(p.numel() for p in model.parameters())
+
+
+def _flops(model: nn.Module) -> int | str:
+    try:
+        return model.flops_per_sample()
+    except (AttributeError, NotImplementedError):
+        return ""
+
+
+def write_outputs(ev: Evaluation, out: str | Path) -> Path:
+    """DIR/jacobian_results.csv (forum layout, every row), DIR/predictions.csv and DIR/metrics.csv."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    eq = ev.eq
+    jac = results.jacobian_frame(ev.x, ev.J_pred, ev.J_true, eq.input_names, eq.output_names, max_rows=len(ev.x))
+    results.atomic_write_csv(out / "jacobian_results.csv", jac)
+    pred = {name: ev.x[:, k] for k, name in enumerate(eq.input_names)}
+    for k, name in enumerate(eq.output_names):
+        pred[f"Predicted_{name}"] = ev.y_pred[:, k]
+        pred[f"True_{name}"] = ev.y_true[:, k]
+    results.atomic_write_csv(out / "predictions.csv", pd.DataFrame(pred))
+    results.atomic_write_csv(out / "metrics.csv", results.rows_frame(ev.rows))
+    return out
