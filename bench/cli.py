@@ -14,6 +14,8 @@ COMMANDS = [
     "bench.commands.list_cmd",
     "bench.commands.selfcheck",
     "bench.commands.throughput",
+    "bench.commands.run",
+    "bench.commands.evaluate",
 ]
 
 

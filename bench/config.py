@@ -244,6 +244,14 @@ def _merge(base: dict[str, dict[str, Any]], layer: Mapping[str, Mapping[str, Any
         base.setdefault(table, {}).update(body)
 
 
+def parse_value(text: str) -> Any:
+    """A command-line value as TOML (``200``, ``[1, 0.5]``, ``true``), else the string itself."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
 def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:
     """``["train.steps=200", "grid.betas=[1, 0.5]"]`` -> dotted-key dict; values parsed as TOML, else strings."""
     out: dict[str, Any] = {}
@@ -251,10 +259,7 @@ def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:
         key, sep, text = pair.partition("=")
         if not sep or "." not in key:
             raise ConfigError(f"--set {pair!r}: expected TABLE.KEY=VALUE, e.g. train.steps=200")
-        try:
-            out[key.strip()] = tomllib.loads(f"v = {text}")["v"]
-        except tomllib.TOMLDecodeError:
-            out[key.strip()] = text
+        out[key.strip()] = parse_value(text)
     return out
 
 
@@ -361,18 +366,10 @@ def expand_names(
     return tuple(out)
 
 
-def _check_model(name: str) -> None:
-    import models
-
-    known = models.list_models()
-    if name not in known:
-        raise KeyError(f"unknown model {name!r}{suggest(name, known)}; see `python -m bench list models`")
-
-
 def expand_models(patterns: Iterable[str] | str) -> tuple[str, ...]:
     import models
 
-    return expand_names(_names(patterns), models.list_models, _check_model, "model")
+    return expand_names(_names(patterns), models.list_models, models.get_factory, "model")
 
 
 def expand_equations(patterns: Iterable[str] | str) -> tuple[str, ...]:

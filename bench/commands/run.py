@@ -1,0 +1,90 @@
+"""`python -m bench run`: the fidelity grid (equations x models x variants x sizes x seeds) -> results/<run-id>/."""
+
+from __future__ import annotations
+
+import argparse
+
+NAME = "run"
+HELP = "train every model of a grid on every equation set and measure fit and Jacobian fidelity -> results/<run-id>/"
+
+# flag -> dotted config key; the value is passed as typed (lists as comma-separated strings)
+_GRID_FLAGS = {
+    "models": "grid.models", "equations": "grid.equations", "seeds": "grid.seeds", "betas": "grid.betas",
+    "n_train": "grid.n_train", "match_params": "grid.match_params", "steps": "train.steps",
+}  # fmt: skip
+_RUN_FLAGS = {
+    "workers": "run.workers", "threads": "run.threads", "device": "run.device", "dtype": "run.dtype", "out": "run.out",
+}  # fmt: skip
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", default="quick", help="base profile: quick (default, ~5 min on 2 cores) or full")
+    p.add_argument(
+        "--config", metavar="FILE", help="TOML file whose keys override the profile's ([grid], [train], [run])"
+    )
+    p.add_argument("--models", help="comma-separated model names or patterns, e.g. 'fastkan*,mlp_tanh'")
+    p.add_argument("--equations", help="comma-separated equation sets or patterns, e.g. 'forum4x4,gen:smooth:*'")
+    p.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2")
+    p.add_argument("--betas", help="value-loss weights, e.g. 1,0.5 (1 = value only, < 1 = Sobolev)")
+    p.add_argument("--n-train", dest="n_train", help="training-set sizes, e.g. 256,1024")
+    p.add_argument("--steps", type=int, help="optimizer steps per cell (train.steps)")
+    p.add_argument("--match-params", dest="match_params", type=int, metavar="N", help="size every model to ~N params")
+    p.add_argument("--workers", type=int, help="worker processes (0 = one per core; CUDA: up to 4)")
+    p.add_argument("--threads", type=int, help="torch threads per worker (0 = cores // workers)")
+    p.add_argument("--device", help="cpu | cuda | auto")
+    p.add_argument("--dtype", help="float32 | float64")
+    p.add_argument("--out", metavar="DIR", help="results root (default results); the run goes to DIR/<run-id>")
+    p.add_argument("--set", action="append", default=[], metavar="TABLE.KEY=VALUE",
+                   help="any config key, e.g. --set train.lr=1e-3 --set 'grid.betas=[1, 0.1]'; repeatable")  # fmt: skip
+    p.add_argument(
+        "--resume", metavar="RUN_DIR", help="continue a run folder (or results/latest): finished cells are kept"
+    )
+    p.add_argument("--retry-failed", action="store_true", help="with --resume: also re-run cells recorded as failed")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved grid and its cells, run nothing")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _overrides(args: argparse.Namespace, flags: dict[str, str]) -> dict:
+    return {key: getattr(args, flag) for flag, key in flags.items() if getattr(args, flag) is not None}
+
+
+def run(args: argparse.Namespace) -> int:
+    from bench import config as C
+    from bench import runner
+
+    sets = C.parse_overrides(args.set)
+    if args.resume:
+        changed = [f"--{f.replace('_', '-')}" for f in _GRID_FLAGS if getattr(args, f) is not None]
+        changed += [f"--set {k}" for k in sets if not k.startswith("run.")] + (["--config"] if args.config else [])
+        if changed:
+            raise C.ConfigError(
+                f"--resume continues a run with its saved grid and training config; drop {', '.join(changed)} "
+                "(or start a new run without --resume)"
+            )
+        cfg = C.load_config(args.profile, None, {**_overrides(args, _RUN_FLAGS), **sets}, expand=False)
+        cfg, run_dir = runner.open_run(cfg, resume=args.resume)
+    else:
+        overrides = {**_overrides(args, _GRID_FLAGS), **_overrides(args, _RUN_FLAGS), **sets}
+        cfg = C.load_config(args.profile, args.config, overrides)
+        if args.dry_run:
+            return _print_plan(cfg)
+        cfg, run_dir = runner.open_run(cfg)
+    r = cfg.run
+    n = len(C.grid_cells(cfg.grid))
+    print(f"{run_dir}: {n} cells, {r.workers} workers x {r.threads} threads, {r.device} {r.dtype}", flush=True)
+    summary = runner.run_grid(cfg, run_dir, retry_failed=args.retry_failed, progress=not args.no_progress)
+    return runner.finish_run(summary)
+
+
+def _print_plan(cfg) -> int:
+    from bench.config import grid_cells
+
+    g = cfg.grid
+    cells = grid_cells(g)
+    print(f"profile {cfg.run.profile}: {len(cells)} cells")
+    for key in ("equations", "models", "betas", "n_train", "seeds"):
+        print(f"  {key}: {', '.join(map(str, getattr(g, key)))}")
+    print(f"  train: {dict(cfg.train)}")
+    for c in cells:
+        print(f"  {c.cell_id}")
+    return 0
