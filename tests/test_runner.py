@@ -249,3 +249,67 @@ def test_interrupt_in_a_worker_stops_the_pool_and_keeps_finished_cells(tmp_path)
     assert summary.interrupted and summary.exit_code == 130
     assert not (run_dir / "cells" / "eq__interrupt__value__n512__s0.csv").exists()
     assert not list(run_dir.rglob(f"*{results.TMP_MARK}*"))
+
+
+# ---- a tiny real grid, end to end through the CLI ----
+
+
+@pytest.mark.slow
+def test_tiny_real_grid_end_to_end(tmp_path, capsys):
+    from bench.cli import main
+
+    args = ["run", "--equations", "forum4x4", "--models", "mlp_tanh", "--seeds", "0", "--betas", "1,0.5",
+            "--n-train", "64", "--steps", "30", "--set", "grid.n_test=50", "--set", "model_overrides.mlp_tanh.width=16",
+            "--workers", "2", "--out", str(tmp_path), "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    run_dir = results.resolve_run_dir(tmp_path / "latest")
+    table = pd.read_csv(run_dir / "metrics.csv", keep_default_na=False)
+    assert set(table["status"]) == {"ok"} and set(table["variant"]) == {"value", "sobolev"}
+    assert set(table["family"]) == {"mlp"} and (table["params"].astype(int) > 0).all()
+    for metric in ("r2", "r2_min", "rmse", "jac_rel_fro_median", "jac_rel_fro_mean", "jac_rel_fro_p90",
+                   "jac_rel_fro_max", "jac_entry_nrmse", "jac_sign_agree", "jac_rel_fro_by_edge", "denorm_check",
+                   "train_seconds", "train_steps"):  # fmt: skip
+        assert metric in set(table["metric"]), metric
+    assert set(table.loc[table["metric"] == "r2", "split"]) == {"train", "test"}
+    assert (table.loc[table["metric"] == "denorm_check", "value"].astype(float) < 1e-9).all()
+    assert (table.loc[table["metric"] == "train_steps", "value"].astype(float) == 30).all()
+    jac = pd.read_csv(run_dir / "jacobians" / "forum4x4__mlp_tanh__value__n64__s0.csv")
+    assert len(jac) == 50 and list(jac.columns[:6]) == ["x1", "x2", "x3", "x4", "df1_dx1", "df1_dx1_true"]
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["grid"]["models"] == ["mlp_tanh"] and config["train_resolved"]["steps"] == 30
+    capsys.readouterr()
+    assert main(["run", "--resume", str(tmp_path / "latest"), "--no-progress"]) == 0  # nothing left to do
+    assert "2 already done, 0 finished now" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_a_real_cell_whose_model_returns_nan_fails_and_the_grid_goes_on(tmp_path, monkeypatch):
+    import torch
+    from torch import nn
+
+    import models
+    from models.base import ZooModule
+
+    class NanNet(ZooModule, nn.Module):
+        family = "test"
+
+        def __init__(self, n_in, n_out):
+            super().__init__()
+            self.n_in, self.n_out, self.lin = n_in, n_out, nn.Linear(n_in, n_out)
+
+        def forward(self, x):
+            return self.lin(x) * torch.nan
+
+        def flops_per_sample(self):
+            return 0
+
+    monkeypatch.setitem(models.registry._MODELS, "nan_net", lambda n_in=4, n_out=4: NanNet(n_in, n_out))
+    grid = GridConfig(equations=("forum4x4",), models=("nan_net", "mlp_tanh"), n_train=(32,), n_test=20)
+    cfg = Config(grid, RunConfig(out=str(tmp_path), workers=1, threads=1), {"steps": 5})
+    run_dir = new_run(tmp_path, cfg)
+    summary = runner.run_grid(cfg, run_dir, progress=False)
+    assert summary.exit_code == 1
+    (failure,) = summary.failures
+    assert failure.cell_id == "forum4x4__nan_net__value__n32__s0" and "nan" in failure.error.lower()
+    table = results.read_cells(run_dir)
+    assert set(table.loc[table["model"] == "mlp_tanh", "status"]) == {"ok"}
