@@ -1,0 +1,80 @@
+"""The engine contract shared by every Jacobian engine: `Engine`, `UnsupportedEngine` and small helpers."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+# fn(model, x (B, n_in), create_graph) -> J (B, n_out, n_in)
+EngineFn = Callable[[nn.Module, torch.Tensor, bool], torch.Tensor]
+# supports(model, device, dtype) -> None if supported, else the reason
+SupportsFn = Callable[[nn.Module, torch.device, torch.dtype], "str | None"]
+
+
+class UnsupportedEngine(ValueError):
+    """An engine cannot compute (or cannot be trusted to compute) the Jacobian of this model; the message says why."""
+
+
+def _always(model: nn.Module, device: torch.device, dtype: torch.dtype) -> str | None:
+    return None
+
+
+@dataclass(frozen=True)
+class Engine:
+    """One way to compute per-sample Jacobians.
+
+    `fn(model, x, create_graph=False)` maps x (B, n_in) to J (B, n_out, n_in) in x's dtype and device. It does
+    no chunking and no coupling check: `bench.engines.jacobian` adds both.
+    """
+
+    name: str
+    fn: Callable[..., torch.Tensor]
+    batch_sum: bool  # differentiates a sum over the batch: only valid for models whose samples do not interact
+    differentiable: bool  # create_graph=True gives a J the trainer can backpropagate through
+    doc: str  # one line for tables and `--help`
+    supports: SupportsFn = field(default=_always)  # None, or why this (model, device, dtype) is not supported
+    compiled: bool = False  # uses torch.compile (first call compiles: minutes of warm-up, not a fair single timing)
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, create_graph: bool = False) -> torch.Tensor:
+        return self.fn(model, x, create_graph=create_graph)
+
+
+def model_name(model: nn.Module) -> str:
+    """A readable name for messages: the zoo name if the model has one, else its class name."""
+    return str(getattr(model, "name", None) or type(model).__name__)
+
+
+def tf32_enabled() -> bool:
+    """Whether CUDA float32 matmuls may use TF32 (~1e-3 relative error); recorded with every result.
+
+    Only matmuls matter here (the zoo has no convolutions, so cudnn's own TF32 flag, on by default, is not read).
+    `torch.set_float32_matmul_precision("high")` turns this on too.
+    """
+    return bool(torch.backends.cuda.matmul.allow_tf32)
+
+
+def grad_mode(create_graph: bool) -> contextlib.AbstractContextManager:
+    """Keep the graph only when asked: without create_graph the returned J carries no autograd history."""
+    return torch.enable_grad() if create_graph else torch.no_grad()
+
+
+def per_sample(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """f(x (n_in,)) -> (n_out,) through the batched forward, so models that insist on 2-D input work under vmap."""
+
+    def f(xi: torch.Tensor) -> torch.Tensor:
+        return model(xi.unsqueeze(0)).squeeze(0)
+
+    return f
+
+
+def check_output(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
+    """Engines need y (B, n_out) for x (B, n_in); say so clearly instead of failing deep inside autograd."""
+    if y.dim() != 2 or y.shape[0] != x.shape[0]:
+        raise UnsupportedEngine(
+            f"model {model_name(model)} maps x {tuple(x.shape)} to {tuple(y.shape)}; "
+            f"Jacobian engines need outputs (B, n_out) for inputs (B, n_in)"
+        )

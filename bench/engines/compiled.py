@@ -1,0 +1,79 @@
+"""`torch.compile` variants of the batched engines.
+
+Compilation happens on the first call for a model (tens of seconds on CPU) and is cached per model instance.
+When compilation fails for a model (torch 2.13 cannot compile `vmap(jacfwd)` through LayerNorm, for example),
+the engine raises UnsupportedEngine with torch's reason instead of crashing, and `supports` reports that reason
+for that model type, device and dtype from then on. Compiled engines do not keep the graph (create_graph).
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+import weakref
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torch.func import jacfwd, jacrev, vmap
+
+from bench.engines.base import Engine, UnsupportedEngine, model_name, per_sample
+from bench.engines.tangents import run_tangents, tangent_reason
+
+# (engine, model type name, device type, dtype) -> why compilation failed
+FAILED: dict[tuple[str, str, str, torch.dtype], str] = {}
+_COMPILED: dict[str, weakref.WeakKeyDictionary] = {}
+
+
+def _short(err: BaseException) -> str:
+    """The first line of torch's message plus the error it wraps (dynamo's first line alone is vague)."""
+    msg = str(err).strip()
+    first = msg.splitlines()[0] if msg else ""
+    inner = re.search(r"got (\w+(?:Error|Exception)\(.{0,200})", msg)
+    return f"{type(err).__name__}: {first}" + (f": {inner.group(1)}..." if inner else "")
+
+
+def _make(
+    name: str,
+    build: Callable[[nn.Module], Callable[[torch.Tensor], torch.Tensor]],
+    precondition: Callable[[nn.Module], str | None] = lambda m: None,
+) -> Engine:
+    cache = _COMPILED.setdefault(name, weakref.WeakKeyDictionary())
+
+    def key(model: nn.Module, device, dtype) -> tuple:
+        return (name, type(model).__name__, torch.device(device).type, dtype)
+
+    def supports(model: nn.Module, device, dtype) -> str | None:
+        reason = precondition(model)
+        if reason is not None:
+            return reason
+        reason = FAILED.get(key(model, device, dtype))
+        return None if reason is None else f"torch.compile failed: {reason}"
+
+    def fn(model: nn.Module, x: torch.Tensor, create_graph: bool = False) -> torch.Tensor:
+        if create_graph:
+            raise UnsupportedEngine(f"engine '{name}' cannot keep the graph (create_graph=True)")
+        if (reason := precondition(model)) is not None:
+            raise UnsupportedEngine(f"engine '{name}' does not support model {model_name(model)}: {reason}")
+        compiled = cache.get(model)
+        if compiled is None:
+            compiled = cache[model] = torch.compile(build(model))
+        try:
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # inductor's own deprecation notices
+                return compiled(x)
+        except Exception as err:  # torch.compile raises many exception types; all mean "not compilable here"
+            reason = _short(err)
+            FAILED[key(model, x.device, x.dtype)] = reason
+            raise UnsupportedEngine(f"engine '{name}' could not compile model {model_name(model)}: {reason}") from err
+
+    return Engine(name, fn, batch_sum=False, differentiable=False, supports=supports, compiled=True,
+                  doc=f"torch.compile of {name.removeprefix('compiled_')}")  # fmt: skip
+
+
+ENGINES = [
+    _make("compiled_vmap_jacrev", lambda m: vmap(jacrev(per_sample(m)))),
+    _make("compiled_vmap_jacfwd", lambda m: vmap(jacfwd(per_sample(m)))),
+    # only where every module has a tangent rule (else compiled_vmap_jacfwd is the same thing)
+    _make("compiled_forward_tangents", lambda m: lambda x: run_tangents(m, x, False), precondition=tangent_reason),
+]

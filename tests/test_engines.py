@@ -1,0 +1,280 @@
+"""Every Jacobian engine agrees with the float64 `loop` reference on every model, chunks exactly, and keeps the
+graph where it says it does."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import models
+from bench.engines import ENGINES, UnsupportedEngine, choose, jacobian, tf32_enabled
+from bench.engines.chunking import default_chunk_size
+from bench.engines.functorch import jacfwd_graph_reason
+from bench.engines.tangents import plan, tangent_reason
+from equations.scaling import PhysicalModel, Scaler
+
+EAGER = [name for name, e in ENGINES.items() if not e.compiled]
+# float64: every engine is the same chain rule in a different order: 1e-10 relative to max |J| leaves a
+# factor ~1e5 above the rounding seen (2e-15).
+TOL64 = 1e-10
+# float32 against the float64 reference: rounding (6e-8 per op) through 2-3 layers of width 8, amplified by
+# FastKAN's LayerNorm (1/std of a sample's features) and Sine's w0 = 30, stays below ~3e-6 of max |J|.
+TOL32 = 1e-5
+
+
+def small(name: str) -> nn.Module:
+    """A zoo model at test size: 3 inputs, 2 outputs, width 8."""
+    torch.manual_seed(0)
+    return models.create_model(name, n_in=3, n_out=2, width=8)
+
+
+def inputs(model: nn.Module, n: int = 13, dtype=torch.float64, seed: int = 1) -> torch.Tensor:
+    lo, hi = getattr(model, "input_range", (-1.0, 1.0))
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(n, 3, generator=g, dtype=torch.float64) * 1.2 * (hi - lo) + lo - 0.1 * (hi - lo)).to(dtype)
+
+
+def rel_err(J: torch.Tensor, ref: torch.Tensor) -> float:
+    return float((J.double() - ref).abs().max() / ref.abs().max())
+
+
+class LayerNormNet(nn.Module):
+    """A non-Sequential model with a LayerNorm and a custom op: forward_tangents must fall back."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.ln, self.b = nn.Linear(3, 6), nn.LayerNorm(6), nn.Linear(6, 2)
+
+    def forward(self, x):
+        return self.b(torch.sin(self.ln(self.a(x))) ** 2)
+
+
+def raw_inputs(n: int, g: torch.Generator) -> torch.Tensor:
+    """Raw inputs with very different ranges per column (no large offsets: float32 would lose digits to them)."""
+    x = torch.rand(n, 3, generator=g, dtype=torch.float64)
+    return x * torch.tensor([1.0, 10.0, 0.1], dtype=torch.float64) + torch.tensor([1.0, -5.0, 0.0], dtype=torch.float64)
+
+
+def physical(name: str) -> nn.Module:
+    """A zoo model behind a raw-units scaler, as the runner uses it."""
+    g = torch.Generator().manual_seed(3)
+    x = raw_inputs(50, g)
+    y = torch.rand(50, 2, generator=g, dtype=torch.float64) * torch.tensor([100.0, 0.01], dtype=torch.float64)
+    return PhysicalModel(small(name), Scaler.fit(x, y, "minmax", x_range=(-1, 1), y_range=(0, 1)))
+
+
+CUSTOM = {
+    "sequential_layernorm": lambda: nn.Sequential(nn.Linear(3, 8), nn.LayerNorm(8), nn.GELU(approximate="tanh"),
+                                                  nn.Linear(8, 8), nn.Softplus(beta=3.0, threshold=0.5),
+                                                  nn.Linear(8, 8), nn.LeakyReLU(0.2), nn.Linear(8, 2)),
+    "layernorm_net": LayerNormNet,
+    "physical_mlp_tanh": lambda: physical("mlp_tanh"),
+    "physical_fastkan": lambda: physical("fastkan"),
+}  # fmt: skip
+MODELS = {name: (lambda name=name: small(name)) for name in models.list_models()} | CUSTOM
+
+
+def custom_inputs(model: nn.Module, dtype=torch.float64) -> torch.Tensor:
+    if isinstance(model, PhysicalModel):
+        return raw_inputs(13, torch.Generator().manual_seed(2)).to(dtype)
+    return inputs(model, dtype=dtype)
+
+
+@pytest.fixture(scope="module")
+def references() -> dict:
+    """name -> (float64 model, x, loop Jacobian)."""
+    out = {}
+    for name, make in MODELS.items():
+        m = make().double()
+        x = custom_inputs(m).float().double()  # exact in float32 too: float32 runs see the same points
+        out[name] = (m, x, jacobian(m, x, engine="loop"))
+    return out
+
+
+@pytest.mark.parametrize("engine", EAGER)
+@pytest.mark.parametrize("name", list(MODELS))
+def test_engine_agrees_with_loop_float64(references, name, engine):
+    m, x, ref = references[name]
+    J = jacobian(m, x, engine=engine)
+    assert J.shape == ref.shape and J.dtype == torch.float64
+    assert rel_err(J, ref) < TOL64
+
+
+@pytest.mark.parametrize("engine", ["forward_tangents", "vmap_jacrev", "batch_sum_reverse"])
+@pytest.mark.parametrize("name", list(MODELS))
+def test_engine_float32_within_documented_tolerance(references, name, engine):
+    m64, x64, ref = references[name]
+    m = MODELS[name]()
+    m.load_state_dict(m64.state_dict())
+    m = m.float()
+    J = jacobian(m, x64.float(), engine=engine)
+    assert J.dtype == torch.float32
+    assert rel_err(J, ref) < TOL32
+
+
+def test_tangent_rules_cover_the_zoo():
+    """Every zoo model gets the hand-written pass, not the vmap(jacfwd) fallback."""
+    for name in models.list_models():
+        assert tangent_reason(small(name)) is None, name
+    assert plan(LayerNormNet()).startswith("torch.func vmap(jacfwd)")
+    assert tangent_reason(physical("efficient_kan")) is None
+
+
+def test_subclass_with_own_forward_gets_no_rule():
+    class Doubled(nn.Sequential):
+        def forward(self, x):
+            return 2 * super().forward(x)
+
+    class Steeper(nn.Tanh):
+        def forward(self, x):
+            return torch.tanh(3 * x)
+
+    m = Doubled(nn.Linear(3, 4), Steeper(), nn.Linear(4, 2)).double()
+    assert "no tangent rule" in tangent_reason(m)
+    x = inputs(m)
+    assert rel_err(jacobian(m, x, engine="forward_tangents"), jacobian(m, x, engine="loop")) < TOL64
+
+
+def test_activation_kinks_match_autograd():
+    """Softplus switches to the identity where beta z > threshold, ReLU's derivative at 0 is 0: as autograd."""
+    x = torch.tensor([[-1.0], [0.0], [0.1666], [1 / 6], [0.17], [2.0]], dtype=torch.float64)
+    cases = {
+        nn.Softplus(beta=3.0, threshold=0.5): [None, None, None, None, 1.0, 1.0],
+        nn.ReLU(): [0.0, 0.0, 1.0, 1.0, 1.0, 1.0],
+        nn.LeakyReLU(0.3): [0.3, 0.3, 1.0, 1.0, 1.0, 1.0],
+        models.mlp.Sine(3.0): [None] * 6,
+    }
+    for act, exact in cases.items():
+        m = nn.Sequential(nn.Identity(), act)
+        J, ref = jacobian(m, x, engine="forward_tangents").flatten(), jacobian(m, x, engine="loop").flatten()
+        assert rel_err(J, ref) < 1e-15, act
+        for j, r, e in zip(J.tolist(), ref.tolist(), exact, strict=True):
+            assert e is None or j == r == e, act
+
+
+@pytest.mark.parametrize("engine", [n for n in EAGER if ENGINES[n].differentiable])
+@pytest.mark.parametrize("name", list(MODELS))
+def test_create_graph_gives_the_same_parameter_gradients(references, name, engine):
+    """A loss on J backpropagates to the parameters exactly as through the loop reference (Sobolev training)."""
+    m, x, _ = references[name]
+
+    params = [p for p in m.parameters() if p.requires_grad]
+
+    def grads(eng):
+        loss = jacobian(m, x, engine=eng, create_graph=True).square().sum()
+        g = torch.autograd.grad(loss, params, allow_unused=True)  # unused: J does not depend on it (ReLU biases)
+        return torch.cat(
+            [(torch.zeros_like(p) if gi is None else gi).flatten() for p, gi in zip(params, g, strict=True)]
+        )
+
+    if engine == "vmap_jacfwd" and jacfwd_graph_reason(m) is not None:
+        with pytest.raises(UnsupportedEngine, match="196700"):
+            grads(engine)
+        return
+    assert rel_err(grads(engine), grads("loop")) < TOL64
+
+
+def test_training_default_is_batched_and_differentiable():
+    m = small("mlp_tanh")
+    x = inputs(m, dtype=torch.float32)
+    chosen = choose(m, x, create_graph=True)
+    assert chosen.differentiable and chosen.name != "loop" and not chosen.batch_sum
+    J = jacobian(m, x, create_graph=True)
+    assert J.requires_grad
+    assert not jacobian(m, x).requires_grad
+
+
+def test_auto_picks_the_hand_written_pass_for_the_zoo():
+    for name in models.list_models():
+        m = small(name)
+        assert choose(m, inputs(m, dtype=torch.float32)).name == "forward_tangents", name
+
+
+def test_engines_without_graph_refuse_create_graph():
+    m = small("mlp_tanh").double()
+    with pytest.raises(UnsupportedEngine, match="create_graph"):
+        jacobian(m, inputs(m), engine="functional_forward", create_graph=True)
+
+
+def test_bad_arguments_get_clear_errors():
+    m = small("mlp_tanh").double()
+    with pytest.raises(KeyError, match="vmap_jacrev"):
+        jacobian(m, inputs(m), engine="vmap_jacrv")
+    with pytest.raises(ValueError, match=r"\(B, n_in\)"):
+        jacobian(m, torch.zeros(3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="chunk_size"):
+        jacobian(m, inputs(m), chunk_size=0)
+
+
+@pytest.mark.parametrize("engine", ["forward_tangents", "vmap_jacrev", "batch_sum_reverse"])
+@pytest.mark.parametrize("chunk", [1, 5, 100])
+@pytest.mark.parametrize("create_graph", [False, True])
+def test_chunked_equals_unchunked(engine, chunk, create_graph):
+    """Chunk boundaries are right (B = 13 is not a multiple of 4 or 5): the chunked result is exactly the
+    engine's result on each chunk, in order, and equals the one-pass result up to the last bit (BLAS picks
+    kernels by matrix size, so a GEMM on 4 rows may round differently than on 13)."""
+    m = small("fastkan").double()
+    x = inputs(m, n=13)
+    J = jacobian(m, x, engine=engine, chunk_size=chunk, create_graph=create_graph)
+    assert J.shape == (13, 2, 3) and J.requires_grad == create_graph
+    pieces = torch.cat([ENGINES[engine].fn(m, xc, create_graph=create_graph) for xc in x.split(chunk)])
+    assert torch.equal(J, pieces)
+    assert rel_err(J.detach(), jacobian(m, x, engine=engine, chunk_size=13)) < 1e-14
+
+
+def test_default_chunk_size_bounds_memory():
+    forum = models.create_model("mlp_forum")
+    x = torch.zeros(10, 4)
+    # (1 + 4) x 500 floats x 4 bytes x 4 temporaries = 40 KB a sample -> 256 MiB / 40 KB
+    assert default_chunk_size(forum, x) == 256 * 2**20 // 40_000
+    assert default_chunk_size(forum, x.double()) == 256 * 2**20 // 80_000
+    wide = models.create_model("mlp_tanh", width=4096, depth=4)
+    assert 1 <= default_chunk_size(wide, x) < default_chunk_size(forum, x)
+
+
+def test_tf32_is_off_by_default():
+    assert tf32_enabled() is False
+
+
+def test_every_engine_documents_itself():
+    for name, e in ENGINES.items():
+        assert e.name == name and e.doc
+        assert e.supports(small("mlp_tanh"), torch.device("cpu"), torch.float32) is None
+
+
+@pytest.mark.slow
+def test_compiled_engine_agrees():
+    """One compiled engine end to end (a cold torch.compile costs ~25 s here; the others share its wrapper)."""
+    m64 = small("mlp_tanh").double()
+    x = inputs(m64)
+    m = small("mlp_tanh").float()
+    J = jacobian(m, x.float(), engine="compiled_forward_tangents")
+    assert rel_err(J, jacobian(m64, x, engine="loop")) < TOL32
+
+
+def test_compile_failure_is_reported_not_raised():
+    """torch 2.13 cannot compile vmap(jacfwd) of ChebyKAN: UnsupportedEngine with torch's reason, and
+    `supports` says so from then on (the throughput sweep records it as unsupported)."""
+    m = small("chebykan")
+    engine = ENGINES["compiled_vmap_jacfwd"]
+    try:
+        jacobian(m, inputs(m, dtype=torch.float32), engine=engine)
+    except UnsupportedEngine as err:
+        assert "could not compile model ChebyKAN" in str(err)
+        assert engine.supports(m, torch.device("cpu"), torch.float32).startswith("torch.compile failed")
+    else:  # a torch that compiles it must also get it right
+        pytest.skip("this torch compiles vmap(jacfwd) of ChebyKAN")
+    assert "no tangent rule" in ENGINES["compiled_forward_tangents"].supports(LayerNormNet(), "cpu", torch.float32)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("engine", ["forward_tangents", "vmap_jacrev", "vmap_jacfwd", "batch_sum_reverse"])
+def test_cuda_engines_agree_with_cpu(engine):
+    for name in ["mlp_forum", "fastkan", "efficient_kan", "chebykan"]:
+        m = small(name).double()
+        x = inputs(m)
+        ref = jacobian(m, x, engine="loop")
+        J = jacobian(m.cuda(), x.cuda(), engine=engine)
+        assert J.device.type == "cuda" and rel_err(J.cpu(), ref) < TOL64
