@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bench.coupling import require_batch_independent
+from bench import coupling  # a module, not its names: bench.coupling imports bench.engines.base
 from bench.engines import autograd, compiled, functorch, kan_tangents, tangents  # noqa: F401 (kan_tangents registers rules)
 from bench.engines.base import Engine, UnsupportedEngine, model_name, tf32_enabled
 from bench.engines.chunking import chunked, default_chunk_size
@@ -81,6 +81,6 @@ def jacobian(
         raise ValueError(f"x must be (B, n_in), got shape {tuple(x.shape)}")
     eng = resolve(model, x, engine, create_graph)
     if eng.batch_sum:
-        require_batch_independent(model, x, eng.name)
+        coupling.require_batch_independent(model, x, eng.name)
     size = default_chunk_size(model, x) if chunk_size is None else chunk_size
     return chunked(lambda xc: eng.fn(model, xc, create_graph=create_graph), x, size, keep_graph=create_graph)
