@@ -23,6 +23,7 @@ from torch import nn
 
 from bench import envinfo, jax_peer, results, roofline
 from bench.config import suggest
+from bench.engines.base import UnsupportedEngine
 from bench.timing import synchronizer, time_callable
 
 FORWARD = "forward"  # pseudo-engine: the forward pass alone (rate = samples per second)
@@ -168,6 +169,8 @@ def measure(name: str, timed: Timed, model: nn.Module, x: torch.Tensor, cfg: Swe
         t = time_callable(
             call, sync=synchronizer(x.device), warmup=cfg.warmup, repeats=cfg.repeats, budget_s=cfg.budget_s
         )
+    except UnsupportedEngine as err:  # found out only when run: e.g. torch.compile cannot compile this model
+        return {"status": "unsupported", "error": str(err)[:500]}
     except Exception as err:  # a failure is a row; the sweep goes on
         if x.device.type == "cuda":
             torch.cuda.empty_cache()

@@ -11,6 +11,7 @@ from torch import nn
 import models
 from bench import jax_peer, roofline, throughput
 from bench.commands import throughput as cmd
+from bench.engines.base import UnsupportedEngine
 from bench.throughput import COLUMNS, FORWARD, SweepConfig, Timed, summary, sweep
 from models.mlp import Sine
 
@@ -33,10 +34,15 @@ def boom(model, x):
     raise RuntimeError("boom")
 
 
+def cannot_compile(model, x):
+    raise UnsupportedEngine("could not compile model Sequential: LayerNorm under vmap(jacfwd)")
+
+
 ENGINES = {
     "loop": FakeEngine(lambda m, x: torch.stack([torch.autograd.functional.jacobian(m, xi) for xi in x])),
     "vmap_jacrev": FakeEngine(vmap_jacrev),
     "explodes": FakeEngine(boom),
+    "cannot_compile": FakeEngine(cannot_compile),
     "refuses": FakeEngine(boom, reason="needs a batch-independent model"),
     "supports_raises": FakeEngine(vmap_jacrev, reason=TypeError("bad supports")),
 }
@@ -83,6 +89,7 @@ def test_sweep_records_every_status_and_goes_on():
     assert status["vmap_jacrev", 2] == status["vmap_jacrev", 8] == "ok"  # measured after "explodes" failed
     assert status["explodes", 8] == "failed"
     assert status["refuses", 2] == "unsupported"
+    assert status["cannot_compile", 2] == "unsupported"  # raised on the first call, as compiled engines do
     assert status["supports_raises", 2] == "failed"
     assert status["loop", 2] == "ok" and status["loop", 8] == "unsupported"  # capped at max_batch
     by = {(r["engine"], r["batch_size"]): r for r in rows}
