@@ -16,6 +16,7 @@ COMMANDS = [
     "bench.commands.throughput",
     "bench.commands.run",
     "bench.commands.evaluate",
+    "bench.commands.report",
 ]
 
 

@@ -1,0 +1,162 @@
+"""Assemble a run's report: sections in a fixed order, written as report.html, report.md and figures/*.png."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+from bench.report import fig_fidelity, fig_speed, fig_training, style
+from bench.report.leaderboard import leaderboard, leaderboard_table
+from bench.report.load import RunData, load_run
+from bench.report.render import Code, Note, Section, Table, plot, pretty_json, to_html, to_markdown
+from bench.report.stats import fmt_key
+
+GUIDES = {  # section title -> one sentence on how to read it (the order is the report's order)
+    "Leaderboard": "One row per architecture and training at its largest training set, mean ± 95% confidence "
+    "interval over seeds (t-distribution); bold marks the best value of each score column (highest R², lowest "
+    "Jacobian error, most Jacobians/s of the fastest torch engine).",
+    "Fidelity vs fit": "Each point is one trained model: points far left (excellent fit) yet high up (large "
+    "Jacobian error) show that a good fit does not mean good derivatives.",
+    "Per-entry Jacobian error": "Each cell is the normalized RMSE of one Jacobian entry ∂f_i/∂x_j on the test set, "
+    "mean over seeds (value training, largest n_train, one shared log colour scale): dark cells are the "
+    "derivatives not to trust.",
+    "Predicted vs true derivatives": "Each row shows one architecture's three worst Jacobian entries on its test "
+    "samples (first seed, value training): points on the dashed identity line are exact derivatives.",
+    "Error near the domain boundary": "Median Jacobian error of test samples binned by normalized distance to the "
+    "nearest face of the input box (0 = on the boundary, 0.5 = the centre), mean and 95% CI over the "
+    "family's models and seeds: a curve rising to the left means derivatives degrade near the boundary.",
+    "Sobolev beta sweep": "β weighs the value loss against the Jacobian loss (β = 1 is value-only training, "
+    "β = 1e-7 almost derivative-only): the left column shows what the fit pays, the right what the derivatives gain.",
+    "Training-set size": "Errors against the number of training samples on log-log axes: a steeper descent means "
+    "the architecture learns more from each added sample.",
+    "Throughput": "Jacobians per second against batch size for each engine (band: interquartile range over "
+    "repeats), with the device's FLOP limit dashed and the JAX peer dotted: the gap to the dashed line is what "
+    "a faster engine could still win.",
+    "Accuracy vs speed": "Each point is one architecture's Jacobian error against its fastest torch engine: lower "
+    "right is better, and the dashed Pareto front joins the architectures no other beats on both at once.",
+    "Environment and config": "What produced these numbers: compare these before comparing two reports.",
+    "Failed cells": "Cells that did not finish, with their error: they are missing from every number above, "
+    "and listed here so that nothing is dropped silently.",
+}
+SECTION_TITLES = list(GUIDES)
+
+
+def main_equation(run: RunData) -> str | None:
+    """forum4x4 (the forum's set) where the run has it, else the first equation."""
+    equations = sorted(run.ok["equation"].unique())
+    return "forum4x4" if "forum4x4" in equations else (equations[0] if equations else None)
+
+
+def _figure(section: Section, name: str, draw: Callable, alt: str) -> Section:
+    """Draw one figure into the section, or a one-line note where the run has nothing to draw."""
+    try:
+        with style.theme():
+            fig = draw()
+            for ax in [] if isinstance(fig, str) else fig.axes:
+                style.tidy_log(ax)
+            result = plot(name, fig, alt) if not isinstance(fig, str) else Note(f"Skipped: {fig}.")
+    except Exception as err:  # a report with one broken figure beats no report; tests turn this warning into an error
+        warnings.warn(f"figure {name} failed: {type(err).__name__}: {err}", RuntimeWarning, stacklevel=2)
+        result = Note(f"Skipped: drawing failed ({type(err).__name__}: {err}).")
+    return section.add(result)
+
+
+def _leaderboard(run: RunData) -> Section:
+    s = Section("Leaderboard", GUIDES["Leaderboard"])
+    board = leaderboard(run)
+    if board.empty:
+        return s.add(Note("Skipped: no finished cell has test-split scores."))
+    for eq in sorted(board["equation"].unique()):
+        s.add(leaderboard_table(board, eq))
+    if run.throughput is not None:
+        s.add(Note("Jacobians/s: the fastest torch engine over batch sizes and dtypes (the engine in brackets); "
+                   "the JAX peer is in the throughput section."))  # fmt: skip
+    return s
+
+
+def _throughput(run: RunData) -> list[Section]:
+    t = Section("Throughput", GUIDES["Throughput"])
+    _figure(t, "throughput", lambda: fig_speed.throughput_curves(run), "Jacobians/s against batch size per engine")
+    if run.throughput is not None:
+        bad = run.throughput[run.throughput["status"] != "ok"]
+        bad = bad.drop_duplicates(["model", "engine", "device", "dtype", "status", "error"])
+        if not bad.empty:
+            cols = ["model", "engine", "device", "dtype", "status", "error"]
+            t.add(Table(cols, bad[cols].astype(str).values.tolist(), caption="engines not timed, and why"))
+    a = Section("Accuracy vs speed", GUIDES["Accuracy vs speed"])
+    eq = main_equation(run)
+    _figure(a, "accuracy_vs_speed", lambda: fig_speed.accuracy_vs_speed(run, eq), "Jacobian error against speed")
+    return [t, a]
+
+
+def _env(run: RunData) -> Section:
+    s = Section("Environment and config", GUIDES["Environment and config"])
+    if run.env:
+        rows = [[k, v if isinstance(v, str) else pretty_json(v)] for k, v in run.env.items()]
+        s.add(Table(["env.json", "value"], rows))
+    else:
+        s.add(Note("No env.json in this run."))
+    return s.add(Code(pretty_json(run.config), "config.json") if run.config else Note("No config.json in this run."))
+
+
+def _failed(run: RunData) -> Section:
+    s = Section("Failed cells", GUIDES["Failed cells"])
+    f = run.failed
+    if f.empty:
+        return s.add(Note("No failed cells."))
+    cols = ["cell_id", "equation", "model", "variant", "beta", "n_train", "seed", "status", "error"]
+    rows = [[fmt_key(v) for v in r] for r in f[cols].itertuples(index=False)]
+    return s.add(Table(cols, rows, caption=f"{len(f)} failed cell(s)"))
+
+
+def sections(run: RunData) -> list[Section]:
+    """Every section of the report, in order; a section without data holds a one-line note."""
+    eq = main_equation(run)
+    out = [_leaderboard(run)]
+    s = Section("Fidelity vs fit", GUIDES["Fidelity vs fit"])
+    out.append(_figure(s, "fidelity_vs_fit", lambda: fig_fidelity.fidelity_vs_fit(run), "1 - R² vs Jacobian error"))
+    s = Section("Per-entry Jacobian error", GUIDES["Per-entry Jacobian error"])
+    out.append(_figure(s, "entry_heatmaps", lambda: fig_fidelity.entry_heatmaps(run, eq), f"entry nRMSE, {eq}"))
+    s = Section("Predicted vs true derivatives", GUIDES["Predicted vs true derivatives"])
+    out.append(_figure(s, "pred_vs_true", lambda: fig_fidelity.pred_vs_true(run, eq), f"worst entries, {eq}"))
+    s = Section("Error near the domain boundary", GUIDES["Error near the domain boundary"])
+    out.append(_figure(s, "edge_error", lambda: fig_fidelity.edge_error(run), "Jacobian error by boundary distance"))
+    s = Section("Sobolev beta sweep", GUIDES["Sobolev beta sweep"])
+    out.append(_figure(s, "beta_sweep", lambda: fig_training.beta_sweep(run), "errors against beta"))
+    s = Section("Training-set size", GUIDES["Training-set size"])
+    out.append(_figure(s, "n_train", lambda: fig_training.n_train_curves(run), "errors against n_train"))
+    out += _throughput(run)
+    out += [_env(run), _failed(run)]
+    return out
+
+
+def _intro(run: RunData) -> str:
+    m = run.metrics
+    cells, failed = m["cell_id"].nunique(), run.failed["cell_id"].nunique()
+    seeds = ", ".join(fmt_key(s) for s in sorted(m["seed"].dropna().unique()))
+    models = ", ".join(fig_fidelity.models_in_order(m)) if not m.empty else "none"
+    return (
+        f"Run {run.run_id}: {cells} cells ({cells - failed} finished, {failed} failed) over equation sets "
+        f"{', '.join(sorted(m['equation'].unique()))}; architectures {models}; seeds {seeds}. "
+        "Errors are in physical units on the test split unless stated."
+    )
+
+
+def build_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
+    """Write report.html, report.md and figures/*.png for one run folder (into ``out``, default the run folder).
+
+    Returns the path of report.html.
+    """
+    run = load_run(run_dir)
+    out = Path(out) if out is not None else run.path
+    out.mkdir(parents=True, exist_ok=True)
+    for old in (out / "figures").glob("*.png"):  # figures/ belongs to the report: no stale figure survives
+        old.unlink()
+    secs = sections(run)
+    title = f"jacbench report: {run.run_id}"
+    intro = _intro(run)
+    (out / "report.md").write_text(to_markdown(title, intro, secs, out), encoding="utf-8")
+    (out / "report.html").write_text(to_html(title, intro, secs), encoding="utf-8")
+    return out / "report.html"

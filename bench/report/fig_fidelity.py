@@ -1,0 +1,181 @@
+"""Figures on derivative fidelity: fidelity vs fit, per-entry heatmaps, predicted vs true, error by boundary distance.
+
+Each function returns a matplotlib Figure, or a string saying why the run has nothing to draw.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import LogNorm
+from matplotlib.figure import Figure
+
+from bench.report import style
+from bench.report.load import RunData, largest_n_train
+from bench.report.stats import fmt_num
+
+FLOOR = 1e-16  # 1 - R² of an exact fit is 0; drawn at this floor on a log axis
+
+
+def test_metric(run: RunData, metric: str) -> pd.DataFrame:
+    ok = run.ok
+    return ok[(ok["split"] == "test") & (ok["metric"] == metric)]
+
+
+def reference_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """The reference configuration of each model: value training (else its first variant), largest n_train."""
+    if df.empty:
+        return df
+    df = df[df["variant"] == "value"] if (df["variant"] == "value").any() else df[df["variant"] == df["variant"].min()]
+    return largest_n_train(df, ["equation", "model"])
+
+
+def models_in_order(df: pd.DataFrame) -> list[str]:
+    """Models grouped by family (fixed family order), then by name."""
+    fam = df.drop_duplicates("model").set_index("model")["family"]
+    order = style.family_order(fam.unique())
+    return sorted(fam.index, key=lambda m: (order.index(fam[m]), m))
+
+
+def fidelity_vs_fit(run: RunData) -> Figure | str:
+    """1 - R² against Jacobian error, one point per cell, a panel per equation."""
+    keys = ["cell_id", "equation", "family", "variant"]
+    fit = test_metric(run, "r2_min").set_index(keys)["value"]
+    jac = test_metric(run, "jac_rel_fro_median").set_index(keys)["value"]
+    df = pd.concat({"fit": fit, "jac": jac}, axis=1).dropna().reset_index()
+    if df.empty:
+        return "no cell has both r2_min and jac_rel_fro_median on the test split"
+    df["value_err"] = np.maximum(1.0 - df["fit"], FLOOR)
+    equations = sorted(df["equation"].unique())
+    palette, markers = style.family_palette(df["family"].unique()), style.variant_markers(df["variant"].unique())
+    fig, axes = style.new_figure(min(len(equations), 3), -(-len(equations) // 3))
+    for ax, eq in zip(axes.flat, equations, strict=False):
+        d = df[df["equation"] == eq]
+        sns.scatterplot(d, x="value_err", y="jac", hue="family", palette=palette, style="variant", markers=markers,
+                        s=40, alpha=0.8, ax=ax, legend=False)  # fmt: skip
+        ax.set(xscale="log", yscale="log", xlabel=style.VALUE_ERR, ylabel=style.JAC_ERR, title=eq)
+    for ax in list(axes.flat)[len(equations) :]:
+        ax.set_visible(False)
+    families = style.family_order(df["family"].unique())
+    style.legend_outside(fig, style.family_handles(palette, families) + style.marker_handles(markers, "variant"))
+    return fig
+
+
+def _entry_matrix(d: pd.DataFrame) -> pd.DataFrame:
+    """(n_out, n_in) mean over seeds, rows and columns in the order the runner wrote them."""
+    m = d.groupby(["output", "input"], sort=False)["value"].mean().unstack("input")
+    return m.loc[d["output"].unique(), d["input"].unique()]
+
+
+def entry_heatmaps(run: RunData, equation: str) -> Figure | str:
+    """jac_entry_nrmse (test) as an n_out x n_in heatmap per architecture, one shared log colour scale."""
+    df = reference_rows(test_metric(run, "jac_entry_nrmse"))
+    df = df[df["equation"] == equation]
+    if df.empty:
+        return f"no jac_entry_nrmse rows for {equation}"
+    models = models_in_order(df)
+    mats = {m: _entry_matrix(df[df["model"] == m]) for m in models}
+    values = np.concatenate([m.to_numpy().ravel() for m in mats.values()])
+    values = values[np.isfinite(values) & (values > 0)]
+    if values.size == 0:
+        return f"jac_entry_nrmse of {equation} has no positive finite value"
+    norm = LogNorm(vmin=values.min(), vmax=max(values.max(), values.min() * 1.01))
+    ncols, nrows = style.grid_shape(len(models))
+    n_out, n_in = next(iter(mats.values())).shape
+    fig, axes = style.new_figure(ncols, nrows, width=0.6 * n_in + 1.0, height=0.55 * n_out + 0.9, margin=1.0)
+    fam = df.drop_duplicates("model").set_index("model")["family"]
+    for ax, m in zip(axes.flat, models, strict=False):
+        mat = mats[m]
+        annot = np.vectorize(lambda v: fmt_num(v, 2))(mat.to_numpy())
+        sns.heatmap(mat, ax=ax, norm=norm, cmap="rocket_r", annot=annot, fmt="", cbar=False, square=True,
+                    annot_kws={"fontsize": "x-small"}, linewidths=0.5)  # fmt: skip
+        ax.set(title=f"{m} ({fam[m]})", xlabel="input", ylabel="output")
+        ax.tick_params(axis="y", rotation=0)
+    for ax in list(axes.flat)[len(models) :]:
+        ax.set_visible(False)
+    fig.colorbar(ScalarMappable(norm=norm, cmap="rocket_r"), ax=axes, label=style.ENTRY_ERR, shrink=0.8)
+    return fig
+
+
+def _reference_cell(run: RunData, equation: str, model: str) -> str | None:
+    """The cell whose Jacobians are drawn: value training, largest n_train, lowest seed, with a file."""
+    ok = run.ok
+    cells = ok[(ok["equation"] == equation) & (ok["model"] == model) & ok["cell_id"].isin(list(run.jacobian_files))]
+    if cells.empty:
+        return None
+    cells = cells.drop_duplicates("cell_id").assign(_v=lambda d: d["variant"] != "value")
+    return cells.sort_values(["_v", "n_train", "seed"], ascending=[True, False, True])["cell_id"].iloc[0]
+
+
+def entry_label(column: str, inputs: list[str]) -> str:
+    """``df2_dx3`` (the forum layout, ``d<output>_d<input>``) -> ``∂f2/∂x3``, using the file's input names."""
+    for name in sorted(inputs, key=len, reverse=True):
+        if column.startswith("d") and column.endswith(f"_d{name}"):
+            return f"∂{column[1 : -len(name) - 2]}/∂{name}"
+    return column
+
+
+def worst_entries(jac: pd.DataFrame, k: int = 3) -> list[tuple[str, float]]:
+    """The k entries (columns with a ``<column>_true`` twin) with the largest RMSE / std(true)."""
+    scores = []
+    for col in jac.columns:
+        if f"{col}_true" in jac:
+            true, pred = jac[f"{col}_true"].to_numpy(float), jac[col].to_numpy(float)
+            scale = np.std(true) or np.mean(np.abs(true)) or 1.0
+            scores.append((col, float(np.sqrt(np.nanmean((pred - true) ** 2)) / scale)))
+    return sorted(scores, key=lambda s: -s[1])[:k]
+
+
+def pred_vs_true(run: RunData, equation: str, k: int = 3) -> Figure | str:
+    """Predicted against true derivative for each architecture's k worst entries, with the identity line."""
+    ok = run.ok[run.ok["equation"] == equation]
+    cells = {m: _reference_cell(run, equation, m) for m in models_in_order(ok)} if not ok.empty else {}
+    cells = {m: c for m, c in cells.items() if c is not None}
+    if not cells:
+        return f"no jacobians/<cell>.csv for {equation}"
+    fam = ok.drop_duplicates("model").set_index("model")["family"]
+    palette = style.family_palette(fam.unique())
+    fig, axes = style.new_figure(k, len(cells), width=2.6, height=2.4)
+    for row, (m, cid) in enumerate(cells.items()):
+        jac = run.jacobians(cid)
+        worst = worst_entries(jac, k)
+        first = next((c for c in jac.columns if f"{c}_true" in jac), None)
+        inputs = list(jac.columns[: list(jac.columns).index(first)]) if first else []  # x1..xn come first
+        for col in range(k):
+            ax = axes[row, col]
+            if col >= len(worst):
+                ax.set_visible(False)
+                continue
+            entry, score = worst[col]
+            true, pred = jac[f"{entry}_true"], jac[entry]
+            ax.scatter(true, pred, s=6, alpha=0.5, color=palette[fam[m]], linewidths=0)
+            lo, hi = np.nanmin([true.min(), pred.min()]), np.nanmax([true.max(), pred.max()])
+            ax.plot([lo, hi], [lo, hi], color="0.2", linewidth=0.8, linestyle="--")
+            label = entry_label(entry, inputs)
+            ax.set_title(f"{m}: {label}  (nRMSE {fmt_num(score, 2)})", fontsize="small")
+            ax.tick_params(labelsize="x-small")
+    fig.supxlabel("true derivative (physical units)")
+    fig.supylabel("model derivative (physical units)")
+    return fig
+
+
+def edge_error(run: RunData) -> Figure | str:
+    """Median Jacobian error per distance-to-boundary bin, per family (mean over its models and seeds)."""
+    df = reference_rows(test_metric(run, "jac_rel_fro_by_edge")).dropna(subset=["bin"])
+    df = df[np.isfinite(df["value"])]
+    if df.empty:
+        return "no jac_rel_fro_by_edge rows"
+    equations = sorted(df["equation"].unique())
+    palette = style.family_palette(df["family"].unique())
+    families = style.family_order(df["family"].unique())
+    fig, axes = style.new_figure(min(len(equations), 3), -(-len(equations) // 3))
+    for ax, eq in zip(axes.flat, equations, strict=False):
+        style.mean_ci_lines(ax, df[df["equation"] == eq], "bin", "value", palette)
+        ax.set(yscale="log", xlabel=style.EDGE, ylabel=style.JAC_ERR.replace("median, test", "median in bin, test"))
+        ax.set_title(eq)
+    for ax in list(axes.flat)[len(equations) :]:
+        ax.set_visible(False)
+    style.legend_outside(fig, style.family_handles(palette, families))
+    return fig

@@ -1,0 +1,106 @@
+"""Throughput figures: Jacobians/s against batch size per engine, and the accuracy-vs-speed Pareto front.
+
+Each function returns a matplotlib Figure, or a string saying why the run has nothing to draw.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from bench.report import style
+from bench.report.fig_fidelity import models_in_order, reference_rows, test_metric
+from bench.report.leaderboard import PEER_PREFIX, best_throughput
+from bench.report.load import RunData
+
+
+def measured(run: RunData) -> pd.DataFrame:
+    """Timed rows (status ok, finite), one dtype per device: float32 where measured, else the most common."""
+    t = run.throughput
+    if t is None:
+        return pd.DataFrame()
+    t = t[(t["status"] == "ok") & np.isfinite(t["jac_per_s"]) & np.isfinite(t["batch_size"])]
+    keep = []
+    for _, d in t.groupby("device"):
+        dtypes = d["dtype"].value_counts()
+        keep.append(d[d["dtype"] == ("float32" if "float32" in dtypes else dtypes.index[0])])
+    return pd.concat(keep) if keep else pd.DataFrame()
+
+
+def throughput_curves(run: RunData) -> Figure | str:
+    """A panel per (model, device): one line per engine, the FLOP limit dashed, JAX peers dotted."""
+    t = measured(run)
+    if t.empty:
+        return "no throughput.csv in this run" if run.throughput is None else "throughput.csv has no timed (ok) rows"
+    devices = sorted(t["device"].unique())
+    models = models_in_order(t)
+    palette = style.engine_palette(t["engine"].unique())
+    fig, axes = style.new_figure(len(devices), len(models), width=3.8, height=2.5)
+    for row, model in enumerate(models):
+        for col, device in enumerate(devices):
+            ax = axes[row, col]
+            d = t[(t["model"] == model) & (t["device"] == device)]
+            if d.empty:
+                ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax.transAxes)
+                ax.set(xticks=[], yticks=[], title=f"{model} · {device}")
+                continue
+            for engine, e in d.groupby("engine"):
+                e = e.sort_values("batch_size")
+                ls = ":" if engine.startswith(PEER_PREFIX) else "-"
+                ax.plot(e["batch_size"], e["jac_per_s"], ls, marker="o", ms=3, color=palette[engine], label=engine)
+                ax.fill_between(
+                    e["batch_size"], e["jac_per_s_q25"], e["jac_per_s_q75"], color=palette[engine], alpha=0.2
+                )
+            limit = (d["peak_flops"] / d["flops_per_jac"]).median()
+            if np.isfinite(limit):
+                ax.axhline(limit, color="0.3", linestyle="--", linewidth=1)
+            ax.set(xscale="log", yscale="log", title=f"{model} · {device} ({d['dtype'].iloc[0]})")
+            ax.set_xscale("log", base=2)
+    for col, device in enumerate(devices):
+        axes[-1, col].set_xlabel(style.BATCH)
+        name = t.loc[t["device"] == device, "device_name"].iloc[0]
+        axes[0, col].set_title(f"{device}: {name}\n{axes[0, col].get_title()}")
+    for row in range(len(models)):
+        axes[row, 0].set_ylabel(style.JAC_PER_S)
+    handles = [Line2D([], [], color=palette[e], marker="o", ms=3, label=e, linestyle=":" if e.startswith(PEER_PREFIX)
+                      else "-") for e in sorted(palette)]  # fmt: skip
+    handles.append(Line2D([], [], color="0.3", linestyle="--", label="FLOP limit\n(peak FLOP/s ÷ FLOPs per Jacobian)"))
+    style.legend_outside(fig, handles, "engine")
+    return fig
+
+
+def pareto_front(points: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
+    """Points not beaten by another that is both faster (larger x) and more accurate (smaller y)."""
+    p = points.sort_values([x, y], ascending=[False, True])
+    return p[p[y] < p[y].cummin().shift(fill_value=np.inf)]
+
+
+def accuracy_vs_speed(run: RunData, equation: str) -> Figure | str:
+    """Jacobian error (reference training) against the best torch engine's Jacobians/s, a panel per device."""
+    best = best_throughput(run.throughput)
+    err = reference_rows(test_metric(run, "jac_rel_fro_median"))
+    err = err[err["equation"] == equation].groupby(["model", "family"])["value"].mean().rename("jac").reset_index()
+    df = err.merge(best, on="model")
+    if df.empty:
+        return "no architecture has both a Jacobian error and a throughput measurement"
+    devices = sorted(df["device"].unique())
+    palette = style.family_palette(df["family"].unique())
+    models = models_in_order(df)
+    markers = {m: style.MARKERS[i % len(style.MARKERS)] for i, m in enumerate(models)}
+    fig, axes = style.new_figure(len(devices), 1, width=4.2, height=3.4)
+    for ax, device in zip(axes.flat, devices, strict=True):
+        d = df[df["device"] == device]
+        sns.scatterplot(d, x="jac_per_s", y="jac", hue="family", palette=palette, style="model", markers=markers,
+                        s=70, ax=ax, legend=False)  # fmt: skip
+        front = pareto_front(d, "jac_per_s", "jac").sort_values("jac_per_s")
+        ax.plot(front["jac_per_s"], front["jac"], color="0.4", linewidth=1, linestyle="--", zorder=0)
+        ax.set(xscale="log", yscale="log", xlabel=f"best {style.JAC_PER_S} ({device})", ylabel=style.JAC_ERR)
+        ax.set_title(f"{equation} · {device}")
+    fam = df.drop_duplicates("model").set_index("model")["family"]
+    handles = [Line2D([], [], color=palette[fam[m]], marker=markers[m], linestyle="", label=m) for m in models]
+    handles.append(Line2D([], [], color="0.4", linestyle="--", label="Pareto front"))
+    style.legend_outside(fig, handles, "architecture")
+    return fig

@@ -1,0 +1,113 @@
+"""The leaderboard: per equation set, one row per (architecture, training), mean ± 95% CI over seeds.
+
+Columns: params, FLOPs per forward, fit R² (min over outputs), Jacobian relative Frobenius error (median and
+90th percentile over test samples), and the best torch engine's Jacobians/s on each device in
+throughput.csv. Rows use the largest n_train each configuration has.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from bench.report.load import RunData, largest_n_train
+from bench.report.render import Table
+from bench.report.stats import CONFIG_KEYS, aggregate, fmt_ci, fmt_key, fmt_num
+from bench.report.style import training_label
+
+SCORES = {  # metric (test split) -> (column title, whether larger is better)
+    "r2_min": ("fit R² (min)", True),
+    "jac_rel_fro_median": ("Jacobian rel. err. median", False),
+    "jac_rel_fro_p90": ("Jacobian rel. err. p90", False),
+}
+PEER_PREFIX = "jax"  # engines that are a peer implementation, not a way to run the torch model
+
+
+def training_order(df: pd.DataFrame) -> pd.Series:
+    """Sort key: value training first, then Sobolev from large to small beta."""
+    return np.where(df["variant"] == "value", np.inf, df["beta"].astype(float))
+
+
+def best_throughput(throughput: pd.DataFrame | None) -> pd.DataFrame:
+    """Best torch engine per (model, device): columns model, device, jac_per_s, engine, dtype, batch_size."""
+    cols = ["model", "device", "jac_per_s", "engine", "dtype", "batch_size"]
+    if throughput is None:
+        return pd.DataFrame(columns=cols)
+    t = throughput[(throughput["status"] == "ok") & np.isfinite(throughput["jac_per_s"])]
+    t = t[~t["engine"].str.startswith(PEER_PREFIX)]
+    if t.empty:
+        return pd.DataFrame(columns=cols)
+    return t.loc[t.groupby(["model", "device"])["jac_per_s"].idxmax(), cols].reset_index(drop=True)
+
+
+def leaderboard(run: RunData) -> pd.DataFrame:
+    """Numbers behind the leaderboard: one row per (equation, model, variant, beta) at its largest n_train.
+
+    For each score: ``<metric>_mean``, ``_ci`` (95% half-width, NaN with one seed) and ``_n`` (seeds);
+    ``jac_per_s_<device>`` and ``engine_<device>`` for each device in throughput.csv.
+    """
+    ok = run.ok
+    ok = ok[(ok["split"] == "test") & ok["metric"].isin(list(SCORES))]
+    if ok.empty:
+        return pd.DataFrame()
+    ok = largest_n_train(ok, ["equation", "model", "variant", "beta"])
+    agg = aggregate(ok, [*CONFIG_KEYS, "metric"])
+    wide = agg.set_index([*CONFIG_KEYS, "metric"])[["mean", "ci", "n"]].unstack("metric")
+    wide.columns = [f"{metric}_{stat}" for stat, metric in wide.columns]
+    wide = wide.reset_index()
+    cost = ok.groupby(["equation", "model"], dropna=False)[["params", "flops"]].first().reset_index()
+    wide = wide.merge(cost, on=["equation", "model"], how="left")
+    best = best_throughput(run.throughput)
+    for device in sorted(best["device"].unique()):
+        b = best[best["device"] == device].rename(
+            columns={"jac_per_s": f"jac_per_s_{device}", "engine": f"engine_{device}"}
+        )
+        wide = wide.merge(b[["model", f"jac_per_s_{device}", f"engine_{device}"]], on="model", how="left")
+    wide["training"] = [training_label(v, b) for v, b in zip(wide["variant"], wide["beta"], strict=True)]
+    wide["_order"] = training_order(wide)
+    jac = wide.get("jac_rel_fro_median_mean", pd.Series(np.nan, index=wide.index))
+    wide = wide.assign(_jac=jac).sort_values(["equation", "_order", "_jac"], ascending=[True, False, True])
+    return wide.drop(columns=["_order", "_jac"]).reset_index(drop=True)
+
+
+def _best_rows(values: pd.Series, larger: bool) -> set[int]:
+    """Positions holding the best finite value (all of them on a tie)."""
+    v = values.to_numpy(dtype=float)
+    if not np.isfinite(v).any():
+        return set()
+    best = np.nanmax(v) if larger else np.nanmin(v)
+    return {i for i, x in enumerate(v) if np.isfinite(x) and x == best}
+
+
+def leaderboard_table(board: pd.DataFrame, equation: str) -> Table:
+    """The rendered leaderboard of one equation set; the best value of each score column is marked."""
+    df = board[board["equation"] == equation].reset_index(drop=True)
+    devices = sorted(c.removeprefix("jac_per_s_") for c in df.columns if c.startswith("jac_per_s_"))
+    columns = ["architecture", "family", "training"]
+    show_n = df["n_train"].nunique(dropna=False) > 1
+    columns += ["n_train"] if show_n else []
+    columns += ["params", "FLOPs / forward", "seeds"]
+    columns += [title for title, _ in SCORES.values()]
+    columns += [f"best Jacobians/s ({d})" for d in devices]
+    rows = []
+    for _, r in df.iterrows():
+        row = [r["model"], r["family"], r["training"]]
+        row += [fmt_key(r["n_train"])] if show_n else []
+        row += [fmt_key(r["params"]), fmt_key(r["flops"]), str(int(r.get("jac_rel_fro_median_n", 0) or 0))]
+        row += [
+            fmt_ci(r.get(f"{m}_mean", np.nan), r.get(f"{m}_ci", np.nan), int(r.get(f"{m}_n", 0) or 0)) for m in SCORES
+        ]
+        for d in devices:
+            speed, engine = r[f"jac_per_s_{d}"], r[f"engine_{d}"]
+            row.append(f"{fmt_num(speed)} ({engine})" if np.isfinite(speed) else "–")
+        rows.append(row)
+    bold = set()
+    first_score = columns.index(next(iter(SCORES.values()))[0])
+    for k, (metric, (_, larger)) in enumerate(SCORES.items()):
+        if f"{metric}_mean" in df:
+            bold |= {(i, first_score + k) for i in _best_rows(df[f"{metric}_mean"], larger)}
+    for k, d in enumerate(devices):
+        bold |= {(i, first_score + len(SCORES) + k) for i in _best_rows(df[f"jac_per_s_{d}"], True)}
+    n_train = sorted(df["n_train"].dropna().unique())
+    caption = f"{equation}: test split, n_train = {', '.join(fmt_key(n) for n in n_train)}"
+    return Table(columns, rows, bold, caption)

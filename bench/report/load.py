@@ -1,0 +1,121 @@
+"""Read one run folder (results/README.md) into data frames: metrics, throughput, env, config, Jacobians.
+
+Only pandas and the standard library: no torch, no models, no equations.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bench import results  # the runner's side of the folder contract (pandas only, no torch)
+from bench.results import METRIC_COLUMNS, resolve_run_dir
+
+_TEXT = ["run_id", "cell_id", "equation", "model", "family", "variant", "split", "metric", "output", "input"]
+_TEXT += ["status", "error"]
+_NUMBER = ["params", "flops", "seed", "beta", "n_train", "bin", "value"]
+THROUGHPUT_NUMBERS = ["params", "flops", "batch_size", "jac_per_s", "jac_per_s_q25", "jac_per_s_q75", "repeats"]
+THROUGHPUT_NUMBERS += ["flops_per_jac", "peak_flops"]
+
+
+@dataclass
+class RunData:
+    """One run folder, read: tidy tables as the runner wrote them (nothing rounded, nothing dropped)."""
+
+    path: Path
+    metrics: pd.DataFrame  # metrics.csv rows, all cells incl. failed ones
+    throughput: pd.DataFrame | None  # throughput.csv, or None where the run has none
+    env: dict = field(default_factory=dict)  # env.json
+    config: dict = field(default_factory=dict)  # config.json
+    jacobian_files: dict[str, Path] = field(default_factory=dict)  # cell_id -> jacobians/<cell>.csv
+
+    @property
+    def run_id(self) -> str:
+        return self.path.name
+
+    @property
+    def ok(self) -> pd.DataFrame:
+        """Rows of finished cells only."""
+        return self.metrics[self.metrics["status"] == "ok"]
+
+    @property
+    def failed(self) -> pd.DataFrame:
+        """One row per failed cell, with its error."""
+        return self.metrics[self.metrics["status"] != "ok"].drop_duplicates("cell_id")
+
+    def jacobians(self, cell_id: str) -> pd.DataFrame | None:
+        path = self.jacobian_files.get(cell_id)
+        return None if path is None else pd.read_csv(path)
+
+
+def _clean_metrics(df: pd.DataFrame, source: str) -> pd.DataFrame:
+    missing = [c for c in METRIC_COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"{source}: missing columns {missing} (see results/README.md)")
+    df = df.copy()
+    for c in _TEXT:
+        df[c] = df[c].fillna("").astype(str)
+    for c in _NUMBER:
+        df[c] = pd.to_numeric(df[c], errors="coerce")
+    df.loc[df["variant"] == "value", "beta"] = df.loc[df["variant"] == "value", "beta"].fillna(1.0)
+    return df
+
+
+def read_metrics(run: Path) -> pd.DataFrame:
+    """All metric rows of a run: the cells/ tables (the resumption unit) where present, else metrics.csv.
+
+    Rebuilds metrics.csv from cells/ when it is missing or lists other cells (an interrupted run).
+    """
+    path = run / "metrics.csv"
+    cells = results.read_cells(run)
+    if cells.empty:
+        if not path.exists():
+            raise FileNotFoundError(f"{run}: neither metrics.csv nor cells/*.csv (is this a run folder?)")
+        return _clean_metrics(results.read_cell(path), str(path))  # as text; numbers parsed below
+    if not path.exists() or set(pd.read_csv(path, usecols=["cell_id"])["cell_id"]) != set(cells["cell_id"]):
+        results.write_metrics(run)
+    return _clean_metrics(cells, f"{run / 'cells'}/*.csv")
+
+
+def read_throughput(run: Path) -> pd.DataFrame | None:
+    path = run / "throughput.csv"
+    if not path.exists():
+        return None
+    df = pd.read_csv(path)
+    for c in THROUGHPUT_NUMBERS:
+        if c in df.columns:
+            df[c] = pd.to_numeric(df[c], errors="coerce")
+    for c in ("model", "family", "engine", "device", "device_name", "dtype", "status", "error"):
+        df[c] = df[c].fillna("").astype(str) if c in df.columns else ""
+    return df
+
+
+def _read_json(path: Path) -> dict:
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from err
+
+
+def load_run(path: str | os.PathLike) -> RunData:
+    """Read a run folder (see results/README.md)."""
+    run = resolve_run_dir(path)
+    metrics = read_metrics(run)
+    jac = {cid: run / "jacobians" / f"{results.cell_filename(cid)}.csv" for cid in metrics["cell_id"].unique()}
+    jac = {cid: p for cid, p in jac.items() if p.exists()}
+    return RunData(
+        run, metrics, read_throughput(run), _read_json(run / "env.json"), _read_json(run / "config.json"), jac
+    )
+
+
+def largest_n_train(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Rows at the largest n_train of each ``keys`` group (a leaderboard compares like with like)."""
+    top = df.groupby(keys, dropna=False)["n_train"].transform("max")
+    return df[np.isclose(df["n_train"], top) | (df["n_train"].isna() & top.isna())]

@@ -1,0 +1,176 @@
+"""One look for every figure: family colours, variant markers, axis labels, and the seaborn theme.
+
+Colours follow the architecture family through every figure of a report (and across reports): known
+families have fixed colours; a new family gets the next unused colour in sorted order.
+"""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib
+import numpy as np
+import seaborn as sns
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter, NullLocator
+
+from bench.report.stats import aggregate
+
+_COLORBLIND = sns.color_palette("colorblind", 10).as_hex()
+FAMILY_COLORS = {  # fixed: the same family has the same colour in every report
+    "mlp": _COLORBLIND[0],
+    "fastkan": _COLORBLIND[1],
+    "efficient_kan": _COLORBLIND[2],
+    "chebykan": _COLORBLIND[3],
+    "pykan": _COLORBLIND[4],
+    "kan": _COLORBLIND[5],
+}
+_SPARE_COLORS = [*_COLORBLIND[6:], *sns.color_palette("dark", 10).as_hex()]
+VARIANT_MARKERS = {"value": "o", "sobolev": "s"}
+_SPARE_MARKERS = ["^", "D", "v", "P", "X"]
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "<", ">", "p", "*", "h", "d", "8"]  # one per model where needed
+DASHES = ["", (4, 1.5), (1, 1), (3, 1, 1, 1), (5, 1, 1, 1, 1, 1)]  # line styles of a second grouping
+
+# Axis labels, with units, shared by every figure.
+JAC_ERR = "Jacobian rel. Frobenius error\n(median, test)"
+VALUE_ERR = "1 - R² (min over outputs, test)"
+JAC_PER_S = "Jacobians / s"
+BATCH = "batch size (Jacobians per call)"
+ENTRY_ERR = "Jacobian entry nRMSE (test)"
+EDGE = "distance to the domain boundary\n(normalized, upper edge of the bin)"
+BETA = "β (value-loss weight; 1 = value only)"
+N_TRAIN = "training-set size (samples)"
+
+
+def family_order(families) -> list[str]:
+    """Known families in their fixed order, then any others alphabetically."""
+    present = set(families)
+    return [f for f in FAMILY_COLORS if f in present] + sorted(present - set(FAMILY_COLORS))
+
+
+def family_palette(families) -> dict[str, str]:
+    """A colour for each family: the fixed ones, then spare colours in sorted order of the rest."""
+    palette = {f: FAMILY_COLORS[f] for f in families if f in FAMILY_COLORS}
+    others = sorted(set(families) - set(FAMILY_COLORS))
+    palette.update({f: _SPARE_COLORS[i % len(_SPARE_COLORS)] for i, f in enumerate(others)})
+    return palette
+
+
+def variant_markers(variants) -> dict[str, str]:
+    known = {v: VARIANT_MARKERS[v] for v in variants if v in VARIANT_MARKERS}
+    others = sorted(set(variants) - set(VARIANT_MARKERS))
+    known.update({v: _SPARE_MARKERS[i % len(_SPARE_MARKERS)] for i, v in enumerate(others)})
+    return known
+
+
+def engine_palette(engines) -> dict[str, str]:
+    """Engines in sorted order on a palette distinct from the family colours' role."""
+    ordered = sorted(set(engines))
+    colors = sns.color_palette("tab10", max(len(ordered), 1)).as_hex()
+    return {e: colors[i % len(colors)] for i, e in enumerate(ordered)}
+
+
+def training_label(variant: str, beta: float) -> str:
+    """`value` or `sobolev β=1e-07`: the way training is named in tables and legends."""
+    return "value" if variant == "value" else f"{variant} β={beta:g}"
+
+
+def theme():
+    """The seaborn theme every figure is drawn and saved under: ``with theme(): ...``.
+
+    A context, not ``sns.set_theme``: building a report leaves the caller's matplotlib settings alone.
+    """
+    rc = {**sns.axes_style("whitegrid"), **sns.plotting_context("notebook", font_scale=0.85)}
+    rc.update({"figure.dpi": 110, "savefig.dpi": 110, "axes.titlesize": "medium", "legend.frameon": False})
+    return matplotlib.rc_context(rc)
+
+
+def new_figure(ncols: int, nrows: int = 1, width: float = 4.2, height: float = 3.4, margin: float = 1.8, **kw):
+    """A constrained-layout figure (no pyplot state) and its axes grid, shape (nrows, ncols).
+
+    ``width`` x ``height`` inches per panel, plus ``margin`` inches on the right for the legend.
+    """
+    fig = Figure(figsize=(width * ncols + margin, height * nrows + 0.4), layout="constrained")
+    FigureCanvasAgg(fig)  # the Agg backend, attached to this figure only: pyplot's global backend is untouched
+    axes = fig.subplots(nrows, ncols, squeeze=False, **kw)
+    return fig, axes
+
+
+def legend_outside(fig: Figure, handles: list, title: str | None = None) -> None:
+    """One legend for the whole figure, right of the axes, never on top of data."""
+    if handles:
+        fig.legend(handles=handles, loc="outside right upper", title=title, fontsize="small")
+
+
+def family_handles(palette: dict[str, str], families: list[str], title: str = "family") -> list:
+    head = [Line2D([], [], linestyle="", label=title)] if title else []
+    return head + [Line2D([], [], color=palette[f], marker="o", linestyle="", label=f) for f in families]
+
+
+def marker_handles(markers: dict[str, str], title: str = "") -> list:
+    head = [Line2D([], [], linestyle="", label=title)] if title else []
+    return head + [Line2D([], [], color="0.3", marker=m, linestyle="", label=v) for v, m in markers.items()]
+
+
+def log_ticks_at(ax, values, axis: str = "x") -> None:
+    """Ticks exactly at ``values`` (e.g. the beta sweep) on a log axis, labelled with %g."""
+    values = sorted(set(float(v) for v in values))
+    set_ticks, set_labels = (ax.set_xticks, ax.set_xticklabels) if axis == "x" else (ax.set_yticks, ax.set_yticklabels)
+    set_ticks(values)
+    set_labels([f"{v:g}" for v in values])
+    getattr(ax, f"{axis}axis").set_minor_locator(NullLocator())
+
+
+def grid_shape(n: int, max_cols: int = 5) -> tuple[int, int]:
+    """(ncols, nrows) of a balanced grid of n panels: 5 -> 5x1, 7 -> 4x2, 12 -> 4x3."""
+    nrows = -(-n // max_cols)
+    return -(-n // nrows), nrows
+
+
+def compact(v: float, _pos=None) -> str:
+    """Tick label: 0.01, 0.5, 1, 300, 1e+05, 1e-07 (short, no mathtext)."""
+    return f"{v:g}"
+
+
+def tidy_log(ax) -> None:
+    """Log axes: short labels on decades, no minor labels unless the view spans under one decade.
+
+    Call once the data is drawn (the view is known). Minor labels on a multi-decade axis are what
+    crowds log plots; matplotlib's default adds them whenever a view spans about one decade.
+    """
+    for axis, (lo, hi) in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
+        if axis.get_scale() != "log" or lo <= 0 or hi <= 0:
+            continue
+        if isinstance(axis.get_major_locator(), FixedLocator):  # ticks placed on purpose (log_ticks_at)
+            continue
+        axis.set_major_locator(LogLocator(base=10, numticks=8))
+        axis.set_major_formatter(FuncFormatter(compact))
+        decades = abs(math.log10(hi / lo))
+        if decades > 3:  # minor ticks add nothing readable over many decades, and cost layout time
+            axis.set_minor_locator(NullLocator())
+        elif decades >= 1:
+            axis.set_minor_formatter(NullFormatter())
+        else:
+            axis.set_minor_formatter(
+                FuncFormatter(lambda v, _p: compact(v) if round(v / 10 ** math.floor(math.log10(v))) in (2, 5) else "")
+            )
+
+
+def mean_ci_lines(ax, df, x: str, y: str, palette: dict[str, str], dashes: dict | None = None, by: str | None = None):
+    """One line per family (and per ``by`` level, told apart by ``dashes``): mean of ``y`` over the rows at each x,
+    with its 95% Student-t interval as a band, the same statistic as the leaderboard's.
+
+    On a log axis a band reaching below a tenth of the mean is cut there (an interval through zero has no
+    log-scale picture).
+    """
+    keys = ["family", *([by] if by else []), x]
+    agg = aggregate(df.rename(columns={y: "value"})[[*keys, "value"]], keys)
+    for key, g in agg.groupby(keys[:-1], sort=False):
+        family, level = (key[0], key[1] if by else None) if isinstance(key, tuple) else (key, None)
+        g = g.sort_values(x)
+        color, dash = palette[family], (dashes or {}).get(level, "")
+        ax.plot(g[x], g["mean"], marker="o", ms=4, color=color, dashes=dash or (None, None))
+        lo = np.maximum(g["mean"] - g["ci"], g["mean"] / 10)
+        ax.fill_between(g[x], lo, g["mean"] + g["ci"], color=color, alpha=0.2, linewidth=0)

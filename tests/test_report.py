@@ -1,0 +1,214 @@
+"""The report, built from a synthetic results folder with known numbers (tests/report_fixtures.py): no training."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import report_fixtures as rf
+from PIL import Image
+from scipy import stats
+
+from bench.cli import main
+from bench.report import SECTION_TITLES, load_run
+from bench.report.leaderboard import leaderboard
+from bench.report.stats import aggregate, ci_halfwidth, fmt_ci
+
+FIGURES = {"fidelity_vs_fit", "entry_heatmaps", "pred_vs_true", "edge_error", "beta_sweep", "n_train", "throughput"}
+FIGURES |= {"accuracy_vs_speed"}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    return rf.built_run(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def html(run) -> str:
+    return (run / "report.html").read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def md(run) -> str:
+    return (run / "report.md").read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def board(run) -> pd.DataFrame:
+    return leaderboard(load_run(run))
+
+
+def _row(board: pd.DataFrame, model: str, variant: str = "value", beta: float = 1.0, eq: str = "forum4x4"):
+    r = board[(board["equation"] == eq) & (board["model"] == model) & (board["variant"] == variant)]
+    r = r[np.isclose(r["beta"], beta)]
+    assert len(r) == 1, (model, variant, beta)
+    return r.iloc[0]
+
+
+def test_every_section_is_in_html_and_markdown(html, md):
+    for title in SECTION_TITLES:
+        assert f"<h2>{title}</h2>" in html
+        assert f"## {title}" in md
+    assert html.count("How to read it:") == len(SECTION_TITLES)
+
+
+def test_every_figure_is_an_embedded_png_and_a_file(run, html, md):
+    sources = re.findall(r'<img alt="[^"]*" src="data:image/png;base64,([A-Za-z0-9+/=]+)">', html)
+    assert len(sources) == html.count("<img") == len(FIGURES)
+    for data in sources:
+        img = Image.open(io.BytesIO(base64.b64decode(data, validate=True)))
+        assert img.format == "PNG" and img.width > 200 and img.height > 100
+    assert {p.stem for p in (run / "figures").glob("*.png")} == FIGURES
+    linked = set(re.findall(r"!\[[^\]]*\]\(figures/([^)]+)\.png\)", md))
+    assert linked == FIGURES
+    assert "Skipped" not in html  # the synthetic run has data for every section
+
+
+def test_html_is_self_contained(html):
+    assert "<style>" in html
+    assert not re.search(r'(src|href)="(https?:)?//', html)  # nothing to fetch
+    assert "<script" not in html
+
+
+def test_leaderboard_means_are_the_means_put_in(board):
+    r = _row(board, "mlp_tanh")
+    assert r["n_train"] == 1024 and r["r2_min_n"] == 3
+    assert r["r2_min_mean"] == pytest.approx(1 - rf.expected_value_error("mlp_tanh"), abs=1e-12)
+    assert r["jac_rel_fro_median_mean"] == pytest.approx(rf.expected_jac_error("mlp_tanh"), rel=1e-12)
+    assert r["jac_rel_fro_p90_mean"] == pytest.approx(2.5 * rf.expected_jac_error("mlp_tanh"), rel=1e-12)
+    seeds = [rf.expected_jac_error("mlp_tanh") * rf.SEED_FACTOR[s] for s in rf.SEEDS]
+    ci = stats.t.ppf(0.975, 2) * np.std(seeds, ddof=1) / math.sqrt(3)
+    assert r["jac_rel_fro_median_ci"] == pytest.approx(ci, rel=1e-9)
+    s = _row(board, "fastkan", "sobolev", 1e-7)
+    assert s["jac_rel_fro_median_mean"] == pytest.approx(rf.expected_jac_error("fastkan", "sobolev", 1e-7), rel=1e-12)
+    assert r["params"] == rf.params_of("mlp_tanh", "forum4x4") and r["flops"] == 2 * r["params"]
+
+
+def test_leaderboard_numbers_are_rendered(board, html, md):
+    r = _row(board, "mlp_tanh")
+    text = fmt_ci(r["jac_rel_fro_median_mean"], r["jac_rel_fro_median_ci"], 3)
+    assert text == "0.0200 ± 0.0050"
+    assert f"<td>{text}</td>" in html and text in md
+
+
+def test_leaderboard_best_values_are_marked(board, html, md):
+    best_fit = _row(board, "fastkan")  # the best fit (1 - R² = 5e-5) ...
+    best_jac = _row(board, "mlp_tanh", "sobolev", 1e-7)  # ... and the most faithful Jacobians
+    fit = fmt_ci(best_fit["r2_min_mean"], best_fit["r2_min_ci"], 3)
+    jac = fmt_ci(best_jac["jac_rel_fro_median_mean"], best_jac["jac_rel_fro_median_ci"], 3)
+    forum = html[html.index("<caption>forum4x4") : html.index("</table>", html.index("<caption>forum4x4"))]
+    assert f'<td class="best">{fit}</td>' in forum
+    assert f'<td class="best">{jac}</td>' in forum
+    assert f"**{fit}**" in md and f"**{jac}**" in md
+    worst = fmt_ci(
+        _row(board, "fastkan")["jac_rel_fro_median_mean"], _row(board, "fastkan")["jac_rel_fro_median_ci"], 3
+    )
+    assert f'<td class="best">{worst}</td>' not in forum
+    # throughput: the fastest torch engine per device, the JAX peer left out
+    assert best_fit["engine_cuda"] == "forward_tangents"
+    assert not board["engine_cpu"].str.startswith("jax").any()
+
+
+def test_failed_cell_is_listed_and_counted(board, html, md):
+    eq, model, variant, beta, n, seed = rf.FAILED
+    cid = rf.cell_id(eq, model, variant, beta, n, seed)
+    for text in (html, md):
+        assert cid in text
+    assert rf.FAILED_ERROR in md
+    assert rf.FAILED_ERROR.replace("'", "&#x27;") in html
+    assert _row(board, model, variant, beta, eq)["jac_rel_fro_median_n"] == 2  # the failed seed is not in the mean
+
+
+def test_environment_and_config_are_shown(run, html):
+    env = json.loads((run / "env.json").read_text())
+    assert env["device_name"] in html and env["jacbench_commit"] in html
+    assert "&quot;profile&quot;: &quot;synthetic&quot;" in html
+
+
+def test_report_never_imports_torch_models_or_equations(run, tmp_path):
+    code = f"""
+import sys
+import bench.report, bench.commands.report
+from bench.report import load_run
+from bench.report.leaderboard import leaderboard
+r = load_run({str(run)!r})
+assert len(leaderboard(r))
+bad = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "models", "equations", "jax"))
+assert not bad, bad
+"""
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def _small_run(root: Path, name: str, keep) -> Path:
+    """A run folder holding only metrics.csv, env/config, and the rows ``keep`` selects."""
+    src = rf.metrics_table(name)
+    run = root / name
+    run.mkdir(parents=True)
+    src[keep(src)].to_csv(run / "metrics.csv", index=False)
+    (run / "config.json").write_text(json.dumps({"profile": name}))
+    return run
+
+
+def test_sections_without_data_are_skipped_with_a_note(tmp_path, capsys):
+    run = _small_run(
+        tmp_path,
+        "value-only",
+        lambda m: (m["equation"] == "forum4x4") & m["model"].isin(["mlp_tanh", "fastkan"]) & (m["variant"] == "value")
+        & (m["n_train"] == 1024),
+    )  # fmt: skip
+    out = tmp_path / "elsewhere"
+    (out / "figures").mkdir(parents=True)
+    (out / "figures" / "stale.png").write_bytes(b"")  # from an older report: must not survive
+    assert main(["report", str(run), "--out", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == str(out / "report.html")
+    md = (out / "report.md").read_text()
+    for note in ("no Sobolev cells", "single n_train", "no throughput.csv", "no jacobians/<cell>.csv"):
+        assert note in md
+    assert "No failed cells." in md and "No env.json" in md
+    assert (run / "metrics.csv").exists() and not (run / "report.html").exists()
+    assert {p.name for p in (out / "figures").iterdir()} == {
+        "fidelity_vs_fit.png",
+        "entry_heatmaps.png",
+        "edge_error.png",
+    }
+
+
+def test_missing_run_folder_is_a_clear_error(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "nope")]) == 2
+    assert "not a run folder" in capsys.readouterr().err
+
+
+def test_metrics_csv_is_rebuilt_from_cells(tmp_path):
+    run = rf.make_run(tmp_path, throughput=False, jacobians=False)
+    (run / "metrics.csv").unlink()
+    cells = sorted((run / "cells").glob("*.csv"))
+    cells[0].unlink()  # an interrupted run: one cell fewer
+    r = load_run(run)
+    rebuilt = pd.read_csv(run / "metrics.csv")
+    assert set(rebuilt["cell_id"]) == set(r.metrics["cell_id"])
+    assert r.metrics["cell_id"].nunique() == len(rf.grid()) - 1
+
+
+def test_ci_is_student_t_and_one_seed_says_n1():
+    assert ci_halfwidth(0.1, 3) == pytest.approx(stats.t.ppf(0.975, 2) * 0.1 / math.sqrt(3))
+    assert math.isnan(ci_halfwidth(0.1, 1))
+    assert fmt_ci(0.25, float("nan"), 1) == "0.2500 (n=1)"
+    df = pd.DataFrame({"k": ["a", "a", "b"], "value": [1.0, 3.0, 5.0]})
+    agg = aggregate(df, ["k"]).set_index("k")
+    assert agg.loc["a", "mean"] == 2 and agg.loc["a", "n"] == 2 and agg.loc["b", "n"] == 1
+    assert math.isnan(agg.loc["b", "ci"])
+
+
+def test_nan_values_are_left_out_of_means():
+    df = pd.DataFrame({"k": ["a", "a", "a"], "value": [1.0, np.nan, 3.0]})
+    agg = aggregate(df, ["k"]).iloc[0]
+    assert agg["mean"] == 2 and agg["n"] == 2
