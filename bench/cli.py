@@ -17,6 +17,7 @@ COMMANDS = [
     "bench.commands.run",
     "bench.commands.evaluate",
     "bench.commands.report",
+    "bench.commands.compare",
 ]
 
 

@@ -137,11 +137,12 @@ def test_environment_and_config_are_shown(run, html):
 def test_report_never_imports_torch_models_or_equations(run, tmp_path):
     code = f"""
 import sys
-import bench.report, bench.commands.report
+import bench.report, bench.commands.report, bench.commands.compare
 from bench.report import load_run
 from bench.report.leaderboard import leaderboard
+from bench.report.compare import compare_runs
 r = load_run({str(run)!r})
-assert len(leaderboard(r))
+assert len(leaderboard(r)) and len(compare_runs(r, r))
 bad = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "models", "equations", "jax"))
 assert not bad, bad
 """
