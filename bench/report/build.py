@@ -7,11 +7,13 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
 from bench.report import fig_fidelity, fig_speed, fig_training, style
-from bench.report.leaderboard import leaderboard, leaderboard_table
+from bench.report.leaderboard import best_throughput, leaderboard, leaderboard_table
 from bench.report.load import RunData, load_run
 from bench.report.render import Code, Note, Section, Table, plot, pretty_json, to_html, to_markdown
-from bench.report.stats import fmt_key
+from bench.report.stats import fmt_key, fmt_num
 
 GUIDES = {  # section title -> one sentence on how to read it (the order is the report's order)
     "Leaderboard": "One row per architecture and training at its largest training set, mean ± 95% confidence "
@@ -71,15 +73,34 @@ def _leaderboard(run: RunData) -> Section:
     for eq in sorted(board["equation"].unique()):
         s.add(leaderboard_table(board, eq))
     if run.throughput is not None:
-        s.add(Note("Jacobians/s: the fastest torch engine over batch sizes and dtypes (the engine in brackets); "
-                   "the JAX peer is in the throughput section."))  # fmt: skip
+        s.add(Note("Jacobians/s: the fastest torch engine over batch sizes and dtypes; which engine, and the JAX "
+                   "peer, are in the throughput section."))  # fmt: skip
     return s
+
+
+def best_engine_table(run: RunData) -> Table:
+    """Fastest torch engine per architecture and device, its share of the FLOP limit, and the JAX peer."""
+    best = best_throughput(run.throughput)
+    peer = best_throughput(run.throughput, peers=True)[["model", "device", "jac_per_s", "engine"]]
+    best = best.merge(peer, on=["model", "device"], how="left", suffixes=("", "_peer"))
+    best = best.sort_values(["device", "jac_per_s"], ascending=[True, False])
+    cols = ["architecture", "family", "device", "dtype", "fastest engine", "batch size", "Jacobians/s"]
+    cols += ["FLOP limit (Jacobians/s)", "% of limit", "JAX peer", "JAX peer Jacobians/s"]
+    rows = []
+    for _, r in best.iterrows():
+        limit = r["peak_flops"] / r["flops_per_jac"]
+        pct = f"{100 * r['jac_per_s'] / limit:.1f}%" if np.isfinite(limit) and limit > 0 else "–"
+        peer_engine = r["engine_peer"] if isinstance(r["engine_peer"], str) else "–"
+        row = [r["model"], r["family"], r["device"], r["dtype"], r["engine"], fmt_key(r["batch_size"])]
+        rows.append([*row, fmt_num(r["jac_per_s"]), fmt_num(limit), pct, peer_engine, fmt_num(r["jac_per_s_peer"])])
+    return Table(cols, rows, caption="fastest engine per architecture and device (over batch sizes)")
 
 
 def _throughput(run: RunData) -> list[Section]:
     t = Section("Throughput", GUIDES["Throughput"])
     _figure(t, "throughput", lambda: fig_speed.throughput_curves(run), "Jacobians/s against batch size per engine")
     if run.throughput is not None:
+        t.add(best_engine_table(run))
         bad = run.throughput[run.throughput["status"] != "ok"]
         bad = bad.drop_duplicates(["model", "engine", "device", "dtype", "status", "error"])
         if not bad.empty:

@@ -83,7 +83,7 @@ def accuracy_vs_speed(run: RunData, equation: str) -> Figure | str:
     best = best_throughput(run.throughput)
     err = reference_rows(test_metric(run, "jac_rel_fro_median"))
     err = err[err["equation"] == equation].groupby(["model", "family"])["value"].mean().rename("jac").reset_index()
-    df = err.merge(best, on="model")
+    df = err.merge(best.drop(columns="family"), on="model")
     if df.empty:
         return "no architecture has both a Jacobian error and a throughput measurement"
     devices = sorted(df["device"].unique())

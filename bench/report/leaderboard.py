@@ -28,13 +28,16 @@ def training_order(df: pd.DataFrame) -> pd.Series:
     return np.where(df["variant"] == "value", np.inf, df["beta"].astype(float))
 
 
-def best_throughput(throughput: pd.DataFrame | None) -> pd.DataFrame:
-    """Best torch engine per (model, device): columns model, device, jac_per_s, engine, dtype, batch_size."""
-    cols = ["model", "device", "jac_per_s", "engine", "dtype", "batch_size"]
+def best_throughput(throughput: pd.DataFrame | None, peers: bool = False) -> pd.DataFrame:
+    """Fastest torch engine (or, with ``peers``, fastest JAX peer) per (model, device), over batch sizes and dtypes.
+
+    Columns: model, family, device, jac_per_s, engine, dtype, batch_size, flops_per_jac, peak_flops.
+    """
+    cols = ["model", "family", "device", "jac_per_s", "engine", "dtype", "batch_size", "flops_per_jac", "peak_flops"]
     if throughput is None:
         return pd.DataFrame(columns=cols)
     t = throughput[(throughput["status"] == "ok") & np.isfinite(throughput["jac_per_s"])]
-    t = t[~t["engine"].str.startswith(PEER_PREFIX)]
+    t = t[t["engine"].str.startswith(PEER_PREFIX) == peers]
     if t.empty:
         return pd.DataFrame(columns=cols)
     return t.loc[t.groupby(["model", "device"])["jac_per_s"].idxmax(), cols].reset_index(drop=True)
@@ -98,8 +101,7 @@ def leaderboard_table(board: pd.DataFrame, equation: str) -> Table:
             fmt_ci(r.get(f"{m}_mean", np.nan), r.get(f"{m}_ci", np.nan), int(r.get(f"{m}_n", 0) or 0)) for m in SCORES
         ]
         for d in devices:
-            speed, engine = r[f"jac_per_s_{d}"], r[f"engine_{d}"]
-            row.append(f"{fmt_num(speed)} ({engine})" if np.isfinite(speed) else "–")
+            row.append(fmt_num(r[f"jac_per_s_{d}"]))
         rows.append(row)
     bold = set()
     first_score = columns.index(next(iter(SCORES.values()))[0])

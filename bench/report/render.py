@@ -117,14 +117,14 @@ def to_markdown(title: str, intro: str, sections: list[Section], out: Path) -> s
 # ---------------------------------------------------------------- HTML
 
 CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 2rem auto; max-width: 1200px;
+body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 2rem auto; max-width: 1400px;
        padding: 0 1rem; color: #222; line-height: 1.45; }
 h1 { font-size: 1.6rem; } h2 { font-size: 1.25rem; margin-top: 2.5rem; border-bottom: 1px solid #ddd; }
 .guide { color: #555; font-style: italic; }
 .note { background: #f6f6f6; border-left: 4px solid #bbb; padding: .4rem .8rem; }
 table { border-collapse: collapse; margin: .6rem 0 1.2rem; font-size: .85rem; }
 th, td { border: 1px solid #ddd; padding: .25rem .5rem; text-align: right; white-space: nowrap; }
-th { background: #f3f3f3; } td:nth-child(-n+3) { text-align: left; }
+th { background: #f3f3f3; } td:nth-child(-n+3), th:nth-child(-n+3) { text-align: left; }
 td.best { font-weight: bold; background: #eef6ee; }
 caption { caption-side: top; text-align: left; font-style: italic; padding-bottom: .2rem; }
 .scroll { overflow-x: auto; }
