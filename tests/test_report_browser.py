@@ -1,0 +1,79 @@
+"""The report in a real headless browser (Chromium from the OS packages): it loads and shows every figure.
+
+Skipped where Chromium is not installed (Debian/Ubuntu: ``apt-get install chromium``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import report_fixtures as rf
+from PIL import Image
+
+FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+    "--disable-sync", "--no-first-run", "--hide-scrollbars", "--virtual-time-budget=10000",
+]  # fmt: skip
+# Appended to a copy of the report (the report itself has no scripts): after load, write each image's state
+# into the DOM, which --dump-dom then prints.
+PROBE = """<script>
+window.addEventListener("load", () => {
+  const out = document.createElement("pre");
+  out.id = "probe";
+  out.textContent = JSON.stringify([...document.images].map(i => [i.complete, i.naturalWidth, i.naturalHeight]));
+  document.body.appendChild(out);
+});
+</script>"""
+
+
+def find_chromium() -> str | None:
+    for name in ("chromium", "chromium-browser"):
+        if path := shutil.which(name):
+            return path
+    return "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    path = find_chromium()
+    if path is None:
+        pytest.skip("chromium not installed: apt-get install chromium")
+    return path
+
+
+def _browse(chromium: str, tmp_path: Path, *args: str) -> str:
+    profile = tmp_path / "profile"
+    cmd = [chromium, *FLAGS, f"--user-data-dir={profile}", *args]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def test_every_image_loads_in_chromium(chromium, tmp_path_factory, tmp_path):
+    run = rf.built_run(tmp_path_factory)
+    html = (run / "report.html").read_text(encoding="utf-8")
+    probe = tmp_path / "probe.html"
+    probe.write_text(html.replace("</body>", PROBE + "</body>"), encoding="utf-8")
+    dom = _browse(chromium, tmp_path, "--dump-dom", probe.as_uri())
+    found = re.search(r'<pre id="probe">(.*?)</pre>', dom, re.S)
+    assert found, "the page did not finish loading (no probe output in the DOM)"
+    images = json.loads(found.group(1))
+    assert len(images) == html.count("<img") == 8
+    for complete, width, height in images:
+        assert complete and width > 0 and height > 0
+    assert "Leaderboard" in dom and "Failed cells" in dom
+
+
+def test_screenshot_is_not_blank(chromium, tmp_path_factory, tmp_path):
+    run = rf.built_run(tmp_path_factory)
+    shot = tmp_path / "shot.png"
+    _browse(chromium, tmp_path, f"--screenshot={shot}", "--window-size=1280,2400", (run / "report.html").as_uri())
+    img = Image.open(shot).convert("RGB")
+    assert img.size == (1280, 2400)
+    colors = img.getcolors(maxcolors=1 << 20)
+    assert colors is not None and len(colors) > 50  # text, tables and a figure, not a blank page
