@@ -255,12 +255,18 @@ def _sweep_model(model_name, model_factory, timed: Mapping[str, Timed], device, 
         del x
 
 
-def write_csv(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> None:
-    """Write rows as throughput.csv (COLUMNS order, raw values), atomically: a crash leaves no half file."""
+def write_csv(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, append: bool = False) -> None:
+    """Write rows as throughput.csv (COLUMNS order, raw values), atomically: a crash leaves no half file.
+
+    append: keep the rows already in `path` (several sweeps, e.g. CPU and GPU, in one table).
+    """
     import pandas as pd
 
+    df = pd.DataFrame(list(rows), columns=COLUMNS)
+    if append and os.path.exists(path):
+        df = pd.concat([pd.read_csv(path, keep_default_na=False, na_values=["", "nan", "NaN"]), df])
     os.makedirs(os.path.dirname(os.fspath(path)) or ".", exist_ok=True)
-    results.atomic_write_csv(path, pd.DataFrame(list(rows), columns=COLUMNS))
+    results.atomic_write_csv(path, df)
 
 
 def summary(rows: Sequence[Mapping[str, Any]]):

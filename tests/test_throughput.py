@@ -189,6 +189,9 @@ def test_write_csv_keeps_the_schema(tmp_path):
     assert list(df.columns) == COLUMNS
     assert list(df.status) == ["ok", "failed", "ok"]
     assert not list(tmp_path.glob("run/*.tmp*"))
+    throughput.write_csv(rows[:1], path, append=True)
+    df = pd.read_csv(path, keep_default_na=False)
+    assert list(df.status) == ["ok", "failed", "ok", "ok"] and list(df.columns) == COLUMNS
 
 
 # --- roofline ---------------------------------------------------------------------------------------------

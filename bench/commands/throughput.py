@@ -68,6 +68,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--out", default=None, help="CSV path (default results/<time>-throughput/throughput.csv, with env.json)"
     )
+    p.add_argument("--append", action="store_true", help="add the rows to an existing --out file")
 
 
 def expand_models(names: tuple[str, ...]) -> tuple[str, ...]:
@@ -146,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"throughput sweep on {cfg.device}, {cfg.dtype}, {torch.get_num_threads()} torch threads, "
           f"{jax_peer.version()}; writing {out}", file=sys.stderr)  # fmt: skip
     rows = throughput.sweep(cfg, on_row=_progress)
-    throughput.write_csv(rows, out)
+    throughput.write_csv(rows, out, append=args.append)
     env = out.parent / "env.json"
     if not env.exists():  # inside a run folder, the run's own env.json stays
         results.write_json(env, envinfo.collect_env(cfg.device, cfg.dtype, torch.get_num_threads()))
