@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from bench import envinfo, jax_peer, results, roofline
+from bench import envinfo, jax_peer, results, roofline, runner
 from bench.config import suggest
 from bench.engines.base import UnsupportedEngine
 from bench.timing import synchronizer, time_callable
@@ -75,9 +75,7 @@ class Timed:
 
 def resolve_device(name: str) -> torch.device:
     """'auto' -> cuda if available else cpu; a cuda device that is absent is a clear error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
+    dev = torch.device(runner.resolve_device(name))
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {name}: CUDA is not available here (torch {torch.__version__}); use cpu or auto")
     return dev
