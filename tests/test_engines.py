@@ -11,7 +11,8 @@ import models
 from bench.engines import ENGINES, UnsupportedEngine, choose, jacobian, tf32_enabled
 from bench.engines.chunking import default_chunk_size
 from bench.engines.functorch import jacfwd_graph_reason
-from bench.engines.tangents import plan, tangent_reason
+from bench.engines.fused_mlp import fusable, fused_mlp_jacobian
+from bench.engines.tangents import plan, run_tangents, tangent_reason
 from equations.scaling import PhysicalModel, Scaler
 
 EAGER = [name for name, e in ENGINES.items() if not e.compiled]
@@ -68,6 +69,8 @@ CUSTOM = {
     "sequential_layernorm": lambda: nn.Sequential(nn.Linear(3, 8), nn.LayerNorm(8), nn.GELU(approximate="tanh"),
                                                   nn.Linear(8, 8), nn.Softplus(beta=3.0, threshold=0.5),
                                                   nn.Linear(8, 8), nn.LeakyReLU(0.2), nn.Linear(8, 2)),
+    "sequential_odd": lambda: nn.Sequential(nn.Linear(3, 8, bias=False), nn.Linear(8, 8), nn.Tanh(), nn.Identity(),
+                                            nn.Linear(8, 2), nn.Sigmoid()),
     "layernorm_net": LayerNormNet,
     "physical_mlp_tanh": lambda: physical("mlp_tanh"),
     "physical_fastkan": lambda: physical("fastkan"),
@@ -119,6 +122,17 @@ def test_tangent_rules_cover_the_zoo():
         assert tangent_reason(small(name)) is None, name
     assert plan(LayerNormNet()).startswith("torch.func vmap(jacfwd)")
     assert tangent_reason(physical("efficient_kan")) is None
+
+
+def test_fused_mlp_path_matches_the_per_module_rules():
+    """Plain MLPs without a graph take the fused pass (one buffer per layer); it equals the generic rules."""
+    for name in [n for n in models.list_models() if n.startswith("mlp")] + ["sequential_odd"]:
+        m = MODELS[name]().double()
+        assert fusable(m) is not None, name
+        x = inputs(m, n=40)
+        assert rel_err(fused_mlp_jacobian(fusable(m), x, rows=16), run_tangents(m, x, False)) < 1e-14, name
+    assert fusable(nn.Sequential(nn.Tanh(), nn.Linear(3, 2))) is None  # must not overwrite x in place
+    assert fusable(MODELS["sequential_layernorm"]()) is None
 
 
 def test_subclass_with_own_forward_gets_no_rule():

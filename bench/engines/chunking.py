@@ -17,7 +17,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-MEMORY_BUDGET_BYTES = 256 * 2**20  # intermediate tensors of one chunk
+MEMORY_BUDGET_BYTES = 256 * 2**20  # intermediate tensors of one chunk (CPU; and the least on a GPU)
+GPU_FREE_FRACTION = 0.25  # on a GPU: up to this share of its free memory (small chunks starve a GPU)
 TEMPORARIES = 4
 
 
@@ -27,8 +28,17 @@ def activation_floats(model: nn.Module) -> int:
     return max(1, sum(sizes))
 
 
-def default_chunk_size(model: nn.Module, x: torch.Tensor, budget_bytes: int = MEMORY_BUDGET_BYTES) -> int:
-    """Samples per chunk so that one chunk's intermediates stay within `budget_bytes`."""
+def memory_budget(device: torch.device) -> int:
+    """Bytes of intermediates one chunk may use: 256 MiB on CPU, a quarter of the free memory on a GPU."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return max(MEMORY_BUDGET_BYTES, int(free * GPU_FREE_FRACTION))
+    return MEMORY_BUDGET_BYTES
+
+
+def default_chunk_size(model: nn.Module, x: torch.Tensor, budget_bytes: int | None = None) -> int:
+    """Samples per chunk so that one chunk's intermediates stay within `budget_bytes` (None: memory_budget)."""
+    budget_bytes = memory_budget(x.device) if budget_bytes is None else budget_bytes
     n_in = x.shape[1]
     n_out = int(getattr(model, "n_out", n_in))
     per_sample = (1 + max(n_in, n_out)) * activation_floats(model) * x.element_size() * TEMPORARIES

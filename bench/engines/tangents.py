@@ -24,6 +24,7 @@ from torch import nn
 from bench.engines.activations import ACTIVATIONS, activation_rule, find_rule
 from bench.engines.base import Engine, grad_mode
 from bench.engines.functorch import jacfwd_graph_reason, vmap_jacfwd, vmap_jacrev
+from bench.engines.fused_mlp import fusable, fused_mlp_jacobian
 from equations.scaling import PhysicalModel
 
 # rule(module, h (B, w), t (n_in, [B,] w), need_h, inplace) -> (h, or None when not need_h; t)
@@ -173,10 +174,15 @@ def forward_tangents(model: nn.Module, x: torch.Tensor, create_graph: bool = Fal
         if create_graph and jacfwd_graph_reason(model) is not None:
             return vmap_jacrev(model, x, create_graph=True)  # reverse mode keeps a correct graph there
         return vmap_jacfwd(model, x, create_graph=create_graph)
-    if create_graph or x.device.type != "cpu":
-        return run_tangents(model, x, create_graph)
+    if create_graph:
+        return run_tangents(model, x, True)
     # CPU: blocks of rows that fit in cache are several times faster than one pass over a large batch.
     rows = max(64, CPU_BLOCK_BYTES // ((1 + x.shape[1]) * _widest(model) * x.element_size()))
+    if x.device.type != "cpu":
+        rows = x.shape[0]
+    mods = fusable(model)
+    if mods is not None:
+        return fused_mlp_jacobian(mods, x, rows)
     if x.shape[0] <= rows:
         return run_tangents(model, x, False)
     return torch.cat([run_tangents(model, xb, False) for xb in x.split(rows)])
