@@ -1,0 +1,280 @@
+"""Training a surrogate in normalized units, on values alone or on values and Jacobians (Sobolev).
+
+``fit(model, train, val, cfg, seed)`` runs Adam/AdamW with a learning-rate schedule (full batch or
+seeded mini-batches), optionally polishes with L-BFGS, stops early on the validation loss and restores
+the best weights. The loss is
+
+    beta * mean((y_model - y)²) + (1 - beta) * mean((J_model - J)²)
+
+over samples and outputs (and inputs for J), all in normalized units: J is the exact Jacobian of the
+equation set mapped by the scaler (``Scaler.jacobian_to_normalized``). The model's Jacobian comes from the
+batched engines with ``create_graph=True`` so the optimizer differentiates through it; beta == 1 never
+computes it. efficient-KAN grid updates and regularization are opt-in and used only if the model has
+``update_grid(x)`` / ``regularization_loss()``.
+
+Determinism: on CPU, the same model initialization, data, config and seed give bitwise-identical weights
+(the seed drives a private ``torch.Generator`` for mini-batch order; the global RNG is not touched). The
+model's initialization is the caller's (seed it before ``create_model``). A ``max_seconds`` budget makes
+the number of steps, and so the result, depend on the machine's speed.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from bench import engines
+
+Data = tuple[Tensor, Tensor, Tensor | None]  # (x_n (B, n_in), y_n (B, n_out), J_n (B, n_out, n_in) or None)
+
+OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+SCHEDULES = ("cosine", "exponential", "constant")
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the runner records the cell as failed and goes on."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train one model. Defaults: the fidelity probe's full-batch Adam run."""
+
+    optimizer: str = "adam"  # "adam" or "adamw" (decoupled weight decay, as the forum user trained)
+    lr: float = 1e-3  # initial learning rate
+    weight_decay: float = 0.0  # L2 (adam) or decoupled (adamw) weight decay
+    schedule: str = "cosine"  # "cosine", "exponential" or "constant" decay of lr over the budget
+    final_lr_ratio: float = 0.01  # lr at the end of the budget / initial lr (cosine and exponential)
+    steps: int | None = 4000  # optimizer steps (not epochs); None = until max_seconds
+    batch_size: int | None = None  # None = full batch; else shuffled mini-batches from the seeded generator
+    beta: float = 1.0  # weight of the value loss; 1 - beta weighs the Jacobian loss (1.0 = value only)
+    lbfgs_steps: int = 0  # L-BFGS iterations after the first-order phase, full batch (0 = no polish)
+    patience: int = 0  # stop after this many steps without a better validation loss (0 = never stop early)
+    eval_every: int = 10  # steps between validation-loss evaluations (early stopping and history)
+    restore_best: bool = True  # with validation data, end on the weights with the best validation loss
+    max_seconds: float | None = None  # wall-time budget of the first-order phase (None = steps only)
+    grid_update_every: int = 0  # efficient-KAN: model.update_grid(x_train) every this many steps (0 = off)
+    reg_weight: float = 0.0  # efficient-KAN: add reg_weight * model.regularization_loss() (0 = off)
+    jac_engine: str = "auto"  # bench.engines engine for the Jacobian in the Sobolev loss
+    jac_chunk_size: int | None = None  # engine chunking to bound memory (None = one chunk)
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer {self.optimizer!r} is not one of {sorted(OPTIMIZERS)}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule {self.schedule!r} is not one of {list(SCHEDULES)}")
+        if not 0.0 <= self.beta <= 1.0:
+            raise ValueError(f"beta = {self.beta} must lie in [0, 1] (1 = value loss only, 0 = Jacobian only)")
+        if self.steps is None and self.max_seconds is None:
+            raise ValueError("give a budget: steps, max_seconds or both")
+        if (self.steps or 0) < 0 or (self.max_seconds or 1.0) <= 0:
+            raise ValueError(f"steps ({self.steps}) must be >= 0 and max_seconds ({self.max_seconds}) > 0")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError(f"batch_size = {self.batch_size} must be >= 1 (or None for full batch)")
+        if self.lr <= 0 or self.final_lr_ratio <= 0 or self.eval_every < 1:
+            raise ValueError("lr and final_lr_ratio must be > 0 and eval_every >= 1")
+        if min(self.lbfgs_steps, self.patience, self.grid_update_every) < 0 or self.reg_weight < 0:
+            raise ValueError("lbfgs_steps, patience, grid_update_every and reg_weight must be >= 0")
+
+
+@dataclass
+class FitResult:
+    """What ``fit`` did. The trained weights are in the model itself."""
+
+    steps: int  # first-order optimizer steps taken
+    seconds: float  # wall time of the whole fit, polish included
+    best_val_loss: float  # lowest validation loss seen (NaN without validation data)
+    best_step: int  # step of the best validation loss (-1 without validation data)
+    stopped_early: bool  # patience ran out before the budget
+    lbfgs_steps: int = 0  # L-BFGS iterations run
+    history: list[dict] = field(default_factory=list)  # {step, seconds, lr, loss, val_loss} every eval_every
+    notes: list[str] = field(default_factory=list)  # opt-in features skipped, polish rejected, ...
+
+
+def _engine_jacobian(model: nn.Module, x: Tensor, cfg: TrainConfig, create_graph: bool) -> Tensor:
+    """x (B, n_in) -> J (B, n_out, n_in) from the batched engines (one call, never a per-sample loop)."""
+    return engines.jacobian(model, x, cfg.jac_engine, cfg.jac_chunk_size, create_graph=create_graph)
+
+
+def sobolev_loss(model: nn.Module, x: Tensor, y: Tensor, J: Tensor | None, cfg: TrainConfig) -> Tensor:
+    """beta * value MSE + (1 - beta) * Jacobian MSE (+ the opt-in regularization), normalized units."""
+    loss = x.new_zeros(())
+    if cfg.beta > 0:
+        loss = loss + cfg.beta * torch.mean((model(x) - y) ** 2)
+    if cfg.beta < 1:  # beta == 1: the Jacobian is never computed
+        loss = loss + (1 - cfg.beta) * torch.mean((_engine_jacobian(model, x, cfg, True) - J) ** 2)
+    if cfg.reg_weight > 0 and hasattr(model, "regularization_loss"):
+        loss = loss + cfg.reg_weight * model.regularization_loss()
+    return loss
+
+
+def _val_loss(model: nn.Module, val: Data, cfg: TrainConfig) -> float:
+    """The training objective on the validation split, without the regularization term."""
+    x, y, J = val
+    model.eval()
+    with torch.no_grad():
+        loss = cfg.beta * torch.mean((model(x) - y) ** 2) if cfg.beta > 0 else x.new_zeros(())
+    if cfg.beta < 1 and J is not None:  # outside no_grad: some engines need autograd
+        loss = loss + (1 - cfg.beta) * torch.mean((_engine_jacobian(model, x, cfg, False).detach() - J) ** 2)
+    model.train()
+    return float(loss)
+
+
+def _lr(cfg: TrainConfig, progress: float) -> float:
+    """Learning rate at progress in [0, 1] through the budget."""
+    p = min(max(progress, 0.0), 1.0)
+    if cfg.schedule == "cosine":
+        lo = cfg.lr * cfg.final_lr_ratio
+        return lo + 0.5 * (cfg.lr - lo) * (1 + math.cos(math.pi * p))
+    if cfg.schedule == "exponential":
+        return cfg.lr * cfg.final_lr_ratio**p
+    return cfg.lr
+
+
+def _batches(n: int, batch_size: int | None, gen: torch.Generator):
+    """Endless index batches: everything (full batch) or shuffled epochs of mini-batches."""
+    while True:
+        if batch_size is None or batch_size >= n:
+            yield None
+            continue
+        yield from torch.randperm(n, generator=gen).split(batch_size)
+
+
+def _check_finite(value: float, where: str, step: int, cfg: TrainConfig) -> None:
+    if not math.isfinite(value):
+        raise TrainingDiverged(
+            f"{where} loss is {value} at step {step} (lr {cfg.lr:g}, beta {cfg.beta:g}); "
+            "lower the learning rate or check the data for NaN/inf"
+        )
+
+
+def _prepare(data: Data | None, cfg: TrainConfig, like: Tensor, what: str) -> Data | None:
+    """Move data to the model's device and dtype, checking shapes and that J is there when needed."""
+    if data is None:
+        return None
+    x, y, J = data
+    if x.ndim != 2 or y.ndim != 2 or len(x) != len(y):
+        raise ValueError(f"{what}: x {tuple(x.shape)} and y {tuple(y.shape)} must be (B, n_in) and (B, n_out)")
+    if J is None and cfg.beta < 1 and what == "train":
+        raise ValueError(f"beta = {cfg.beta} < 1 trains on Jacobians: the training data needs J_n")
+    if J is not None and tuple(J.shape) != (len(x), y.shape[1], x.shape[1]):
+        raise ValueError(f"{what}: J {tuple(J.shape)} must be (B, n_out, n_in) = {(len(x), y.shape[1], x.shape[1])}")
+    kw = {"device": like.device, "dtype": like.dtype}
+    return x.to(**kw), y.to(**kw), None if J is None else J.to(**kw)
+
+
+def _polish(model: nn.Module, train: Data, cfg: TrainConfig) -> None:
+    """Full-batch L-BFGS with a strong-Wolfe line search, cfg.lbfgs_steps iterations at most."""
+    opt = torch.optim.LBFGS(
+        [p for p in model.parameters() if p.requires_grad],
+        lr=1.0,
+        max_iter=cfg.lbfgs_steps,
+        history_size=50,
+        tolerance_grad=1e-12,
+        tolerance_change=1e-15,
+        line_search_fn="strong_wolfe",
+    )
+
+    def closure() -> Tensor:
+        opt.zero_grad()
+        loss = sobolev_loss(model, *train, cfg)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+
+
+def fit(model: nn.Module, train: Data, val: Data | None, cfg: TrainConfig, seed: int = 0) -> FitResult:
+    """Train ``model`` in place on normalized (x_n, y_n, J_n) tensors; J_n may be None when beta == 1.
+
+    Raises:
+        TrainingDiverged: the training or validation loss became NaN/inf.
+    """
+    start = time.perf_counter()
+    like = next(model.parameters())
+    train = _prepare(train, cfg, like, "train")
+    val = _prepare(val, cfg, like, "val")
+    x, y, J = train
+    opt = OPTIMIZERS[cfg.optimizer](model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    gen = torch.Generator().manual_seed(seed)
+    batches = _batches(len(x), cfg.batch_size, gen)
+    res = FitResult(steps=0, seconds=0.0, best_val_loss=math.nan, best_step=-1, stopped_early=False)
+    do_grid = cfg.grid_update_every > 0 and hasattr(model, "update_grid")
+    if cfg.grid_update_every > 0 and not do_grid:
+        res.notes.append("grid_update_every ignored: the model has no update_grid(x)")
+    if cfg.reg_weight > 0 and not hasattr(model, "regularization_loss"):
+        res.notes.append("reg_weight ignored: the model has no regularization_loss()")
+    best_state, best = None, math.inf
+    model.train()
+    step = 0
+    while cfg.steps is None or step < cfg.steps:
+        elapsed = time.perf_counter() - start
+        if cfg.max_seconds is not None and elapsed >= cfg.max_seconds:
+            break
+        progress = step / cfg.steps if cfg.steps else elapsed / cfg.max_seconds
+        lr = _lr(cfg, progress)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        if do_grid and step > 0 and step % cfg.grid_update_every == 0:
+            with torch.no_grad():
+                model.update_grid(x)
+        idx = next(batches)
+        batch = train if idx is None else (x[idx], y[idx], None if J is None else J[idx])
+        opt.zero_grad(set_to_none=True)
+        loss = sobolev_loss(model, *batch, cfg)
+        loss_value = float(loss.detach())  # one host sync per step; also catches NaN at once
+        _check_finite(loss_value, "training", step, cfg)
+        loss.backward()
+        opt.step()
+        step += 1
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            entry = {"step": step, "seconds": time.perf_counter() - start, "lr": lr, "loss": loss_value}
+            res.history.append(entry)
+            if val is None:
+                continue
+            entry["val_loss"] = v = _val_loss(model, val, cfg)
+            _check_finite(v, "validation", step, cfg)
+            if v < best:
+                best, res.best_step = v, step
+                best_state = {k: t.detach().clone() for k, t in model.state_dict().items()}
+            elif cfg.patience and step - res.best_step >= cfg.patience:
+                res.stopped_early = True
+                break
+    res.steps = step
+    if val is not None and best_state is None:  # budget ended before the first evaluation
+        best, res.best_step = _val_loss(model, val, cfg), step
+        best_state = {k: t.detach().clone() for k, t in model.state_dict().items()}
+    if best_state is not None and cfg.restore_best:
+        model.load_state_dict(best_state)
+    if cfg.lbfgs_steps > 0:
+        best = _polish_and_keep_better(model, train, val, cfg, best, res)
+    res.best_val_loss = best if val is not None else math.nan
+    res.seconds = time.perf_counter() - start
+    model.eval()
+    return res
+
+
+def _polish_and_keep_better(
+    model: nn.Module, train: Data, val: Data | None, cfg: TrainConfig, best: float, res: FitResult
+) -> float:
+    """Run the L-BFGS polish; undo it if it diverges or (with validation data) does not help."""
+    before = {k: t.detach().clone() for k, t in model.state_dict().items()}
+    _polish(model, train, cfg)
+    res.lbfgs_steps = cfg.lbfgs_steps
+    with torch.no_grad():
+        finite = all(bool(torch.isfinite(p).all()) for p in model.parameters())
+    after = _val_loss(model, val, cfg) if finite and val is not None else math.nan
+    if not finite or (val is not None and not math.isfinite(after)):
+        model.load_state_dict(before)
+        res.notes.append("L-BFGS polish diverged (NaN/inf): kept the weights from before it")
+        return best
+    if val is None:
+        return best
+    if after >= best:
+        model.load_state_dict(before)
+        res.notes.append(f"L-BFGS polish did not lower the validation loss ({after:.3g} >= {best:.3g}): undone")
+        return best
+    return after
