@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import models
-from bench.engines import ENGINES, UnsupportedEngine, choose, jacobian, tf32_enabled
+from bench.engines import ENGINES, UnsupportedEngine, choose, jacobian, tangents, tf32_enabled
 from bench.engines.chunking import default_chunk_size
 from bench.engines.functorch import jacfwd_graph_reason
 from bench.engines.fused_mlp import fusable, fused_mlp_jacobian
@@ -133,6 +133,22 @@ def test_fused_mlp_path_matches_the_per_module_rules():
         assert rel_err(fused_mlp_jacobian(fusable(m), x, rows=16), run_tangents(m, x, False)) < 1e-14, name
     assert fusable(nn.Sequential(nn.Tanh(), nn.Linear(3, 2))) is None  # must not overwrite x in place
     assert fusable(MODELS["sequential_layernorm"]()) is None
+
+
+@pytest.mark.parametrize("name", ["mlp_forum", "efficient_kan"])
+def test_cpu_shares_per_core_equal_one_pass(monkeypatch, name):
+    """With 2 threads, each core takes its own blocks (bench.engines.blocks): same J, thread count restored."""
+    monkeypatch.setattr(tangents, "CPU_BLOCK_BYTES", 1)  # 64-row blocks: 300 rows make 5 blocks, 2 shares
+    m = small(name).double()
+    x = inputs(m, n=300)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        J = jacobian(m, x, engine="forward_tangents")
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+    assert rel_err(J, run_tangents(m, x, False)) < 1e-14
 
 
 def test_subclass_with_own_forward_gets_no_rule():

@@ -82,5 +82,8 @@ def jacobian(
     eng = resolve(model, x, engine, create_graph)
     if eng.batch_sum:
         coupling.require_batch_independent(model, x, eng.name)
-    size = default_chunk_size(model, x) if chunk_size is None else chunk_size
+    size = chunk_size
+    if size is None:
+        own_blocks = eng.blocks_on_cpu and x.device.type == "cpu" and not create_graph
+        size = x.shape[0] if own_blocks else default_chunk_size(model, x)
     return chunked(lambda xc: eng.fn(model, xc, create_graph=create_graph), x, size, keep_graph=create_graph)

@@ -38,6 +38,7 @@ class Engine:
     doc: str  # one line for tables and `--help`
     supports: SupportsFn = field(default=_always)  # None, or why this (model, device, dtype) is not supported
     compiled: bool = False  # uses torch.compile (first call compiles: minutes of warm-up, not a fair single timing)
+    blocks_on_cpu: bool = False  # bounds its own memory on CPU without a graph: jacobian() need not chunk for it
 
     def __call__(self, model: nn.Module, x: torch.Tensor, create_graph: bool = False) -> torch.Tensor:
         return self.fn(model, x, create_graph=create_graph)

@@ -23,6 +23,8 @@ from torch import nn
 
 from bench.engines.activations import ACTIVATIONS, activation_rule, find_rule
 from bench.engines.base import Engine, grad_mode
+from bench.engines.blocks import split_over_cores
+from bench.engines.chunking import chunked, default_chunk_size
 from bench.engines.functorch import jacfwd_graph_reason, vmap_jacfwd, vmap_jacrev
 from bench.engines.fused_mlp import fusable, fused_mlp_jacobian
 from equations.scaling import PhysicalModel
@@ -173,19 +175,20 @@ def forward_tangents(model: nn.Module, x: torch.Tensor, create_graph: bool = Fal
     if tangent_reason(model) is not None:
         if create_graph and jacfwd_graph_reason(model) is not None:
             return vmap_jacrev(model, x, create_graph=True)  # reverse mode keeps a correct graph there
-        return vmap_jacfwd(model, x, create_graph=create_graph)
+        # chunked here: jacobian() leaves the chunking of forward_tangents to it (Engine.blocks_on_cpu)
+        return chunked(lambda xc: vmap_jacfwd(model, xc, create_graph), x, default_chunk_size(model, x), create_graph)
     if create_graph:
         return run_tangents(model, x, True)
-    # CPU: blocks of rows that fit in cache are several times faster than one pass over a large batch.
-    rows = max(64, CPU_BLOCK_BYTES // ((1 + x.shape[1]) * _widest(model) * x.element_size()))
     if x.device.type != "cpu":
-        rows = x.shape[0]
+        mods = fusable(model)
+        return run_tangents(model, x, False) if mods is None else fused_mlp_jacobian(mods, x, x.shape[0])
+    # CPU: blocks of rows that fit in cache are several times faster than one pass over a large batch,
+    # and each core takes its own share of the blocks (bench.engines.blocks).
+    rows = max(64, CPU_BLOCK_BYTES // ((1 + x.shape[1]) * _widest(model) * x.element_size()))
     mods = fusable(model)
     if mods is not None:
-        return fused_mlp_jacobian(mods, x, rows)
-    if x.shape[0] <= rows:
-        return run_tangents(model, x, False)
-    return torch.cat([run_tangents(model, xb, False) for xb in x.split(rows)])
+        return split_over_cores(lambda xs: fused_mlp_jacobian(mods, xs, rows), x, rows)
+    return split_over_cores(lambda xs: torch.cat([run_tangents(model, b, False) for b in xs.split(rows)]), x, rows)
 
 
 def plan(model: nn.Module) -> str:
@@ -195,6 +198,6 @@ def plan(model: nn.Module) -> str:
 
 
 ENGINES = [
-    Engine("forward_tangents", forward_tangents, batch_sum=False, differentiable=True,
+    Engine("forward_tangents", forward_tangents, batch_sum=False, differentiable=True, blocks_on_cpu=True,
            doc="primal + n_in tangents propagated together by hand (one GEMM per Linear); else vmap(jacfwd)"),
 ]  # fmt: skip
