@@ -117,15 +117,29 @@ def entry_label(column: str, inputs: list[str]) -> str:
     return column
 
 
-def worst_entries(jac: pd.DataFrame, k: int = 3) -> list[tuple[str, float]]:
-    """The k entries (columns with a ``<column>_true`` twin) with the largest RMSE / std(true)."""
+def worst_entries(jac: pd.DataFrame, k: int = 3, nrmse: dict[str, float] | None = None) -> list[tuple[str, float]]:
+    """The k entries (columns with a ``<column>_true`` twin) with the largest normalized RMSE.
+
+    ``nrmse`` maps a column to the runner's jac_entry_nrmse of that cell; entries it lacks are scored here
+    the same way, RMSE / RMS of the true entry (bench/metrics.py; 1 where the true entry is all zero).
+    """
     scores = []
     for col in jac.columns:
         if f"{col}_true" in jac:
+            if nrmse and col in nrmse and np.isfinite(nrmse[col]):
+                scores.append((col, float(nrmse[col])))
+                continue
             true, pred = jac[f"{col}_true"].to_numpy(float), jac[col].to_numpy(float)
-            scale = np.std(true) or np.mean(np.abs(true)) or 1.0
+            scale = float(np.sqrt(np.nanmean(true**2))) or 1.0
             scores.append((col, float(np.sqrt(np.nanmean((pred - true) ** 2)) / scale)))
     return sorted(scores, key=lambda s: -s[1])[:k]
+
+
+def cell_entry_nrmse(run: RunData, cell_id: str) -> dict[str, float]:
+    """The runner's jac_entry_nrmse (test) of one cell by forum-layout column, ``d<output>_d<input>``."""
+    ok = run.ok
+    rows = ok[(ok["cell_id"] == cell_id) & (ok["metric"] == "jac_entry_nrmse") & (ok["split"] == "test")]
+    return {f"d{o}_d{i}": v for o, i, v in zip(rows["output"], rows["input"], rows["value"], strict=True)}
 
 
 def pred_vs_true(run: RunData, equation: str, k: int = 3) -> Figure | str:
@@ -140,7 +154,7 @@ def pred_vs_true(run: RunData, equation: str, k: int = 3) -> Figure | str:
     fig, axes = style.new_figure(k, len(cells), width=2.6, height=2.4)
     for row, (m, cid) in enumerate(cells.items()):
         jac = run.jacobians(cid)
-        worst = worst_entries(jac, k)
+        worst = worst_entries(jac, k, cell_entry_nrmse(run, cid))
         first = next((c for c in jac.columns if f"{c}_true" in jac), None)
         inputs = list(jac.columns[: list(jac.columns).index(first)]) if first else []  # x1..xn come first
         for col in range(k):

@@ -13,7 +13,7 @@ from matplotlib.lines import Line2D
 
 from bench.report import style
 from bench.report.fig_fidelity import models_in_order, reference_rows, test_metric
-from bench.report.leaderboard import PEER_PREFIX, best_throughput
+from bench.report.leaderboard import FORWARD, PEER_PREFIX, best_throughput
 from bench.report.load import RunData
 
 
@@ -30,6 +30,32 @@ def measured(run: RunData) -> pd.DataFrame:
     return pd.concat(keep) if keep else pd.DataFrame()
 
 
+def _engine_look(engine: str, palette: dict[str, str]) -> dict:
+    """Line style of an engine: JAX peers dotted, the forward pass (samples/s, a yardstick) thin grey."""
+    if engine == FORWARD:
+        return {"color": "0.55", "linestyle": "-.", "marker": "x", "linewidth": 1, "label": "forward pass (samples/s)"}
+    peer = engine.startswith(PEER_PREFIX)
+    return {"color": palette[engine], "linestyle": ":" if peer else "-", "marker": "o", "label": engine}
+
+
+def _throughput_panel(ax, d: pd.DataFrame, palette: dict[str, str]) -> None:
+    """One (model, device): a line per engine with its interquartile band, and the FLOP limit."""
+    if d.empty:
+        ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax.transAxes)
+        ax.set(xticks=[], yticks=[])
+        return
+    for engine, e in d.groupby("engine"):
+        e = e.sort_values("batch_size")
+        look = _engine_look(engine, palette)
+        ax.plot(e["batch_size"], e["jac_per_s"], ms=3, **look)
+        ax.fill_between(e["batch_size"], e["jac_per_s_q25"], e["jac_per_s_q75"], color=look["color"], alpha=0.2)
+    jac = d[d["engine"] != FORWARD]  # the forward rows' flops_per_jac is one forward pass
+    limit = (jac["peak_flops"] / jac["flops_per_jac"]).median()
+    if np.isfinite(limit):
+        ax.axhline(limit, color="0.3", linestyle="--", linewidth=1)
+    ax.set(xscale="log", yscale="log")
+
+
 def throughput_curves(run: RunData) -> Figure | str:
     """A panel per (model, device): one line per engine, the FLOP limit dashed, JAX peers dotted."""
     t = measured(run)
@@ -38,35 +64,27 @@ def throughput_curves(run: RunData) -> Figure | str:
     devices = sorted(t["device"].unique())
     models = models_in_order(t)
     palette = style.engine_palette(t["engine"].unique())
-    fig, axes = style.new_figure(len(devices), len(models), width=3.8, height=2.5)
-    for row, model in enumerate(models):
-        for col, device in enumerate(devices):
-            ax = axes[row, col]
-            d = t[(t["model"] == model) & (t["device"] == device)]
-            if d.empty:
-                ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax.transAxes)
-                ax.set(xticks=[], yticks=[], title=f"{model} · {device}")
-                continue
-            for engine, e in d.groupby("engine"):
-                e = e.sort_values("batch_size")
-                ls = ":" if engine.startswith(PEER_PREFIX) else "-"
-                ax.plot(e["batch_size"], e["jac_per_s"], ls, marker="o", ms=3, color=palette[engine], label=engine)
-                ax.fill_between(
-                    e["batch_size"], e["jac_per_s_q25"], e["jac_per_s_q75"], color=palette[engine], alpha=0.2
-                )
-            limit = (d["peak_flops"] / d["flops_per_jac"]).median()
-            if np.isfinite(limit):
-                ax.axhline(limit, color="0.3", linestyle="--", linewidth=1)
-            ax.set(xscale="log", yscale="log", title=f"{model} · {device} ({d['dtype'].iloc[0]})")
-            ax.set_xscale("log", base=2)
-    for col, device in enumerate(devices):
-        axes[-1, col].set_xlabel(style.BATCH)
-        name = t.loc[t["device"] == device, "device_name"].iloc[0]
-        axes[0, col].set_title(f"{device}: {name}\n{axes[0, col].get_title()}")
-    for row in range(len(models)):
-        axes[row, 0].set_ylabel(style.JAC_PER_S)
-    handles = [Line2D([], [], color=palette[e], marker="o", ms=3, label=e, linestyle=":" if e.startswith(PEER_PREFIX)
-                      else "-") for e in sorted(palette)]  # fmt: skip
+    names = {d: t.loc[t["device"] == d, "device_name"].iloc[0] for d in devices}
+    if len(devices) == 1:  # one device: models wrap into a grid, the device goes into the figure title
+        ncols, nrows = style.grid_shape(len(models), max_cols=3)
+        cells = [(m, devices[0]) for m in models]
+    else:  # rows: models, columns: devices
+        ncols, nrows = len(devices), len(models)
+        cells = [(m, d) for m in models for d in devices]
+    fig, axes = style.new_figure(ncols, nrows, width=3.8, height=2.6)
+    for i, (ax, (model, device)) in enumerate(zip(axes.flat, cells, strict=False)):
+        _throughput_panel(ax, t[(t["model"] == model) & (t["device"] == device)], palette)
+        if len(devices) == 1:
+            ax.set_title(model)
+        else:  # the first row names the device of each column
+            ax.set_title(f"{device}: {names[device]}\n{model}" if i < ncols else f"{model} · {device}")
+    for ax in list(axes.flat)[len(cells) :]:
+        ax.set_visible(False)
+    if len(devices) == 1:
+        fig.suptitle(f"{devices[0]}: {names[devices[0]]}")
+    fig.supxlabel(style.BATCH)
+    fig.supylabel(style.JAC_PER_S)
+    handles = [Line2D([], [], ms=3, **_engine_look(e, palette)) for e in sorted(palette)]
     handles.append(Line2D([], [], color="0.3", linestyle="--", label="FLOP limit\n(peak FLOP/s ÷ FLOPs per Jacobian)"))
     style.legend_outside(fig, handles, "engine")
     return fig
@@ -97,10 +115,13 @@ def accuracy_vs_speed(run: RunData, equation: str) -> Figure | str:
                         s=70, ax=ax, legend=False)  # fmt: skip
         front = pareto_front(d, "jac_per_s", "jac").sort_values("jac_per_s")
         ax.plot(front["jac_per_s"], front["jac"], color="0.4", linewidth=1, linestyle="--", zorder=0)
+        ax.scatter(front["jac_per_s"], front["jac"], s=260, facecolors="none", edgecolors="0.4", linewidths=1)
+        ax.margins(0.12)  # room for the rings
         ax.set(xscale="log", yscale="log", xlabel=f"best {style.JAC_PER_S} ({device})", ylabel=style.JAC_ERR)
         ax.set_title(f"{equation} · {device}")
     fam = df.drop_duplicates("model").set_index("model")["family"]
     handles = [Line2D([], [], color=palette[fam[m]], marker=markers[m], linestyle="", label=m) for m in models]
-    handles.append(Line2D([], [], color="0.4", linestyle="--", label="Pareto front"))
+    ring = {"marker": "o", "markersize": 14, "markerfacecolor": "none", "markeredgecolor": "0.4"}
+    handles.append(Line2D([], [], color="0.4", linestyle="--", label="Pareto front", **ring))
     style.legend_outside(fig, handles, "architecture")
     return fig

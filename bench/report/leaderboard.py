@@ -21,6 +21,7 @@ SCORES = {  # metric (test split) -> (column title, whether larger is better)
     "jac_rel_fro_p90": ("Jacobian rel. err. p90", False),
 }
 PEER_PREFIX = "jax"  # engines that are a peer implementation, not a way to run the torch model
+FORWARD = "forward"  # pseudo-engine of throughput.csv: the forward pass alone (samples/s), a yardstick
 
 
 def training_order(df: pd.DataFrame) -> pd.Series:
@@ -37,7 +38,7 @@ def best_throughput(throughput: pd.DataFrame | None, peers: bool = False) -> pd.
     if throughput is None:
         return pd.DataFrame(columns=cols)
     t = throughput[(throughput["status"] == "ok") & np.isfinite(throughput["jac_per_s"])]
-    t = t[t["engine"].str.startswith(PEER_PREFIX) == peers]
+    t = t[(t["engine"].str.startswith(PEER_PREFIX) == peers) & (t["engine"] != FORWARD)]
     if t.empty:
         return pd.DataFrame(columns=cols)
     return t.loc[t.groupby(["model", "device"])["jac_per_s"].idxmax(), cols].reset_index(drop=True)

@@ -68,7 +68,8 @@ def variant_markers(variants) -> dict[str, str]:
 def engine_palette(engines) -> dict[str, str]:
     """Engines in sorted order on a palette distinct from the family colours' role."""
     ordered = sorted(set(engines))
-    colors = sns.color_palette("tab10", max(len(ordered), 1)).as_hex()
+    tab20 = sns.color_palette("tab20").as_hex()
+    colors = tab20[0::2] + tab20[1::2]  # ten distinct colours, then their lighter twins
     return {e: colors[i % len(colors)] for i, e in enumerate(ordered)}
 
 
@@ -130,15 +131,22 @@ def grid_shape(n: int, max_cols: int = 5) -> tuple[int, int]:
 
 
 def compact(v: float, _pos=None) -> str:
-    """Tick label: 0.01, 0.5, 1, 300, 1e+05, 1e-07 (short, no mathtext)."""
-    return f"{v:g}"
+    """Tick label: 0.01, 0.5, 300, then 1e4, 2e5, 1e-7 (short, no mathtext, no '+0')."""
+    if v == 0 or 1e-3 <= abs(v) < 1e4:
+        return f"{v:g}"
+    mantissa, exponent = f"{v:.0e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def _label_2_and_5(v: float, _pos=None) -> str:
+    return compact(v) if round(v / 10 ** math.floor(math.log10(v))) in (2, 5) else ""
 
 
 def tidy_log(ax) -> None:
-    """Log axes: short labels on decades, no minor labels unless the view spans under one decade.
+    """Log axes: short labels on decades; minor ticks labelled only where the view spans under two decades.
 
-    Call once the data is drawn (the view is known). Minor labels on a multi-decade axis are what
-    crowds log plots; matplotlib's default adds them whenever a view spans about one decade.
+    Call once the data is drawn (the view is known). Under two decades, minor ticks at 2 and 5 are labelled
+    too, so that every axis has at least two numbers; over three, minor ticks go (they only crowd).
     """
     for axis, (lo, hi) in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
         if axis.get_scale() != "log" or lo <= 0 or hi <= 0:
@@ -150,12 +158,10 @@ def tidy_log(ax) -> None:
         decades = abs(math.log10(hi / lo))
         if decades > 3:  # minor ticks add nothing readable over many decades, and cost layout time
             axis.set_minor_locator(NullLocator())
-        elif decades >= 1:
+        elif decades >= 2:
             axis.set_minor_formatter(NullFormatter())
         else:
-            axis.set_minor_formatter(
-                FuncFormatter(lambda v, _p: compact(v) if round(v / 10 ** math.floor(math.log10(v))) in (2, 5) else "")
-            )
+            axis.set_minor_formatter(FuncFormatter(_label_2_and_5))
 
 
 def mean_ci_lines(ax, df, x: str, y: str, palette: dict[str, str], dashes: dict | None = None, by: str | None = None):
