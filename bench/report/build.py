@@ -105,7 +105,7 @@ def _throughput(run: RunData) -> list[Section]:
         bad = bad.drop_duplicates(["model", "engine", "device", "dtype", "status", "error"])
         if not bad.empty:
             cols = ["model", "engine", "device", "dtype", "status", "error"]
-            t.add(Table(cols, bad[cols].astype(str).values.tolist(), caption="engines not timed, and why"))
+            t.add(Table(cols, bad[cols].astype(str).values.tolist(), caption="engines not timed, and why", text=True))
     a = Section("Accuracy vs speed", GUIDES["Accuracy vs speed"])
     eq = main_equation(run)
     _figure(a, "accuracy_vs_speed", lambda: fig_speed.accuracy_vs_speed(run, eq), "Jacobian error against speed")
@@ -116,7 +116,7 @@ def _env(run: RunData) -> Section:
     s = Section("Environment and config", GUIDES["Environment and config"])
     if run.env:
         rows = [[k, v if isinstance(v, str) else pretty_json(v)] for k, v in run.env.items()]
-        s.add(Table(["env.json", "value"], rows))
+        s.add(Table(["env.json", "value"], rows, text=True))
     else:
         s.add(Note("No env.json in this run."))
     return s.add(Code(pretty_json(run.config), "config.json") if run.config else Note("No config.json in this run."))
@@ -129,7 +129,7 @@ def _failed(run: RunData) -> Section:
         return s.add(Note("No failed cells."))
     cols = ["cell_id", "equation", "model", "variant", "beta", "n_train", "seed", "status", "error"]
     rows = [[fmt_key(v) for v in r] for r in f[cols].itertuples(index=False)]
-    return s.add(Table(cols, rows, caption=f"{len(f)} failed cell(s)"))
+    return s.add(Table(cols, rows, caption=f"{len(f)} failed cell(s)", text=True))
 
 
 def sections(run: RunData) -> list[Section]:

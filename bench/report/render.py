@@ -6,6 +6,7 @@ import base64
 import html
 import io
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +19,7 @@ class Table:
     rows: list[list[str]]
     bold: set[tuple[int, int]] = field(default_factory=set)  # (row, column) cells marked as best
     caption: str = ""
+    text: bool = False  # a table of words (errors, settings): left-aligned, long cells wrap
 
 
 @dataclass
@@ -60,8 +62,11 @@ def plot(name: str, fig: Figure, alt: str) -> Plot:
     return Plot(name, png_bytes(fig), alt)
 
 
-def pretty_json(obj: dict) -> str:
-    return json.dumps(obj, indent=2, sort_keys=False, default=str)
+def pretty_json(obj) -> str:
+    """Indented JSON with lists of plain values kept on one line (a config's grid reads as a grid)."""
+    text = json.dumps(obj, indent=2, sort_keys=False, default=str)
+    flat = re.compile(r"\[\n\s*([^\[\]{}]*?)\n\s*\]")
+    return flat.sub(lambda m: "[" + ", ".join(re.split(r",\n\s*", m.group(1))) + "]", text)
 
 
 def slug(text: str) -> str:
@@ -126,6 +131,7 @@ table { border-collapse: collapse; margin: .6rem 0 1.2rem; font-size: .85rem; }
 th, td { border: 1px solid #ddd; padding: .25rem .5rem; text-align: right; white-space: nowrap; }
 th { background: #f3f3f3; } td:nth-child(-n+3), th:nth-child(-n+3) { text-align: left; }
 td.best { font-weight: bold; background: #eef6ee; }
+table.text td, table.text th { text-align: left; white-space: normal; min-width: 4rem; }
 caption { caption-side: top; text-align: left; font-style: italic; padding-bottom: .2rem; }
 .scroll { overflow-x: auto; }
 img { max-width: 100%; height: auto; display: block; margin: .6rem 0; }
@@ -144,7 +150,8 @@ def table_html(t: Table) -> str:
         )
         body.append(f"<tr>{cells}</tr>")
     caption = f"<caption>{html.escape(t.caption)}</caption>" if t.caption else ""
-    table = f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    cls = ' class="text"' if t.text else ""
+    table = f"<table{cls}>{caption}<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
     return f'<div class="scroll">{table}</div>'
 
 
