@@ -132,7 +132,7 @@ def load_model(name: str, eq, checkpoint: str | Path, layers=None, overrides=Non
 # ---- scaling and data ----
 
 
-def make_scaler(spec: str, eq):
+def scaler_from_spec(spec: str, eq):
     """``minmax:FILE`` (the forum's mapping from a Max/Min file) or ``none`` (the model is in physical units)."""
     from equations.csvio import read_minmax_csv
     from equations.scaling import Scaler

@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
 
     eq = equations.get(args.equation)
     model = E.load_model(args.model, eq, args.checkpoint, args.layers, _model_args(args.model_arg))
-    scaler = E.make_scaler(args.scaling, eq)
+    scaler = E.scaler_from_spec(args.scaling, eq)
     ds, y_file = E.load_data(eq, args.data, args.n, args.sampler, args.seed)
     ev = E.evaluate(model, scaler, eq, ds, args.model, getattr(torch, args.dtype), args.engine, y_file)
     out = E.write_outputs(ev, args.out)
