@@ -39,18 +39,30 @@ def models_in_order(df: pd.DataFrame) -> list[str]:
     return sorted(fam.index, key=lambda m: (order.index(fam[m]), m))
 
 
+def cell_errors(run: RunData) -> pd.DataFrame:
+    """One row per finished cell: its config, value error 1 - r2_min and Jacobian error (test)."""
+    ok = run.ok[run.ok["split"] == "test"]
+    keys = ["cell_id", "equation", "model", "family", "variant", "beta", "n_train", "seed"]
+    scores = ok[ok["metric"].isin(["r2_min", "jac_rel_fro_median"])]
+    wide = scores.set_index([*keys, "metric"])["value"].unstack("metric")
+    if wide.empty or not {"r2_min", "jac_rel_fro_median"} <= set(wide.columns):
+        return pd.DataFrame(columns=[*keys, "value_err", "jac", "training"])
+    wide = wide.reset_index()
+    wide["value_err"] = np.maximum(1.0 - wide["r2_min"], FLOOR)
+    wide["jac"] = wide["jac_rel_fro_median"]
+    wide = wide.dropna(subset=["value_err", "jac"])
+    wide["training"] = [style.training_label(v, b) for v, b in zip(wide["variant"], wide["beta"], strict=True)]
+    return wide
+
+
 def fidelity_vs_fit(run: RunData) -> Figure | str:
     """1 - R² against Jacobian error, one point per cell, a panel per equation."""
-    keys = ["cell_id", "equation", "family", "variant"]
-    fit = test_metric(run, "r2_min").set_index(keys)["value"]
-    jac = test_metric(run, "jac_rel_fro_median").set_index(keys)["value"]
-    df = pd.concat({"fit": fit, "jac": jac}, axis=1).dropna().reset_index()
+    df = cell_errors(run)
     if df.empty:
         return "no cell has both r2_min and jac_rel_fro_median on the test split"
-    df["value_err"] = np.maximum(1.0 - df["fit"], FLOOR)
     equations = sorted(df["equation"].unique())
     palette, markers = style.family_palette(df["family"].unique()), style.variant_markers(df["variant"].unique())
-    fig, axes = style.new_figure(min(len(equations), 3), -(-len(equations) // 3))
+    fig, axes = style.new_figure(*style.grid_shape(len(equations), max_cols=3))
     for ax, eq in zip(axes.flat, equations, strict=False):
         d = df[df["equation"] == eq]
         sns.scatterplot(d, x="value_err", y="jac", hue="family", palette=palette, style="variant", markers=markers,
@@ -184,7 +196,7 @@ def edge_error(run: RunData) -> Figure | str:
     equations = sorted(df["equation"].unique())
     palette = style.family_palette(df["family"].unique())
     families = style.family_order(df["family"].unique())
-    fig, axes = style.new_figure(min(len(equations), 3), -(-len(equations) // 3))
+    fig, axes = style.new_figure(*style.grid_shape(len(equations), max_cols=3))
     for ax, eq in zip(axes.flat, equations, strict=False):
         style.mean_ci_lines(ax, df[df["equation"] == eq], "bin", "value", palette)
         ax.set(yscale="log", xlabel=style.EDGE, ylabel=style.JAC_ERR.replace("median, test", "median in bin, test"))

@@ -5,30 +5,15 @@ Each function returns a matplotlib Figure, or a string saying why the run has no
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from bench.report import style
+from bench.report.fig_fidelity import cell_errors
 from bench.report.load import RunData
 
 PANELS = (("value_err", style.VALUE_ERR), ("jac", style.JAC_ERR))
-
-
-def error_table(run: RunData) -> pd.DataFrame:
-    """One row per finished cell: its config, value error 1 - r2_min and Jacobian error (test)."""
-    ok = run.ok[run.ok["split"] == "test"]
-    keys = ["cell_id", "equation", "model", "family", "variant", "beta", "n_train", "seed"]
-    scores = ok[ok["metric"].isin(["r2_min", "jac_rel_fro_median"])]
-    wide = scores.set_index([*keys, "metric"])["value"].unstack("metric")
-    if wide.empty or not {"r2_min", "jac_rel_fro_median"} <= set(wide.columns):
-        return pd.DataFrame(columns=[*keys, "value_err", "jac"])
-    wide = wide.reset_index()
-    wide["value_err"] = np.maximum(1.0 - wide["r2_min"], 1e-16)
-    wide["jac"] = wide["jac_rel_fro_median"]
-    wide["training"] = [style.training_label(v, b) for v, b in zip(wide["variant"], wide["beta"], strict=True)]
-    return wide
 
 
 def _panels(df: pd.DataFrame, x: str, xlabel: str, style_col: str | None = None) -> Figure:
@@ -56,7 +41,7 @@ def _panels(df: pd.DataFrame, x: str, xlabel: str, style_col: str | None = None)
 
 def beta_sweep(run: RunData) -> Figure | str:
     """Value and Jacobian error against beta (value training is beta = 1), at the Sobolev cells' n_train."""
-    df = error_table(run)
+    df = cell_errors(run)
     sob = df[df["variant"] == "sobolev"]
     if sob.empty:
         return "no Sobolev cells in this run"
@@ -69,7 +54,7 @@ def beta_sweep(run: RunData) -> Figure | str:
 
 def n_train_curves(run: RunData) -> Figure | str:
     """Value and Jacobian error against training-set size, for the trainings run at more than one size."""
-    df = error_table(run)
+    df = cell_errors(run)
     sizes = df.groupby(["equation", "training"])["n_train"].transform("nunique")
     df = df[sizes > 1]
     if df.empty:
