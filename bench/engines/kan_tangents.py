@@ -64,8 +64,9 @@ def _fastkan_layer(m: FastKANLayer, h, t, need_h: bool, inplace: bool):
     ln = m.layernorm
     z, tz = (h, per_sample(t)) if ln is None else layernorm_tangents(h, t, ln.weight, ln.bias, ln.eps)
     u = (z[..., None] - m.rbf.grid) / m.rbf.denominator
-    phi = torch.exp(-(u**2))
-    dphi = phi * u * (-2.0 / m.rbf.denominator)
+    phi = torch.exp(-(u**2))  # the model's formula, so the primal is bit-identical
+    scale = -2.0 / m.rbf.denominator
+    dphi = u.mul_(scale).mul_(phi) if inplace else u * scale * phi
     silu, t_silu = _silu_tangents(h, t)
     base = m.base_linear
     return _basis_layer(phi, dphi, tz, silu, t_silu, m.spline_linear.weight, base.weight, base.bias, need_h)
@@ -99,14 +100,18 @@ def _efficient_kan_layer(m: KANLinear, h, t, need_h: bool, inplace: bool):
 
 
 def chebyshev_with_derivative(u: torch.Tensor, degree: int):
-    """T_0..T_degree at u (...) and dT_n/du, both (..., degree + 1), by the recurrences
-    T_{n+1} = 2 u T_n - T_{n-1} and T'_{n+1} = 2 T_n + 2 u T'_n - T'_{n-1}."""
+    """T_0..T_degree at u (..., in) and dT_n/du, both (..., degree + 1, in): degree-major, so each T_n is a
+    contiguous row of `in` values (stacking along the last axis, of size degree + 1, was 5x slower).
+
+    Recurrences T_{n+1} = 2u T_n - T_{n-1} (as the model evaluates it) and T'_{n+1} = 2 T_n + 2u T'_n - T'_{n-1}.
+    """
     T = [torch.ones_like(u), u]
     dT = [torch.zeros_like(u), torch.ones_like(u)]
+    u2 = 2 * u
     for _ in range(2, degree + 1):
-        dT.append(2 * T[-1] + 2 * u * dT[-1] - dT[-2])
-        T.append(2 * u * T[-1] - T[-2])
-    return torch.stack(T[: degree + 1], dim=-1), torch.stack(dT[: degree + 1], dim=-1)
+        dT.append(2 * T[-1] + u2 * dT[-1] - dT[-2])
+        T.append(u2 * T[-1] - T[-2])
+    return torch.stack(T[: degree + 1], dim=-2), torch.stack(dT[: degree + 1], dim=-2)
 
 
 def _chebykan_reason(m: ChebyKANLayer) -> str | None:
@@ -120,9 +125,9 @@ def _chebykan_layer(m: ChebyKANLayer, h, t, need_h: bool, inplace: bool):
     ln = m.layernorm
     z, tz = (h, per_sample(t)) if ln is None else layernorm_tangents(h, t, ln.weight, ln.bias, ln.eps)
     u = torch.tanh(z)
-    T, dT = chebyshev_with_derivative(u, m.degree)
-    dT = dT * (1 - u * u)[..., None]
+    T, dT = chebyshev_with_derivative(u, m.degree)  # (B, K, in)
+    dT = dT * (1 - u * u)[..., None, :]
     n_in, n_out, K = m.cheby_coeffs.shape
-    W = m.cheby_coeffs.permute(1, 0, 2).reshape(n_out, n_in * K)  # y = T.flatten(-2) @ W.T
-    t_out = (dT * tz[..., None]).flatten(-2) @ W.T
+    W = m.cheby_coeffs.permute(1, 2, 0).reshape(n_out, K * n_in)  # y = T.flatten(-2) @ W.T, degree-major
+    t_out = (dT * tz[..., None, :]).flatten(-2) @ W.T
     return (F.linear(T.flatten(-2), W) if need_h else None), t_out

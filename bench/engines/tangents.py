@@ -15,6 +15,7 @@ in `bench.engines.activations`, `equations.scaling.PhysicalModel`, and the KAN l
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -35,9 +36,11 @@ TANGENT_RULES: dict[type, TangentRule] = {}
 # reason(module) -> None if the rule covers this instance, else why not (checked before running)
 REASONS: dict[type, Callable[[nn.Module], str | None]] = {}
 
-# CPU without create_graph: rows per block such that (1 + n_in) x rows x widest layer fits in ~1 MiB of cache.
-# Forum MLP, float32, 1 thread: 1.6e5 Jacobians/s in blocks of 256-1024 rows, 0.55e5/s in one 65536-row pass.
-CPU_BLOCK_BYTES = 2**20
+# CPU without create_graph: rows per block such that (1 + n_in) x rows x widest layer is ~2 MiB (L2 + some L3).
+# 1 thread, float32, B = 65536, Jacobians/s by block size 256 KiB .. 8 MiB (busy machine, +-20%): forum MLP
+# 1.4e5 1.5e5 1.5e5 1.5e5 1.3e5 1.1e5 (one 65536-row pass: 0.55e5); ChebyKAN 1.4e5 1.8e5 2.2e5 2.4e5 2.3e5 2.3e5;
+# FastKAN and efficient-KAN were best at 2-4 MiB too.
+CPU_BLOCK_BYTES = 2 * 2**20
 
 
 def register_tangent_rule(cls: type, reason: Callable[[nn.Module], str | None] | None = None):
@@ -167,7 +170,8 @@ def run_tangents(model: nn.Module, x: torch.Tensor, create_graph: bool) -> torch
 
 
 def _widest(model: nn.Module) -> int:
-    return max((max(p.shape) for p in model.parameters() if p.dim() >= 1), default=1)
+    """Widest activation per sample: the larger side of a weight (a KAN layer's in x basis size)."""
+    return max((max(p.shape[0], math.prod(p.shape[1:])) for p in model.parameters() if p.dim() >= 1), default=1)
 
 
 def forward_tangents(model: nn.Module, x: torch.Tensor, create_graph: bool = False) -> torch.Tensor:
