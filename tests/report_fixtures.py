@@ -38,8 +38,9 @@ EDGE_FACTOR = (3.0, 1.8, 1.2, 1.0, 0.9)  # worse near the boundary
 FAILED = ("gen:smooth:3", "efficient_kan", "sobolev", 1e-7, 1024, 2)
 FAILED_ERROR = "RuntimeError: loss is NaN at step 412 (Jacobian loss overflow)"
 OUTPUT_WEIGHTS = (1.0, 0.5, 0.3, 0.2)  # 1 - r2 per output, relative to 1 - r2_min
-ENGINES = ("loop", "vmap_jacrev", "vmap_jacfwd", "forward_tangents", "jax_jit_vmap_jacfwd")
+ENGINES = ("loop", "vmap_jacrev", "vmap_jacfwd", "forward_tangents", "jax_jit_vmap_jacfwd", "forward")
 ENGINE_EFFICIENCY = {"loop": None, "vmap_jacrev": 0.15, "vmap_jacfwd": 0.10, "forward_tangents": 0.30}
+ENGINE_EFFICIENCY["forward"] = 0.5 * (1 + 4)  # the forward pass alone, in samples/s: faster than any Jacobian
 JAX_EFFICIENCY = 0.45
 BATCH_SIZES = (1, 16, 256, 4096, 65536)
 DEVICES = {  # device -> (device_name, peak FLOP/s, half-saturation batch size)
@@ -170,7 +171,7 @@ def jacobian_table(eq: str, model: str, n: int = 200, seed: int = 0) -> pd.DataF
 
 
 def throughput_table() -> pd.DataFrame:
-    """throughput.csv: cpu and cuda rows, every engine, the JAX peer for the MLPs only."""
+    """throughput.csv: cpu and cuda rows, every engine, the JAX peer for the MLPs only, and forward-pass rows."""
     rows = []
     n_in = len(EQUATIONS["forum4x4"][0])
     for model, (family, _, _, _) in MODELS.items():
@@ -182,7 +183,7 @@ def throughput_table() -> pd.DataFrame:
             for engine in ENGINES:
                 base = dict(model=model, family=family, params=params, flops=flops, engine=engine, device=device)
                 base.update(device_name=device_name, dtype="float32", tf32=False, repeats=5)
-                base.update(flops_per_jac=flops_per_jac, peak_flops=peak)
+                base.update(flops_per_jac=flops if engine == "forward" else flops_per_jac, peak_flops=peak)
                 if engine.startswith("jax") and family != "mlp":
                     rows.append({**base, "batch_size": np.nan, "jac_per_s": np.nan, "jac_per_s_q25": np.nan})
                     rows[-1].update(jac_per_s_q75=np.nan, status="unsupported", error=f"no JAX port of {family}")

@@ -114,7 +114,7 @@ def test_leaderboard_best_values_are_marked(board, html, md):
     )
     assert f'<td class="best">{worst}</td>' not in forum
     # throughput: the fastest torch engine per device, the JAX peer left out
-    assert best_fit["engine_cuda"] == "forward_tangents"
+    assert best_fit["engine_cuda"] == "forward_tangents"  # not `forward`: a forward pass is no Jacobian
     assert not board["engine_cpu"].str.startswith("jax").any()
 
 
