@@ -59,8 +59,9 @@ def family_palette(families) -> dict[str, str]:
 
 
 def variant_markers(variants) -> dict[str, str]:
-    known = {v: VARIANT_MARKERS[v] for v in variants if v in VARIANT_MARKERS}
-    others = sorted(set(variants) - set(VARIANT_MARKERS))
+    variants = set(variants)
+    known = {v: m for v, m in VARIANT_MARKERS.items() if v in variants}  # value first, then sobolev
+    others = sorted(variants - set(VARIANT_MARKERS))
     known.update({v: _SPARE_MARKERS[i % len(_SPARE_MARKERS)] for i, v in enumerate(others)})
     return known
 
