@@ -29,21 +29,30 @@ def _pool(workers: int) -> ThreadPoolExecutor:
         return _POOL
 
 
-def split_over_cores(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, rows: int) -> torch.Tensor:
+def split_over_cores(
+    fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, rows: int, min_rows: int = 64
+) -> torch.Tensor:
     """fn(x) computed as fn over one contiguous share of x's rows per CPU thread, concatenated.
 
     fn must be a pure per-row function of its input (its result's row i depends on x's row i only) that
-    builds no graph; `rows` (the block size fn uses inside) only aligns the shares.
+    builds no graph. Shares are whole blocks of `rows` (the block size fn uses inside) where the batch allows,
+    and at least `min_rows`. fn always runs with one torch thread, even for a single share: a small batch
+    gains nothing from intra-op threads and loses most to their barriers on a busy machine.
     """
-    threads = torch.get_num_threads()
-    if x.device.type != "cpu" or threads < 2 or x.shape[0] < 2 * rows:
+    if x.device.type != "cpu":
         return fn(x)
-    workers = min(threads, x.shape[0] // rows)
-    share = math.ceil(x.shape[0] / (workers * rows)) * rows  # whole blocks per worker
+    threads = torch.get_num_threads()
+    workers = max(1, min(threads, x.shape[0] // min_rows))
+    share = math.ceil(x.shape[0] / workers)
+    if share > rows:
+        share = math.ceil(share / rows) * rows  # whole blocks per worker
     parts = x.split(share)
+    if threads == 1:
+        return fn(x)
     torch.set_num_threads(1)
     try:
-        outs = list(_pool(len(parts)).map(fn, parts))
+        if len(parts) == 1:
+            return fn(x)
+        return torch.cat(list(_pool(len(parts)).map(fn, parts)))
     finally:
         torch.set_num_threads(threads)
-    return torch.cat(outs)
