@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.engines.tangents import children_reason, layernorm_tangents, per_sample, propagate, register_tangent_rule
+from bench.engines.tangents import as_rows, children_reason, layernorm_tangents, propagate, register_tangent_rule
 from models.chebykan import ChebyKAN, ChebyKANLayer
 from models.efficient_kan import EfficientKAN, KANLinear, bspline_basis
 from models.fastkan import FastKAN, FastKANLayer
@@ -35,7 +35,7 @@ def _layer_stack(m: nn.Module, h, t, need_h: bool, inplace: bool):
 def _silu_tangents(h: torch.Tensor, t: torch.Tensor):
     """silu(h) and its tangents: silu' = s (1 + h (1 - s)), s = sigmoid(h)."""
     s = torch.sigmoid(h)
-    return F.silu(h), per_sample(t) * (s * (1 + h * (1 - s)))
+    return F.silu(h), as_rows(t) * (s * (1 + h * (1 - s)))
 
 
 def _basis_layer(basis, dbasis, tz, silu, t_silu, w_basis, w_base, bias, need_h):
@@ -62,7 +62,7 @@ def _fastkan_reason(m: FastKANLayer) -> str | None:
 def _fastkan_layer(m: FastKANLayer, h, t, need_h: bool, inplace: bool):
     """LayerNorm -> Gaussian bumps exp(-u^2), u = (z - g) / den, d/dz = -2 u / den exp(-u^2)."""
     ln = m.layernorm
-    z, tz = (h, per_sample(t)) if ln is None else layernorm_tangents(h, t, ln.weight, ln.bias, ln.eps)
+    z, tz = (h, as_rows(t)) if ln is None else layernorm_tangents(h, t, ln.weight, ln.bias, ln.eps)
     u = (z[..., None] - m.rbf.grid) / m.rbf.denominator
     phi = torch.exp(-(u**2))  # the model's formula, so the primal is bit-identical
     scale = -2.0 / m.rbf.denominator
@@ -96,7 +96,7 @@ def _efficient_kan_layer(m: KANLinear, h, t, need_h: bool, inplace: bool):
     basis, dbasis = bspline_with_derivative(h, m.grid, m.spline_order)
     silu, t_silu = _silu_tangents(h, t)
     w_spline = m.scaled_spline_weight.flatten(1)
-    return _basis_layer(basis, dbasis, per_sample(t), silu, t_silu, w_spline, m.base_weight, None, need_h)
+    return _basis_layer(basis, dbasis, as_rows(t), silu, t_silu, w_spline, m.base_weight, None, need_h)
 
 
 def chebyshev_with_derivative(u: torch.Tensor, degree: int):
@@ -123,7 +123,7 @@ def _chebykan_reason(m: ChebyKANLayer) -> str | None:
 def _chebykan_layer(m: ChebyKANLayer, h, t, need_h: bool, inplace: bool):
     """(LayerNorm ->) u = tanh(x) -> Chebyshev T_n(u); dT_n/dx = T_n'(u) (1 - u^2)."""
     ln = m.layernorm
-    z, tz = (h, per_sample(t)) if ln is None else layernorm_tangents(h, t, ln.weight, ln.bias, ln.eps)
+    z, tz = (h, as_rows(t)) if ln is None else layernorm_tangents(h, t, ln.weight, ln.bias, ln.eps)
     u = torch.tanh(z)
     T, dT = chebyshev_with_derivative(u, m.degree)  # (B, K, in)
     dT = dT * (1 - u * u)[..., None, :]

@@ -79,7 +79,7 @@ def propagate(module: nn.Module, h: torch.Tensor, t: torch.Tensor, need_h: bool,
     return find_rule(TANGENT_RULES, module)(module, h, t, need_h, inplace)
 
 
-def per_sample(t: torch.Tensor) -> torch.Tensor:
+def as_rows(t: torch.Tensor) -> torch.Tensor:
     """Shared tangents (n_in, w) as (n_in, 1, w), so they broadcast against per-sample factors (B, w)."""
     return t[:, None, :] if t.dim() == 2 else t
 
@@ -126,7 +126,7 @@ def layernorm_tangents(h: torch.Tensor, t: torch.Tensor, weight, bias, eps: floa
     c = h - mu
     r = torch.rsqrt((c * c).mean(-1, keepdim=True) + eps)
     zhat = c * r
-    tc = per_sample(t)
+    tc = as_rows(t)
     tc = tc - tc.mean(-1, keepdim=True)
     dz = r * (tc - zhat * (zhat * tc).mean(-1, keepdim=True))
     if weight is None:
