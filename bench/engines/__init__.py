@@ -26,11 +26,16 @@ ENGINES: dict[str, Engine] = {
 }  # fmt: skip
 
 # `auto` takes the first engine in this order that supports (model, device, dtype) and, for create_graph, is
-# differentiable. Batch-sum and compiled engines are never chosen automatically (the first needs the coupling
-# check, the second minutes of compilation). Measured (2-core AMD EPYC, torch 2.13, float32, forum MLP
-# 4->100x4 sigmoid->4, B=65536, Jacobians/s; see README "Engines"): forward_tangents 2.6e5 (hand-written
-# tangents), batch_sum_reverse 1.3e5, vmap_jacrev 1.0e5, vmap_jacfwd 0.5e5, loop 800. forward_tangents falls back
-# to vmap(jacfwd) for models it has no tangent rules for; there vmap_jacrev wins when n_out < n_in.
+# differentiable. Batch-sum and compiled engines are never chosen automatically (the first need the coupling
+# check, the second tens of seconds of compilation per model and shape). Measured with
+# `python -m bench throughput --models mlp_forum --batch-sizes 256,65536 --device cpu --threads 2` (2-core AMD
+# EPYC shared with other jobs, torch 2.13, float32, forum MLP 4->100x4 sigmoid->4, B=65536, Jacobians/s):
+# forward_tangents 1.22e5 (0.98x JAX jit(vmap(jacfwd)) 1.24e5 in the same run; 2.6e5 on one idle core),
+# compiled_forward_tangents 6.3e4, batch_sum_reverse 5.8e4, compiled_vmap_jacrev 5.6e4, vmap_jacrev 4.0e4,
+# functional_vectorized 3.7e4, vmap_jacfwd 2.9e4, loop 1.3e3 (B=256). KANs at B=65536: forward_tangents 1.0e5
+# (FastKAN), 6.0e4 (efficient-KAN), 4.0e5 (ChebyKAN), 3-10x vmap_jacrev. Without tangent rules forward_tangents
+# is vmap(jacfwd); there vmap_jacrev wins when n_out < n_in. GPU: not measured yet (forward_tangents first too:
+# its fused MLP pass is one GEMM per layer, as the compiled stacked-tangent pass that reached 3.9e7/s on an H100).
 AUTO_ORDER = ("forward_tangents", "vmap_jacrev", "vmap_jacfwd", "loop")
 
 
