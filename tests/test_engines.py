@@ -3,6 +3,8 @@ graph where it says it does."""
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 import torch
 from torch import nn
@@ -306,6 +308,7 @@ def test_compile_failure_is_reported_not_raised():
     `supports` says so from then on (the throughput sweep records it as unsupported)."""
     m = small("chebykan")
     engine = ENGINES["compiled_vmap_jacfwd"]
+    keys = str(torch._C._dispatch_tls_local_exclude_set())
     try:
         jacobian(m, inputs(m, dtype=torch.float32), engine=engine)
     except UnsupportedEngine as err:
@@ -313,6 +316,11 @@ def test_compile_failure_is_reported_not_raised():
         assert engine.supports(m, torch.device("cpu"), torch.float32).startswith("torch.compile failed")
     else:  # a torch that compiles it must also get it right
         pytest.skip("this torch compiles vmap(jacfwd) of ChebyKAN")
+    # the failed trace's garbage must not switch autograd off in this thread when it is collected
+    gc.collect()
+    assert str(torch._C._dispatch_tls_local_exclude_set()) == keys
+    x = torch.ones(2, requires_grad=True)
+    assert (2 * x).sum().grad_fn is not None
     assert "no tangent rule" in ENGINES["compiled_forward_tangents"].supports(LayerNormNet(), "cpu", torch.float32)
 
 

@@ -8,7 +8,9 @@ for that model type, device and dtype from then on. Compiled engines do not keep
 
 from __future__ import annotations
 
+import gc
 import re
+import threading
 import warnings
 import weakref
 from collections.abc import Callable
@@ -33,6 +35,36 @@ def _short(err: BaseException) -> str:
     return f"{type(err).__name__}: {first}" + (f": {inner.group(1)}..." if inner else "")
 
 
+def _first_call(compiled: Callable, x: torch.Tensor) -> tuple[torch.Tensor | None, str | None]:
+    """(J, None) or (None, why compilation failed), compiling in a thread of its own.
+
+    torch 2.13: the frames of a failed dynamo trace through torch.func hold suspended context managers that,
+    when garbage-collected, restore dispatch-key sets captured mid-trace, in whichever thread collects them:
+    left to the collector, autograd went off in the main thread at an arbitrary later point (a cascade of
+    failures in unrelated tests). Here the garbage is collected in the compiling thread, which then ends.
+    """
+    out: dict = {}
+
+    def work() -> None:
+        try:
+            out["J"] = _call(compiled, x)
+        except Exception as err:  # torch.compile raises many exception types; all mean "not compilable here"
+            out["reason"] = _short(err)
+            del err
+        gc.collect()
+
+    thread = threading.Thread(target=work, name="jacbench-compile")
+    thread.start()
+    thread.join()
+    return out.get("J"), out.get("reason")
+
+
+def _call(compiled: Callable, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # inductor's own deprecation notices
+        return compiled(x)
+
+
 def _make(
     name: str,
     build: Callable[[nn.Module], Callable[[torch.Tensor], torch.Tensor]],
@@ -55,17 +87,16 @@ def _make(
             raise UnsupportedEngine(f"engine '{name}' cannot keep the graph (create_graph=True)")
         if (reason := precondition(model)) is not None:
             raise UnsupportedEngine(f"engine '{name}' does not support model {model_name(model)}: {reason}")
-        compiled = cache.get(model)
-        if compiled is None:
-            compiled = cache[model] = torch.compile(build(model))
-        try:
-            with torch.no_grad(), warnings.catch_warnings():
-                warnings.simplefilter("ignore", FutureWarning)  # inductor's own deprecation notices
-                return compiled(x)
-        except Exception as err:  # torch.compile raises many exception types; all mean "not compilable here"
-            reason = _short(err)
-            FAILED[key(model, x.device, x.dtype)] = reason
-            raise UnsupportedEngine(f"engine '{name}' could not compile model {model_name(model)}: {reason}") from err
+        compiled, shapes = cache.get(model) or cache.setdefault(model, (torch.compile(build(model)), set()))
+        shape = (tuple(x.shape), x.dtype, x.device)
+        if shape in shapes:  # compiled for this input already: no new trace, nothing to fail
+            return _call(compiled, x)
+        J, reason = _first_call(compiled, x)
+        if J is not None:
+            shapes.add(shape)
+            return J
+        FAILED[key(model, x.device, x.dtype)] = reason
+        raise UnsupportedEngine(f"engine '{name}' could not compile model {model_name(model)}: {reason}")
 
     return Engine(name, fn, batch_sum=False, differentiable=False, supports=supports, compiled=True,
                   doc=f"torch.compile of {name.removeprefix('compiled_')}")  # fmt: skip
