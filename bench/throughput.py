@@ -30,7 +30,7 @@ FORWARD = "forward"  # pseudo-engine: the forward pass alone (rate = samples per
 LOOP = "loop"  # the forum's per-sample loop: the baseline of the "x loop" ratio
 # Engines whose cost grows faster than the batch: timed only up to a batch cap (SweepConfig.max_batch).
 SMALL_BATCH_ONLY = {
-    LOOP: "the per-sample loop runs ~1e3 Jacobians/s whatever the batch (see its rows at smaller batches)",
+    LOOP: "the per-sample loop runs a few thousand Jacobians/s whatever the batch (see its rows at smaller batches)",
     "functional_forward": "forward mode over the batch sum pushes B*n_in tangents of the whole batch: memory grows "
     "as B^2 (26.8 GB at B=4096 for the forum MLP)",
 }
