@@ -141,9 +141,9 @@ def test_fused_mlp_path_matches_the_per_module_rules():
 @pytest.mark.parametrize("name", ["mlp_forum", "efficient_kan"])
 def test_cpu_shares_per_core_equal_one_pass(monkeypatch, name):
     """With 2 threads, each core takes its own blocks (bench.engines.blocks): same J, thread count restored."""
-    monkeypatch.setattr(tangents, "CPU_BLOCK_BYTES", 1)  # 64-row blocks: 300 rows make 5 blocks, 2 shares
+    monkeypatch.setattr(tangents, "CPU_BLOCK_BYTES", 1)  # 64-row blocks: 1100 rows make 18 blocks, 2 shares
     m = small(name).double()
-    x = inputs(m, n=300)
+    x = inputs(m, n=1100)
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
