@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from bench.engines.activations import activation_rule
+from bench.engines.gemm import linear
 
 _SIGMOID, _TANH = nn.Sigmoid, nn.Tanh
 
@@ -30,76 +31,68 @@ def fusable(model: nn.Module) -> list[nn.Module] | None:
     return mods if ok else None
 
 
-def _activation(m: nn.Module, h: torch.Tensor, d: torch.Tensor) -> torch.Tensor | None:
-    """h <- act(h) in place; returns act' (in the d buffer for the common cases), or None for the identity."""
+def _activation(m: nn.Module, h: torch.Tensor) -> torch.Tensor | None:
+    """h <- act(h) in place; returns act', or None for the identity."""
     if type(m) is _SIGMOID:
         h.sigmoid_()
-        return torch.addcmul(h, h, h, value=-1, out=d)  # h (1 - h)
+        return torch.addcmul(h, h, h, value=-1)  # h (1 - h)
     if type(m) is _TANH:
         h.tanh_()
-        torch.mul(h, h, out=d)
-        return d.neg_().add_(1)  # 1 - h^2
+        return torch.mul(h, h).neg_().add_(1)  # 1 - h^2
     h_new, deriv = activation_rule(m)(m, h, True)
     if h_new.data_ptr() != h.data_ptr():
         h.copy_(h_new)
     return deriv
 
 
-def _block(mods: list[nn.Module], need: list[bool], xb: torch.Tensor, eye, bufs, dbuf, out: torch.Tensor) -> None:
+def _block(mods: list[nn.Module], need: list[bool], xb: torch.Tensor, eye: torch.Tensor, out: torch.Tensor) -> None:
     """J of one block of rows xb (R, n_in) into out (R, n_out, n_in)."""
     R, n = xb.shape
-    h = xb
-    shared = eye  # tangents equal for every row, (n, w), until the first activation; then None
-    S = None  # (1 + n, R, w): S[0] primal, S[1:] tangents (pending while `shared` is set)
-    which = 0
+    h, shared = xb, eye  # shared: tangents equal for every row, (n, w), until the first activation; then None
+    S = T = None  # S (1 + n, R, w): S[0] primal, S[1:] = T tangents; T alone after the last activation
     for m, need_h in zip(mods, need, strict=True):
         if type(m) is nn.Linear:
-            w2 = m.out_features
-            nxt = bufs[which][: (1 + n) * R * w2].view(1 + n, R, w2)
-            which ^= 1
-            if shared is not None:
-                shared = shared @ m.weight.T
+            if shared is not None:  # primal only; the tangents stay shared (n, w) until an activation
+                S = xb.new_empty((1 + n, R, m.out_features))
                 if m.bias is None:
-                    torch.mm(h, m.weight.T, out=nxt[0])
+                    torch.mm(h, m.weight.T, out=S[0])
                 else:
-                    torch.addmm(m.bias, h, m.weight.T, out=nxt[0])
-            elif need_h:
-                torch.mm(S.view(-1, S.shape[-1]), m.weight.T, out=nxt.view(-1, w2))
+                    torch.addmm(m.bias, h, m.weight.T, out=S[0])
+                shared = shared @ m.weight.T
+            elif need_h:  # primal and tangents in one GEMM
+                S = linear(S, m.weight)
                 if m.bias is not None:
-                    nxt[0].add_(m.bias)
-            else:
-                torch.mm(S[1:].reshape(-1, S.shape[-1]), m.weight.T, out=nxt[1:].view(-1, w2))
-            S = nxt
-            h = S[0]
+                    S[0].add_(m.bias)
+            else:  # tangents only
+                S, T = None, linear(T, m.weight)
+            if S is not None:
+                h, T = S[0], S[1:]
         else:
-            d = _activation(m, h, dbuf[: h.numel()].view_as(h))
+            d = _activation(m, h)
             if d is None:
                 continue
             if shared is not None:
-                torch.mul(shared[:, None, :], d, out=S[1:])
+                torch.mul(shared[:, None, :], d, out=T)
                 shared = None
             else:
-                S[1:].mul_(d)
+                T.mul_(d)
     if shared is not None:
         out.copy_(shared.T.expand_as(out))
     else:
-        out.copy_(S[1:].permute(1, 2, 0))
+        out.copy_(T.permute(1, 2, 0))
 
 
 def fused_mlp_jacobian(mods: list[nn.Module], x: torch.Tensor, rows: int) -> torch.Tensor:
     """J (B, n_out, n_in) of the MLP `mods` at x (B, n_in), `rows` samples at a time."""
     B, n = x.shape
-    linears = [m for m in mods if type(m) is nn.Linear]
     # the primal is needed up to the last activation
     last_act = max((i for i, m in enumerate(mods) if type(m) is not nn.Linear), default=-1)
     need = [i < last_act for i in range(len(mods))]
-    width = max(m.out_features for m in linears)
     rows = min(rows, B)
-    bufs = [x.new_empty((1 + n) * rows * width) for _ in range(2)]
-    dbuf = x.new_empty(rows * width)
     eye = torch.eye(n, dtype=x.dtype, device=x.device)
-    J = x.new_empty((B, linears[-1].out_features, n))
+    n_out = [m for m in mods if type(m) is nn.Linear][-1].out_features
+    J = x.new_empty((B, n_out, n))
     with torch.no_grad():
         for start in range(0, B, rows):
-            _block(mods, need, x[start : start + rows], eye, bufs, dbuf, J[start : start + rows])
+            _block(mods, need, x[start : start + rows], eye, J[start : start + rows])
     return J

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.engines.gemm import linear
 from bench.engines.tangents import as_rows, children_reason, layernorm_tangents, propagate, register_tangent_rule
 from models.chebykan import ChebyKAN, ChebyKANLayer
 from models.efficient_kan import EfficientKAN, KANLinear, bspline_basis
@@ -45,12 +46,10 @@ def _basis_layer(basis, dbasis, tz, silu, t_silu, w_basis, w_base, bias, need_h)
     input. The basis tangents (n_in, B, in K) go through one GEMM; the base branch's is added onto it.
     """
     t_basis = (dbasis * tz[..., None]).flatten(-2)  # (n_in, B, in K), contiguous
-    t_base = t_silu @ w_base.T  # (n_in, B, out)
-    t_out = torch.addmm(t_base.flatten(0, 1), t_basis.flatten(0, 1), w_basis.T).view_as(t_base)
+    t_out = linear(t_basis, w_basis) + linear(t_silu, w_base)  # (n_in, B, out)
     if not need_h:
         return None, t_out
-    h = F.linear(silu, w_base, bias)
-    return torch.addmm(h, basis.flatten(-2), w_basis.T), t_out
+    return linear(basis.flatten(-2), w_basis) + linear(silu, w_base, bias), t_out
 
 
 def _fastkan_reason(m: FastKANLayer) -> str | None:
@@ -129,5 +128,5 @@ def _chebykan_layer(m: ChebyKANLayer, h, t, need_h: bool, inplace: bool):
     dT = dT * (1 - u * u)[..., None, :]
     n_in, n_out, K = m.cheby_coeffs.shape
     W = m.cheby_coeffs.permute(1, 2, 0).reshape(n_out, K * n_in)  # y = T.flatten(-2) @ W.T, degree-major
-    t_out = (dT * tz[..., None, :]).flatten(-2) @ W.T
-    return (F.linear(T.flatten(-2), W) if need_h else None), t_out
+    t_out = linear((dT * tz[..., None, :]).flatten(-2), W)
+    return (linear(T.flatten(-2), W) if need_h else None), t_out

@@ -19,7 +19,6 @@ import math
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from bench.engines.activations import ACTIVATIONS, activation_rule, find_rule
@@ -28,6 +27,7 @@ from bench.engines.blocks import split_over_cores
 from bench.engines.chunking import chunked, default_chunk_size
 from bench.engines.functorch import jacfwd_graph_reason, vmap_jacfwd, vmap_jacrev
 from bench.engines.fused_mlp import fusable, fused_mlp_jacobian
+from bench.engines.gemm import linear
 from equations.scaling import PhysicalModel
 
 # rule(module, h (B, w), t (n_in, [B,] w), need_h, inplace) -> (h, or None when not need_h; t)
@@ -100,8 +100,8 @@ def _identity(m, h, t, need_h, inplace):
 
 @register_tangent_rule(nn.Linear)
 def _linear(m: nn.Linear, h, t, need_h: bool, inplace: bool):
-    t = t @ m.weight.T  # (n_in, [B,] w) @ (w, w'): one GEMM
-    return (F.linear(h, m.weight, m.bias) if need_h else None), t
+    t = linear(t, m.weight)  # (n_in, [B,] w) @ (w, w'): one GEMM
+    return (linear(h, m.weight, m.bias) if need_h else None), t
 
 
 def _is_affine(m: nn.Module) -> bool:
