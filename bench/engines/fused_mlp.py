@@ -4,9 +4,8 @@ One buffer S (1 + n_in, rows, width) per layer: S[0] the primal, S[1:] the n_in 
 single GEMM over (1 + n_in) x rows (bias then added to S[0] only) and an activation is in place: S[0] <- act,
 d = act' once per sample, S[1:] *= d. The first Linear needs no GEMM for its tangents (they are its weight's
 columns, shared by all samples until the first activation multiplies them by d); the last Linear computes
-tangents only. Rows are processed in blocks that stay in cache, and two ping-pong buffers are allocated once
-per call and reused by every block and layer: fresh multi-megabyte tensors cost page faults on CPU that made
-a (2048 x 100) @ (100 x 100) GEMM 3x slower (26 vs 90 GFLOP/s single-threaded on the 2-core AMD EPYC).
+tangents only. Rows go in blocks of `rows` (on CPU sized to stay in cache by bench.engines.tangents); the GEMMs
+go through bench.engines.gemm (oneDNN for float32 on CPU).
 """
 
 from __future__ import annotations
