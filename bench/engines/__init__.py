@@ -28,14 +28,15 @@ ENGINES: dict[str, Engine] = {
 # `auto` takes the first engine in this order that supports (model, device, dtype) and, for create_graph, is
 # differentiable. Batch-sum and compiled engines are never chosen automatically (the first need the coupling
 # check, the second tens of seconds of compilation per model and shape). Measured with
-# `python -m bench throughput --models mlp_forum --batch-sizes 256,65536 --device cpu --threads 2` (2-core AMD
-# EPYC shared with other jobs, torch 2.13, float32, forum MLP 4->100x4 sigmoid->4, B=65536, Jacobians/s):
-# forward_tangents 1.22e5 (0.98x JAX jit(vmap(jacfwd)) 1.24e5 in the same run; 2.6e5 on one idle core),
-# compiled_forward_tangents 6.3e4, batch_sum_reverse 5.8e4, compiled_vmap_jacrev 5.6e4, vmap_jacrev 4.0e4,
-# functional_vectorized 3.7e4, vmap_jacfwd 2.9e4, loop 1.3e3 (B=256). KANs at B=65536: forward_tangents 1.0e5
-# (FastKAN), 6.0e4 (efficient-KAN), 4.0e5 (ChebyKAN), 3-10x vmap_jacrev. Without tangent rules forward_tangents
-# is vmap(jacfwd); there vmap_jacrev wins when n_out < n_in. GPU: not measured yet (forward_tangents first too:
-# its fused MLP pass is one GEMM per layer, as the compiled stacked-tangent pass that reached 3.9e7/s on an H100).
+# `python -m bench throughput --models mlp_forum --batch-sizes 256,4096,65536 --device cpu --threads 2` (2-core
+# AMD EPYC Zen 5, quiet, torch 2.13, float32, forum MLP 4->100x4 sigmoid->4, Jacobians/s at B=65536):
+# forward_tangents 7.5e5 (2.0x JAX jit(vmap(jacfwd)) 3.7e5 in the same run, 177x loop), batch_sum_reverse 2.2e5,
+# compiled_vmap_jacrev 2.1e5, compiled_forward_tangents 2.1e5, functional_vectorized 1.6e5, vmap_jacrev 1.5e5,
+# vmap_jacfwd 0.9e5, loop 4.2e3 (B=256). At B=256 the compiled engines lead (4.6e5 vs 4.0e5): auto still picks
+# forward_tangents (no compile). KANs at B=65536: forward_tangents 3.0e5 (FastKAN), 1.8e5 (efficient-KAN),
+# 8.5e5 (ChebyKAN), 5-24x vmap_jacrev. Without tangent rules forward_tangents is vmap(jacfwd); there vmap_jacrev
+# wins when n_out < n_in. GPU: not measured yet; forward_tangents first there too (its fused MLP pass is one
+# GEMM per layer, like the compiled stacked-tangent pass that reached 3.9e7/s on an H100).
 AUTO_ORDER = ("forward_tangents", "vmap_jacrev", "vmap_jacfwd", "loop")
 
 
