@@ -37,9 +37,10 @@ TANGENT_RULES: dict[type, TangentRule] = {}
 REASONS: dict[type, Callable[[nn.Module], str | None]] = {}
 
 # CPU without create_graph: rows per block such that (1 + n_in) x rows x widest layer is ~2 MiB (L2 + some L3).
-# 1 thread, float32, B = 65536, Jacobians/s by block size 256 KiB .. 8 MiB (busy machine, +-20%): forum MLP
-# 1.4e5 1.5e5 1.5e5 1.5e5 1.3e5 1.1e5 (one 65536-row pass: 0.55e5); ChebyKAN 1.4e5 1.8e5 2.2e5 2.4e5 2.3e5 2.3e5;
-# FastKAN and efficient-KAN were best at 2-4 MiB too.
+# 1 thread, float32, B = 65536, Jacobians/s by block size 256 KiB .. 8 MiB (MKL GEMMs, busy machine, +-20%):
+# forum MLP 1.4e5 1.5e5 1.5e5 1.5e5 1.3e5 1.1e5 (one 65536-row pass: 0.55e5); ChebyKAN 1.4e5 1.8e5 2.2e5 2.4e5
+# 2.3e5 2.3e5; FastKAN and efficient-KAN best at 2-4 MiB too. With oneDNN GEMMs (quiet): forum MLP 4.7e5-5.3e5
+# for 768-2048-row blocks (1048 here), 4.5e5 at 512; KANs again best at 2-4 MiB.
 CPU_BLOCK_BYTES = 2 * 2**20
 
 
