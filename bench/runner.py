@@ -198,6 +198,7 @@ def run_grid(
             _run_pool(cell_fn, todo, config, run_dir, summary, bar)
     except KeyboardInterrupt:
         summary.interrupted = True
+        results.remove_stale_tmp(run_dir)  # workers are stopped by now; a killed one may have left a half file
     finally:
         bar.close()
     return summary

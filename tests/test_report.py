@@ -143,6 +143,8 @@ from bench.report.leaderboard import leaderboard
 from bench.report.compare import compare_runs
 r = load_run({str(run)!r})
 assert len(leaderboard(r)) and len(compare_runs(r, r))
+from bench.cli import main  # the CLI builds every command's parser: none of them may import torch to do so
+assert main(["report", {str(run)!r}, "--out", {str(tmp_path / "cli")!r}]) == 0
 bad = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "models", "equations", "jax"))
 assert not bad, bad
 """

@@ -7,10 +7,6 @@ import math
 import sys
 from pathlib import Path
 
-import torch
-
-from bench import envinfo, jax_peer, results, throughput
-
 NAME = "throughput"
 HELP = "measure Jacobians/s per model, engine and batch size (with the forum loop and JAX) -> throughput.csv"
 
@@ -48,7 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--batch-sizes", type=_sizes, default=None, help=f"default {CPU_BATCHES} on cpu, {CUDA_BATCHES} on cuda"
     )
     p.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | auto (cuda if available)")
-    p.add_argument("--dtype", default="float32", choices=sorted(throughput.DTYPES))
+    p.add_argument("--dtype", default="float32", choices=("float32", "float64"))
     p.add_argument("--repeats", type=int, default=None, help="timed calls per row (default: fit --budget-s)")
     p.add_argument("--budget-s", type=float, default=2.0, help="seconds of timed calls per row (default 2)")
     p.add_argument("--warmup", type=int, default=2, help="untimed calls before timing (default 2)")
@@ -59,10 +55,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--max-batch",
         type=_caps,
-        default=throughput.SweepConfig.max_batch,
-        help="largest batch of the engines whose cost grows faster than the batch (default "
-        + ",".join(f"{k}={v}" for k, v in throughput.SweepConfig.max_batch)
-        + ")",
+        default=None,
+        help="largest batch of the engines whose cost grows faster than the batch "
+        "(default: bench.throughput.SweepConfig.max_batch, loop and functional_forward capped)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
@@ -81,7 +76,10 @@ def expand_models(names: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(out))
 
 
-def config_from_args(args: argparse.Namespace) -> throughput.SweepConfig:
+def config_from_args(args: argparse.Namespace):
+    """The sweep's SweepConfig from the parsed arguments (imports torch: only when the command runs)."""
+    from bench import throughput
+
     device = throughput.resolve_device(args.device)
     sizes = args.batch_sizes or _sizes(CUDA_BATCHES if device.type == "cuda" else CPU_BATCHES)
     return throughput.SweepConfig(
@@ -96,7 +94,7 @@ def config_from_args(args: argparse.Namespace) -> throughput.SweepConfig:
         forward=args.forward,
         jax=args.jax,
         allow_tf32=args.tf32,
-        max_batch=args.max_batch,
+        max_batch=args.max_batch or throughput.SweepConfig.max_batch,
         seed=args.seed,
     )
 
@@ -112,6 +110,8 @@ def _fmt(v: float, spec: str) -> str:
 
 def format_table(rows: list[dict]) -> str:
     """The sweep as text: one block per (model, batch size), engines fastest first."""
+    from bench import jax_peer, throughput
+
     df = throughput.summary(rows)
     lines = []
     for (model, batch), block in df.groupby(["model", "batch_size"], sort=False):
@@ -140,6 +140,10 @@ def format_table(rows: list[dict]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch  # here, not at the top: `python -m bench report` builds this parser and must stay torch-free
+
+    from bench import envinfo, jax_peer, results, throughput
+
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     cfg = config_from_args(args)
