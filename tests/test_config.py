@@ -25,6 +25,18 @@ def test_full_profile_loads():
     assert len(cfg.grid.seeds) == 5 and len(cfg.grid.n_train) > 1 and cfg.run.device == "auto"
 
 
+def test_every_shipped_profile_loads_and_expands():
+    for path in sorted(C.PROFILES_DIR.glob("*.toml")):
+        cfg = load_config(path.stem)  # expands names through the registries: a typo in a profile fails here
+        assert cfg.run.profile == path.stem and C.grid_cells(cfg.grid), path.name
+
+
+def test_probe_profile_is_the_issue_probe():
+    cfg = load_config("probe", expand=False)
+    assert cfg.grid.models == ("mlp_tanh",) and cfg.grid.n_train == (1000,) and cfg.train["steps"] == 4000
+    assert cfg.train["schedule"] == "constant" and set(cfg.grid.betas) == {1.0, 0.5}
+
+
 def test_layers_file_then_command_line(tmp_path):
     path = write(tmp_path, "[grid]\nseeds = [7]\nn_test = 50\n[train]\nsteps = 20\n")
     cfg = load_config("quick", path, {"grid.seeds": "0,1,2", "train.lr": 0.01, "run.workers": 3}, expand=False)
