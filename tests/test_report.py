@@ -215,3 +215,18 @@ def test_nan_values_are_left_out_of_means():
     df = pd.DataFrame({"k": ["a", "a", "a"], "value": [1.0, np.nan, 3.0]})
     agg = aggregate(df, ["k"]).iloc[0]
     assert agg["mean"] == 2 and agg["n"] == 2
+
+
+def test_committed_example_rebuilds_with_todays_report_code(tmp_path):
+    """results/example (linked from the README) still loads, and its rebuilt report has every section it should."""
+    example = Path(__file__).resolve().parents[1] / "results" / "example"
+    run = load_run(example)
+    assert set(run.metrics["model"]) == {"mlp_tanh", "fastkan", "efficient_kan", "chebykan"}
+    assert set(run.metrics["status"]) == {"ok"} and set(run.metrics["seed"]) == {0, 1, 2}
+    assert main(["report", str(example), "--out", str(tmp_path)]) == 0
+    md = (tmp_path / "report.md").read_text(encoding="utf-8")
+    for title in SECTION_TITLES:
+        assert title in md, title
+    for name in FIGURES - {"n_train"}:  # the quick profile has one training-set size: that section says so
+        assert (tmp_path / "figures" / f"{name}.png").exists(), name
+    assert "jax_jit_vmap_jacfwd" in md  # the JAX peer is part of the example's throughput table
