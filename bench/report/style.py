@@ -70,7 +70,8 @@ def engine_palette(engines) -> dict[str, str]:
     """Engines in sorted order on a palette distinct from the family colours' role."""
     ordered = sorted(set(engines))
     tab20 = sns.color_palette("tab20").as_hex()
-    colors = tab20[0::2] + tab20[1::2]  # ten distinct colours, then their lighter twins
+    tab20 = tab20[:14] + tab20[16:]  # no grey: grey is the forward pass's colour in the throughput figure
+    colors = tab20[0::2] + tab20[1::2]  # nine distinct colours, then their lighter twins
     return {e: colors[i % len(colors)] for i, e in enumerate(ordered)}
 
 
