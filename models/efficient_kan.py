@@ -31,6 +31,12 @@ INDICATOR_FLOPS = 3  # two compares and an and, per knot interval
 COX_DE_BOOR_FLOPS = 7  # per basis per order: 2 subtracts, 2 divides, 2 multiplies, 1 add
 
 
+def bspline_basis_flops(grid_size: int, order: int) -> int:
+    """FLOPs of all B-spline bases of one input: the indicators, then Cox-de Boor for orders 1..order."""
+    n = grid_size + 2 * order  # knot intervals
+    return INDICATOR_FLOPS * n + COX_DE_BOOR_FLOPS * sum(n - p for p in range(1, order + 1))
+
+
 def uniform_knots(lo: float, hi: float, grid_size: int, order: int, n_in: int) -> torch.Tensor:
     """(n_in, G + 2k + 1) knots: G intervals on [lo, hi], extended by k intervals on each side."""
     h = (hi - lo) / grid_size
@@ -190,7 +196,7 @@ class EfficientKAN(ZooModule, nn.Module):
 
     def flops_per_sample(self) -> int:
         G, k = self.grid_size, self.spline_order
-        basis = INDICATOR_FLOPS * (G + 2 * k) + COX_DE_BOOR_FLOPS * sum(G + 2 * k - p for p in range(1, k + 1))
+        basis = bspline_basis_flops(G, k)
         total = 0
         for a, b in pairwise(self.widths):
             total += SILU_FLOPS * a + linear_flops(a, b, bias=False)  # base branch

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from models.base import ZooModule, check_positive_int, check_range, resolve_widths
-from models.efficient_kan import COX_DE_BOOR_FLOPS, INDICATOR_FLOPS, SILU_FLOPS
+from models.efficient_kan import SILU_FLOPS, bspline_basis_flops
 from models.registry import register_model
 
 try:
@@ -76,7 +76,7 @@ if _PyKAN is not None:
 
         def flops_per_sample(self) -> int:
             G, k = self.grid_size, self.spline_order
-            basis = INDICATOR_FLOPS * (G + 2 * k) + COX_DE_BOOR_FLOPS * sum(G + 2 * k - p for p in range(1, k + 1))
+            basis = bspline_basis_flops(G, k)
             total = 0
             for a, b in pairwise(self.widths):
                 total += a * (basis + SILU_FLOPS)  # bases and the SiLU base function of each input
