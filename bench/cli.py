@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
             for path in args.plugin:
                 models.load_plugin(path)
         return int(modules[args.command].run(args) or 0)
-    except (ValueError, KeyError, FileNotFoundError) as err:  # user mistakes: one clear line, no traceback
-        msg = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"error: {msg}", file=sys.stderr)
+    except (ValueError, FileNotFoundError) as err:  # user mistakes: one clear line, no traceback
+        # Unknown names (models, equations, engines) are ValueErrors too; a bare KeyError or any other
+        # exception from inside the code is a bug and keeps its traceback.
+        print(f"error: {err}", file=sys.stderr)
         return 2

@@ -110,6 +110,7 @@ class RunConfig:
     dtype: str = "float32"  # training and evaluation dtype (references stay float64)
     engine: str = "auto"  # bench.engines name for the Jacobians of metrics
     jacobian_rows: int = 1000  # most test samples written to jacobians/<cell>.csv
+    plugins: tuple[str, ...] = ()  # --plugin files (absolute paths): every worker loads them, resume too
 
 
 @dataclass(frozen=True)
@@ -133,7 +134,9 @@ class Config:
         g = dict(d["grid"])
         for key in ("equations", "models", "seeds", "betas", "n_train"):
             g[key] = tuple(g[key])
-        return cls(GridConfig(**g), RunConfig(**d["run"]), dict(d.get("train", {})), dict(d.get("source", {})))
+        run = dict(d["run"])
+        run["plugins"] = tuple(run.get("plugins", ()))
+        return cls(GridConfig(**g), RunConfig(**run), dict(d.get("train", {})), dict(d.get("source", {})))
 
 
 # ---- value coercion: TOML values and command-line strings alike ----
@@ -151,6 +154,13 @@ def _names(v: Any) -> tuple[str, ...]:
     out = _split(v)
     if not out or not all(isinstance(s, str) for s in out):
         raise TypeError("expected a non-empty list of names or a comma-separated string")
+    return tuple(out)
+
+
+def _paths(v: Any) -> tuple[str, ...]:
+    out = _split(v)
+    if not all(isinstance(s, str) for s in out):
+        raise TypeError("expected a list of file paths")
     return tuple(out)
 
 
@@ -187,7 +197,7 @@ _SPECS: dict[str, dict[str, Callable[[Any], Any]]] = {
     "run": {
         "profile": _scalar(str), "out": _scalar(str), "workers": _scalar(int), "threads": _scalar(int),
         "device": _scalar(str, DEVICES), "dtype": _scalar(str, DTYPES), "engine": _scalar(str),
-        "jacobian_rows": _scalar(int),
+        "jacobian_rows": _scalar(int), "plugins": _paths,
     },
 }  # fmt: skip
 _TABLES = ("grid", "train", "run", "model_overrides")

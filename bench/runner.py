@@ -99,9 +99,20 @@ def set_threads(threads: int) -> None:
         torch.set_num_threads(threads)
 
 
-def _init_worker(threads: int) -> None:
+def load_plugins(paths) -> None:
+    """Import the run's --plugin files (models.load_plugin; loading a file twice is a no-op)."""
+    if paths:
+        import models
+
+        for path in paths:
+            models.load_plugin(path)
+
+
+def _init_worker(threads: int, plugins: tuple[str, ...] = ()) -> None:
+    """A spawned worker starts from a fresh interpreter: threads first, then the run's plugin models."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's business
     set_threads(threads)
+    load_plugins(plugins)
 
 
 def _write_failed(cell: Cell, run_dir: Path, run_id: str, error: str, detail: str = "") -> None:
@@ -190,6 +201,7 @@ def run_grid(
     try:
         if config.run.workers <= 1:
             set_threads(config.run.threads or usable_cores())
+            load_plugins(config.run.plugins)
             for cell in todo:
                 bar.start(cell.cell_id)
                 summary.outcomes.append(execute_cell(cell_fn, cell, config, run_dir, run_dir.name))
@@ -212,7 +224,7 @@ def _run_pool(cell_fn: CellFn, todo: list[Cell], config: Config, run_dir: Path, 
     while pending or suspects:
         pool = ProcessPoolExecutor(
             config.run.workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
-            initargs=(config.run.threads,),
+            initargs=(config.run.threads, tuple(config.run.plugins)),
         )  # fmt: skip
         inflight: dict[Future, Cell] = {}
         broken = False  # a worker died: finish this pool and start a fresh one
@@ -300,22 +312,33 @@ def _record(config: Config) -> dict:
     return rec
 
 
-def open_run(config: Config, resume: str | Path | None = None) -> tuple[Config, Path]:
+def open_run(config: Config, resume: str | Path | None = None, plugins=(), record: bool = True) -> tuple[Config, Path]:
     """Resolve device/workers/threads and create (or reopen) the run folder with config.json and env.json.
 
-    On resume the folder's saved grid and training config are used; only ``config.run``'s workers and
-    threads (how the run executes, not what it measures) are taken from ``config``.
+    On resume the folder's saved grid, training config, device, dtype and plugins are used; only
+    ``config.run``'s workers and threads (how the run executes, not what it measures) are taken from
+    ``config``. ``plugins`` (the --plugin files of a resumed command) must be among the saved ones; the
+    saved ones are loaded here. ``record=False`` (a dry run) leaves env.json as it is.
     """
+    from bench.config import ConfigError
     from bench.envinfo import collect_env
 
     if resume is not None:
         run_dir = results.resolve_run_dir(resume)
         saved = Config.from_dict(json.loads((run_dir / "config.json").read_text()))
+        extra = sorted(set(map(str, plugins)) - set(saved.run.plugins))
+        if extra:
+            raise ConfigError(
+                f"--plugin {', '.join(extra)}: {run_dir} was started with plugins {list(saved.run.plugins) or 'none'} "
+                "(config.json); a resumed run keeps its models. Drop --plugin, or start a new run"
+            )
+        load_plugins(saved.run.plugins)
         run = dataclasses.replace(saved.run, workers=config.run.workers, threads=config.run.threads)
         config = resolve_parallelism(dataclasses.replace(saved, run=run), len(grid_cells(saved.grid)))
-        env = json.loads((run_dir / "env.json").read_text()) if (run_dir / "env.json").exists() else {}
-        env.setdefault("resumed", []).append(collect_env(config.run.device, config.run.dtype, config.run.threads))
-        results.write_json(run_dir / "env.json", env)
+        if record:
+            env = json.loads((run_dir / "env.json").read_text()) if (run_dir / "env.json").exists() else {}
+            env.setdefault("resumed", []).append(collect_env(config.run.device, config.run.dtype, config.run.threads))
+            results.write_json(run_dir / "env.json", env)
         return config, run_dir
     config = resolve_parallelism(config, len(grid_cells(config.grid)))
     run_dir = results.create_run_dir(config.run.out, config.run.profile)

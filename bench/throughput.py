@@ -23,7 +23,7 @@ from torch import nn
 
 from bench import envinfo, jax_peer, results, roofline, runner
 from bench.config import suggest
-from bench.engines.base import UnsupportedEngine
+from bench.engines.base import UnknownEngine, UnsupportedEngine
 from bench.timing import synchronizer, time_callable
 
 FORWARD = "forward"  # pseudo-engine: the forward pass alone (rate = samples per second)
@@ -129,7 +129,7 @@ def timed_set(names: Sequence[str], cfg: SweepConfig, engines: Mapping[str, Any]
     """name -> Timed for the sweep: the chosen engines, then `forward` and the JAX peer if asked for.
 
     `engines` maps names to objects with `supports(model, device, dtype)` and `fn(model, x)` (default:
-    `bench.engines.ENGINES`); unknown names raise KeyError with close matches.
+    `bench.engines.ENGINES`); unknown names raise UnknownEngine (a KeyError and a ValueError) with close matches.
     """
     if engines is None:
         from bench.engines import ENGINES as engines
@@ -139,7 +139,7 @@ def timed_set(names: Sequence[str], cfg: SweepConfig, engines: Mapping[str, Any]
     if unknown:
         known = [*engines, *extra]
         hints = "; ".join(f"{n!r}{suggest(n, known)}" for n in unknown)
-        raise KeyError(f"unknown engine {hints}; known: {', '.join(known)}")
+        raise UnknownEngine(f"unknown engine {hints}; known: {', '.join(known)}")
     out: dict[str, Timed] = {}
     for name in names:
         if name in engines:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from equations.base import EquationSet
+from equations.base import EquationSet, UnknownName
 
 DEFAULT_DIMS = (4, 4)
 MAX_DIM = 32
@@ -277,7 +277,7 @@ def parse_name(name: str) -> tuple[str, int, int, int]:
     if family not in FAMILIES:
         from equations.registry import suggest  # imported here: the registry imports this module
 
-        raise KeyError(f"unknown generated family {family!r} in {name!r}; {suggest(family, FAMILIES)}")
+        raise UnknownName(f"unknown generated family {family!r} in {name!r}; {suggest(family, FAMILIES)}")
     if not seed.isdigit():
         raise ValueError(f"seed {seed!r} in {name!r} must be a non-negative integer; expected {SYNTAX}")
     n_in, n_out = DEFAULT_DIMS

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from equations import generated, user
-from equations.base import EquationSet
+from equations.base import EquationSet, UnknownName
 from equations.sets import BUILTINS
 
 if TYPE_CHECKING:
@@ -54,7 +54,7 @@ def unregister(name: str) -> None:
     if name in {eq.name for eq in BUILTINS}:
         raise ValueError(f"{name!r} is a built-in equation set and cannot be unregistered")
     if name not in _REGISTRY:
-        raise KeyError(f"no registered equation set {name!r}; {suggest(name, _REGISTRY)}")
+        raise UnknownName(f"no registered equation set {name!r}; {suggest(name, _REGISTRY)}")
     del _REGISTRY[name]
 
 
@@ -70,7 +70,7 @@ def get(name: str) -> EquationSet:
     if key.startswith("file:"):
         return user.load_file(key.removeprefix("file:"))
     hint = HINT.format(families=", ".join(generated.FAMILIES))
-    raise KeyError(f"unknown equation set {name!r}; {suggest(key, catalog())} ({hint})")
+    raise UnknownName(f"unknown equation set {name!r}; {suggest(key, catalog())} ({hint})")
 
 
 def catalog() -> list[str]:
@@ -96,7 +96,7 @@ def list_names(pattern: str = "*") -> list[str]:
             matches = [get(part).name]
         names.extend(m for m in matches if m not in names)
     if not names:
-        raise KeyError(f"no equation set matches {pattern!r}; known: {', '.join(catalog())}")
+        raise UnknownName(f"no equation set matches {pattern!r}; known: {', '.join(catalog())}")
     return names
 
 

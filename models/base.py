@@ -112,6 +112,16 @@ def resolve_widths(
     return [n_in, *hidden, n_out]
 
 
+class UnknownName(KeyError, ValueError):
+    """A name that is not registered: a user mistake (the CLI prints it as one line, without a traceback).
+
+    A KeyError for dict-like lookups and a ValueError for the CLI's user-error handler; str() is the message.
+    """
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 def suggest(name: str, choices: Sequence[str]) -> str:
     """' (did you mean a, b?)' for close names, else ''."""
     close = difflib.get_close_matches(name, list(choices), n=3, cutoff=0.5)

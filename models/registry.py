@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from models.base import suggest
+from models.base import UnknownName, suggest
 
 Factory = Callable[..., nn.Module]
 
@@ -87,13 +87,13 @@ def list_models(pattern: str = "*") -> list[str]:
 
 
 def get_factory(name: str) -> Factory:
-    """The factory registered under ``name``; KeyError with close names if there is none."""
+    """The factory registered under ``name``; UnknownName (a KeyError) with close names if there is none."""
     from models.plugins import load_entry_points
 
     load_entry_points()
     if name not in _MODELS:
         hint = suggest(name, list(_MODELS))
-        raise KeyError(f"unknown model {name!r}{hint}; `python -m bench list models` lists them")
+        raise UnknownName(f"unknown model {name!r}{hint}; `python -m bench list models` lists them")
     return _MODELS[name]
 
 

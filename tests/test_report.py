@@ -19,7 +19,7 @@ from PIL import Image
 from scipy import stats
 
 from bench.cli import main
-from bench.report import SECTION_TITLES, load_run
+from bench.report import SECTION_TITLES, build_report, load_run
 from bench.report.leaderboard import leaderboard
 from bench.report.stats import aggregate, ci_halfwidth, fmt_ci
 
@@ -190,15 +190,26 @@ def test_missing_run_folder_is_a_clear_error(tmp_path, capsys):
     assert "not a run folder" in capsys.readouterr().err
 
 
-def test_metrics_csv_is_rebuilt_from_cells(tmp_path):
+def test_the_report_reads_cells_and_writes_nothing_into_its_inputs(tmp_path):
     run = rf.make_run(tmp_path, throughput=False, jacobians=False)
-    (run / "metrics.csv").unlink()
     cells = sorted((run / "cells").glob("*.csv"))
-    cells[0].unlink()  # an interrupted run: one cell fewer
+    cells[0].unlink()  # an interrupted run: one cell fewer than its (stale) metrics.csv
+    stale = (run / "metrics.csv").read_bytes()
     r = load_run(run)
-    rebuilt = pd.read_csv(run / "metrics.csv")
-    assert set(rebuilt["cell_id"]) == set(r.metrics["cell_id"])
-    assert r.metrics["cell_id"].nunique() == len(rf.grid()) - 1
+    assert r.metrics["cell_id"].nunique() == len(rf.grid()) - 1  # cells/ is the truth
+    build_report(run, tmp_path / "out")
+    assert (run / "metrics.csv").read_bytes() == stale  # a reader never rewrites its input
+    assert not (run / "report.html").exists() and (tmp_path / "out" / "report.html").exists()
+
+
+def test_a_throughput_folder_alone_can_be_reported(tmp_path):
+    folder = tmp_path / "tp"
+    folder.mkdir()
+    rf.throughput_table().to_csv(folder / "throughput.csv", index=False)
+    (folder / "env.json").write_text('{"torch": "2.13.0"}')
+    html = build_report(folder).read_text()
+    assert "Throughput" in html and "fastest engine per architecture" in html
+    assert "Skipped: no finished cell" in html  # no grid: the fidelity sections say so
 
 
 def test_ci_is_student_t_and_one_seed_says_n1():

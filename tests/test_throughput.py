@@ -309,6 +309,7 @@ def test_cli_command_writes_csv_and_prints_the_table(tmp_path, monkeypatch, caps
     real_sweep = throughput.sweep
     monkeypatch.setattr(throughput, "sweep", lambda cfg, **kw: real_sweep(cfg, model_factory=small_mlp,
                                                                          engines=ENGINES, **kw))  # fmt: skip
+    monkeypatch.setattr(cmd, "expand_models", lambda names: names)  # "tiny" is this test's own model
     parser = argparse.ArgumentParser()
     cmd.add_arguments(parser)
     out = tmp_path / "throughput.csv"
@@ -331,6 +332,27 @@ def test_cli_command_writes_csv_and_prints_the_table(tmp_path, monkeypatch, caps
 
 def test_cli_model_patterns_expand_through_the_registry():
     assert cmd.expand_models(("mlp_forum", "fastkan*", "mlp_forum")) == ("mlp_forum", "fastkan", "fastkan_noln")
+
+
+def test_cli_model_pattern_that_matches_nothing_is_a_clear_error(capsys):
+    from bench.cli import main
+
+    assert main(["throughput", "--models", "fastkn*", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "error: model pattern 'fastkn*' matches nothing" in err and "fastkan" in err
+
+
+def test_an_internal_key_error_keeps_its_traceback(monkeypatch):
+    from bench import cli
+
+    def broken(args):
+        return {}["missing"]  # a bug inside the code, not a user mistake
+
+    parser, modules = cli.build_parser()
+    monkeypatch.setattr(modules["list"], "run", broken)
+    monkeypatch.setattr(cli, "build_parser", lambda: (parser, modules))
+    with pytest.raises(KeyError, match="missing"):
+        cli.main(["list", "models"])
 
 
 def test_cli_max_batch_parses():

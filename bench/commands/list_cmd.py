@@ -1,15 +1,15 @@
-"""`python -m bench list equations|models [PATTERN]`: what can be benchmarked, as a table."""
+"""`python -m bench list equations|models|engines|profiles [PATTERN]`: what can be benchmarked, and how, as a table."""
 
 from __future__ import annotations
 
 import argparse
 
 NAME = "list"
-HELP = "list equation sets or models (name, dimensions, domain / family, parameters)"
+HELP = "list equation sets, models, Jacobian engines or run profiles"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("what", choices=["equations", "models"], help="what to list")
+    parser.add_argument("what", choices=["equations", "models", "engines", "profiles"], help="what to list")
     parser.add_argument(
         "pattern",
         nargs="?",
@@ -19,9 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.what == "equations":
-        return _list_equations(args.pattern)
-    return _list_models(args.pattern)
+    listers = {"equations": _list_equations, "models": _list_models, "engines": _list_engines,
+               "profiles": _list_profiles}  # fmt: skip
+    return listers[args.what](args.pattern)
 
 
 def _list_equations(pattern: str) -> int:
@@ -48,4 +48,61 @@ def _list_models(pattern: str) -> int:
         print("models.describe_table is not available yet: the model zoo has not landed in this checkout.")
         return 1
     print(describe_table(pattern).to_string(index=False))
+    return 0
+
+
+def _matching(names: list[str], pattern: str, kind: str) -> list[str]:
+    import fnmatch
+
+    pats = [p.strip() for p in pattern.split(",") if p.strip()] or ["*"]
+    hits = [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in pats)]
+    if not hits:
+        from bench.config import ConfigError, suggest
+
+        raise ConfigError(f"no {kind} matches {pattern!r}{suggest(pattern, names)}; {kind}s: {', '.join(names)}")
+    return hits
+
+
+def _list_engines(pattern: str) -> int:
+    """Each engine's one-line doc and what it supports (batch-sum engines need samples that do not interact)."""
+    import pandas as pd
+    import torch
+
+    import models
+    from bench.engines import AUTO_ORDER, ENGINES
+
+    zoo = {m: models.create_model(m, seed=0) for m in models.list_models()}
+    cpu = torch.device("cpu")
+    rows = []
+    for name in _matching(list(ENGINES), pattern, "engine"):
+        e = ENGINES[name]
+        off = [m for m, net in zoo.items() if e.supports(net, cpu, torch.float32) is not None]
+        supported = "every model" if not off else f"all but {', '.join(off)}"
+        needs = ["samples must not interact (checked on every batch)"] if e.batch_sum else []
+        needs += ["torch.compile (first call compiles)"] if e.compiled else []
+        rows.append({
+            "engine": name, "auto": "yes" if name in AUTO_ORDER else "no",
+            "create_graph": "yes" if e.differentiable else "no",
+            "supports (cpu, float32)": supported, "needs": "; ".join(needs) or "-", "doc": e.doc,
+        })  # fmt: skip
+    print(pd.DataFrame(rows).to_string(index=False))
+    print("\nauto: candidates of engine 'auto'; create_graph: differentiable (Sobolev training). "
+          "`python -m bench throughput` records why an engine skips a model as an `unsupported` row.")  # fmt: skip
+    return 0
+
+
+def _list_profiles(pattern: str) -> int:
+    """Each shipped profile: its cells and the first line of its header comment."""
+    import pandas as pd
+
+    from bench import config as C
+
+    names = sorted(p.stem for p in C.PROFILES_DIR.glob("*.toml"))
+    rows = []
+    for name in _matching(names, pattern, "profile"):
+        cfg = C.load_config(name)
+        lines = C.profile_path(name).read_text(encoding="utf-8").splitlines()
+        doc = next((ln.lstrip("# ").strip() for ln in lines if ln.startswith("#") and ln.strip("# ")), "")
+        rows.append({"profile": name, "cells": len(C.grid_cells(cfg.grid)), "description": doc})
+    print(pd.DataFrame(rows).to_string(index=False))
     return 0

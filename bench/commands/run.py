@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 NAME = "run"
 HELP = "train every model of a grid on every equation set and measure fit and Jacobian fidelity -> results/<run-id>/"
 
+DEFAULT_PROFILE = "quick"
 # flag -> dotted config key; the value is passed as typed (lists as comma-separated strings)
 _GRID_FLAGS = {
     "models": "grid.models", "equations": "grid.equations", "seeds": "grid.seeds", "betas": "grid.betas",
@@ -18,7 +20,10 @@ _RUN_FLAGS = {
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--profile", default="quick", help="base profile: quick (default, ~5 min on 2 cores) or full")
+    p.add_argument(
+        "--profile", default=None,
+        help=f"base profile (default {DEFAULT_PROFILE}; `python -m bench list profiles`; the README times them)",
+    )  # fmt: skip
     p.add_argument(
         "--config", metavar="FILE", help="TOML file whose keys override the profile's ([grid], [train], [run])"
     )
@@ -48,24 +53,43 @@ def _overrides(args: argparse.Namespace, flags: dict[str, str]) -> dict:
     return {key: getattr(args, flag) for flag, key in flags.items() if getattr(args, flag) is not None}
 
 
+# What --resume can honour: how the run executes (workers, threads), never what it measures or where it goes.
+_RESUMABLE = {"workers": "run.workers", "threads": "run.threads"}
+
+
+def _resume_conflicts(args: argparse.Namespace, sets: dict) -> list[str]:
+    """The flags a resumed run cannot honour (its grid, training, device, dtype and folder are saved)."""
+    flags = {**_GRID_FLAGS, **{f: k for f, k in _RUN_FLAGS.items() if f not in _RESUMABLE}}
+    bad = [f"--{f.replace('_', '-')}" for f in flags if getattr(args, f) is not None]
+    bad += [f"--set {k}" for k in sets if k not in _RESUMABLE.values()]
+    bad += ["--config"] if args.config else []
+    bad += [f"--profile {args.profile}"] if args.profile is not None else []
+    return bad
+
+
 def run(args: argparse.Namespace) -> int:
     from bench import config as C
     from bench import runner
 
     sets = C.parse_overrides(args.set)
+    plugins = [str(Path(p).resolve()) for p in getattr(args, "plugin", [])]
     if args.resume:
-        changed = [f"--{f.replace('_', '-')}" for f in _GRID_FLAGS if getattr(args, f) is not None]
-        changed += [f"--set {k}" for k in sets if not k.startswith("run.")] + (["--config"] if args.config else [])
-        if changed:
+        bad = _resume_conflicts(args, sets)
+        if bad:
             raise C.ConfigError(
-                f"--resume continues a run with its saved grid and training config; drop {', '.join(changed)} "
-                "(or start a new run without --resume)"
+                f"--resume continues a run with its saved config (grid, training, device, dtype, results folder); "
+                f"it cannot honour {', '.join(bad)}. Drop them, or start a new run without --resume "
+                "(--workers and --threads may change)"
             )
-        cfg = C.load_config(args.profile, None, {**_overrides(args, _RUN_FLAGS), **sets}, expand=False)
-        cfg, run_dir = runner.open_run(cfg, resume=args.resume)
+        cfg = C.load_config(None, None, {**_overrides(args, _RESUMABLE), **sets}, expand=False)
+        cfg, run_dir = runner.open_run(cfg, resume=args.resume, plugins=plugins, record=not args.dry_run)
+        if args.dry_run:
+            return _print_plan(cfg, runner.pending_cells(C.grid_cells(cfg.grid), run_dir, args.retry_failed))
     else:
         overrides = {**_overrides(args, _GRID_FLAGS), **_overrides(args, _RUN_FLAGS), **sets}
-        cfg = C.load_config(args.profile, args.config, overrides)
+        if plugins:
+            overrides["run.plugins"] = plugins
+        cfg = C.load_config(args.profile or DEFAULT_PROFILE, args.config, overrides)
         if args.dry_run:
             return _print_plan(cfg)
         cfg, run_dir = runner.open_run(cfg)
@@ -76,15 +100,19 @@ def run(args: argparse.Namespace) -> int:
     return runner.finish_run(summary)
 
 
-def _print_plan(cfg) -> int:
+def _print_plan(cfg, todo=None) -> int:
+    """The resolved grid and its cells; with ``todo`` (a resumed run), only the cells still to run."""
     from bench.config import grid_cells
 
     g = cfg.grid
     cells = grid_cells(g)
-    print(f"profile {cfg.run.profile}: {len(cells)} cells")
+    if todo is None:
+        print(f"profile {cfg.run.profile}: {len(cells)} cells")
+    else:
+        print(f"profile {cfg.run.profile}: {len(cells)} cells, {len(cells) - len(todo)} done, {len(todo)} to run")
     for key in ("equations", "models", "betas", "n_train", "seeds"):
         print(f"  {key}: {', '.join(map(str, getattr(g, key)))}")
     print(f"  train: {dict(cfg.train)}")
-    for c in cells:
+    for c in cells if todo is None else todo:
         print(f"  {c.cell_id}")
     return 0

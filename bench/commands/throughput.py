@@ -67,13 +67,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def expand_models(names: tuple[str, ...]) -> tuple[str, ...]:
-    """Model names with fnmatch patterns (`mlp_*`) expanded through the registry; plain names kept as given."""
-    import models
+    """Model names and fnmatch patterns (`mlp_*`), expanded as `run` does: a pattern that matches nothing or
+    an unknown name is a ConfigError with close names."""
+    from bench.config import expand_models as expand
 
-    out: list[str] = []
-    for name in names:
-        out += models.list_models(name) if any(c in name for c in "*?[") else [name]
-    return tuple(dict.fromkeys(out))
+    return expand(names)
 
 
 def config_from_args(args: argparse.Namespace):

@@ -16,10 +16,12 @@ from torch import nn
 
 from bench import coupling  # a module, not its names: bench.coupling imports bench.engines.base
 from bench.engines import autograd, compiled, functorch, kan_tangents, tangents  # noqa: F401 (kan_tangents registers rules)
-from bench.engines.base import Engine, UnsupportedEngine, model_name, tf32_enabled
+from bench.engines.base import Engine, UnknownEngine, UnsupportedEngine, model_name, tf32_enabled
 from bench.engines.chunking import chunked, default_chunk_size
 
-__all__ = ["AUTO_ORDER", "ENGINES", "Engine", "UnsupportedEngine", "choose", "jacobian", "tf32_enabled"]
+__all__ = [
+    "AUTO_ORDER", "ENGINES", "Engine", "UnknownEngine", "UnsupportedEngine", "choose", "jacobian", "tf32_enabled",
+]  # fmt: skip
 
 ENGINES: dict[str, Engine] = {
     e.name: e for mod in (autograd, functorch, tangents, compiled) for e in mod.ENGINES
@@ -59,7 +61,7 @@ def resolve(model: nn.Module, x: torch.Tensor, engine: str | Engine, create_grap
         return choose(model, x, create_graph)
     if isinstance(engine, str):
         if engine not in ENGINES:
-            raise KeyError(f"unknown engine {engine!r}; known: {', '.join(ENGINES)} or 'auto'")
+            raise UnknownEngine(f"unknown engine {engine!r}; known: {', '.join(ENGINES)} or 'auto'")
         engine = ENGINES[engine]
     reason = engine.supports(model, x.device, x.dtype)
     if reason is not None:

@@ -19,6 +19,13 @@ class UnsupportedEngine(ValueError):
     """An engine cannot compute (or cannot be trusted to compute) the Jacobian of this model; the message says why."""
 
 
+class UnknownEngine(KeyError, ValueError):
+    """An engine name that does not exist: a user mistake (KeyError for lookups, ValueError for the CLI)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 def _always(model: nn.Module, device: torch.device, dtype: torch.dtype) -> str | None:
     return None
 

@@ -69,16 +69,17 @@ def _clean_metrics(df: pd.DataFrame, source: str) -> pd.DataFrame:
 def read_metrics(run: Path) -> pd.DataFrame:
     """All metric rows of a run: the cells/ tables (the resumption unit) where present, else metrics.csv.
 
-    Rebuilds metrics.csv from cells/ when it is missing or lists other cells (an interrupted run).
+    A reader: nothing in the folder is written (an interrupted run's metrics.csv is simply not used).
+    A throughput-only folder (``python -m bench throughput`` without a grid) has no metric rows.
     """
     path = run / "metrics.csv"
     cells = results.read_cells(run)
     if cells.empty:
         if not path.exists():
+            if (run / "throughput.csv").exists():
+                return _clean_metrics(pd.DataFrame(columns=list(METRIC_COLUMNS)), str(path))
             raise FileNotFoundError(f"{run}: neither metrics.csv nor cells/*.csv (is this a run folder?)")
         return _clean_metrics(results.read_cell(path), str(path))  # as text; numbers parsed below
-    if not path.exists() or set(pd.read_csv(path, usecols=["cell_id"])["cell_id"]) != set(cells["cell_id"]):
-        results.write_metrics(run)
     return _clean_metrics(cells, f"{run / 'cells'}/*.csv")
 
 
@@ -104,9 +105,19 @@ def _read_json(path: Path) -> dict:
         raise ValueError(f"{path}: not valid JSON ({err})") from err
 
 
+def resolve_folder(path: str | os.PathLike) -> Path:
+    """A run folder (config.json), or a throughput folder (throughput.csv without a grid)."""
+    p = Path(path)
+    if not (p / "config.json").is_file() and (p / "throughput.csv").is_file():
+        return p.resolve()
+    if p.is_file() and p.name == "throughput.csv":
+        return p.parent.resolve()
+    return resolve_run_dir(p)
+
+
 def load_run(path: str | os.PathLike) -> RunData:
-    """Read a run folder (see results/README.md)."""
-    run = resolve_run_dir(path)
+    """Read a run folder or a throughput folder (see results/README.md)."""
+    run = resolve_folder(path)
     metrics = read_metrics(run)
     jac = {cid: run / "jacobians" / f"{results.cell_filename(cid)}.csv" for cid in metrics["cell_id"].unique()}
     jac = {cid: p for cid, p in jac.items() if p.exists()}

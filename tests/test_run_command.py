@@ -1,0 +1,98 @@
+"""`python -m bench run`: plugin models reach every worker and survive resume; resume honours or refuses flags."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bench.cli import main
+
+PLUGIN = textwrap.dedent('''
+    import models
+    from models.mlp import mlp
+
+
+    @models.register_model
+    def plugin_net_{tag}(n_in=4, n_out=4, width=6):
+        """A tiny MLP from a plugin file."""
+        return mlp(n_in=n_in, n_out=n_out, width=width, depth=1)
+''')
+
+
+def _plugin(tmp_path: Path, tag: str) -> Path:
+    path = tmp_path / f"my_models_{tag}.py"
+    path.write_text(PLUGIN.replace("{tag}", tag))
+    return path
+
+
+def _cells(run: Path) -> pd.DataFrame:
+    return pd.concat([pd.read_csv(f, keep_default_na=False) for f in sorted((run / "cells").glob("*.csv"))])
+
+
+@pytest.mark.slow
+def test_a_plugin_model_runs_in_two_workers_and_resumes(tmp_path):
+    plugin = _plugin(tmp_path, "a")
+    base = ["--plugin", str(plugin), "run", "--models", "plugin_net_a", "--equations", "forum4x4", "--steps", "5",
+            "--set", "grid.n_test=20", "--n-train", "32", "--workers", "2", "--threads", "1",
+            "--no-progress"]  # fmt: skip
+    assert main([*base, "--seeds", "0,1", "--out", str(tmp_path / "res")]) == 0
+    run = (tmp_path / "res" / "latest").resolve()
+    cells = _cells(run)
+    assert set(cells["status"]) == {"ok"} and cells["cell_id"].nunique() == 4  # both workers knew the model
+    assert json.loads((run / "config.json").read_text())["run"]["plugins"] == [str(plugin.resolve())]
+    (run / "cells" / sorted(p.name for p in (run / "cells").glob("*.csv"))[0]).unlink()  # one cell to redo
+    # a fresh process would not know plugin_net_a: the resumed run loads it from config.json, in its workers too
+    assert main(["run", "--resume", str(run), "--workers", "2", "--no-progress"]) == 0
+    assert set(_cells(run)["status"]) == {"ok"} and _cells(run)["cell_id"].nunique() == 4
+
+
+def test_resume_refuses_a_new_plugin(tmp_path, capsys):
+    plugin, other = _plugin(tmp_path, "b"), _plugin(tmp_path, "c")
+    args = ["--plugin", str(plugin), "run", "--models", "plugin_net_b", "--equations", "forum4x4", "--steps", "1",
+            "--set", "grid.n_test=5", "--n-train", "8", "--seeds", "0", "--betas", "1", "--workers", "1",
+            "--no-progress", "--out", str(tmp_path / "res")]  # fmt: skip
+    assert main(args) == 0
+    run = (tmp_path / "res" / "latest").resolve()
+    assert main(["--plugin", str(other), "run", "--resume", str(run)]) == 2
+    assert "a resumed run keeps its models" in capsys.readouterr().err
+
+
+@pytest.fixture
+def finished_run(tmp_path) -> Path:
+    args = ["run", "--models", "mlp_tanh", "--equations", "forum4x4", "--steps", "1", "--set", "grid.n_test=5",
+            "--n-train", "8", "--seeds", "0,1", "--betas", "1", "--workers", "1", "--no-progress",
+            "--out", str(tmp_path / "res")]  # fmt: skip
+    assert main(args) == 0
+    return (tmp_path / "res" / "latest").resolve()
+
+
+def test_resume_dry_run_stays_dry(finished_run, capsys):
+    first = sorted((finished_run / "cells").glob("*.csv"))[0]
+    first.unlink()
+    env_before = (finished_run / "env.json").read_text()
+    capsys.readouterr()
+    assert main(["run", "--resume", str(finished_run), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "1 done, 1 to run" in out and first.stem in out
+    assert not first.exists()  # nothing ran
+    assert (finished_run / "env.json").read_text() == env_before  # nothing recorded either
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [["--device", "cpu"], ["--dtype", "float64"], ["--out", "elsewhere"], ["--set", "run.engine=vmap_jacrev"],
+     ["--set", "run.jacobian_rows=3"], ["--profile", "full"], ["--steps", "3"]],
+    ids=lambda f: " ".join(f),
+)  # fmt: skip
+def test_resume_refuses_flags_it_cannot_honour(finished_run, flags, capsys):
+    assert main(["run", "--resume", str(finished_run), *flags]) == 2
+    err = capsys.readouterr().err
+    assert "cannot honour" in err and flags[0] in err and (flags[0] != "--set" or flags[1].split("=")[0] in err)
+
+
+def test_resume_takes_new_workers_and_threads(finished_run):
+    assert main(["run", "--resume", str(finished_run), "--workers", "1", "--threads", "1", "--no-progress"]) == 0
