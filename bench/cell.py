@@ -56,6 +56,23 @@ def model_overrides(model: str, grid: GridConfig, n_in: int, n_out: int) -> dict
     return kw
 
 
+def trained_configurations(config: Config) -> list[tuple[str, int, int, dict]]:
+    """Every distinct model configuration a grid trains: (model, n_in, n_out, factory overrides).
+
+    The same overrides ``run_cell`` builds its model with (``model_overrides``), so a throughput sweep of these
+    measures exactly the networks whose fidelity the run reports (``results.model_config_id`` joins them).
+    """
+    import equations
+
+    out: dict[str, tuple[str, int, int, dict]] = {}
+    for eq_name in config.grid.equations:
+        eq = equations.get(eq_name)
+        for model in config.grid.models:
+            kw = model_overrides(model, config.grid, eq.n_in, eq.n_out)
+            out.setdefault(results.model_config_id(model, eq.n_in, eq.n_out, kw), (model, eq.n_in, eq.n_out, kw))
+    return list(out.values())
+
+
 def jacobian(model: nn.Module, x: Tensor, engine: str = "auto") -> Tensor:
     """x (B, n_in) -> J (B, n_out, n_in) through bench.engines."""
     from bench.engines import jacobian as engine_jacobian
@@ -110,7 +127,8 @@ def run_cell(cell: Cell, config: Config, run_id: str) -> CellResult:
 
     pm = PhysicalModel(model, scaler).eval()
     base = {**results.cell_row(cell, run_id), "family": model.family, "params": model.param_count(),
-            "flops": model.flops_per_sample(), "status": "ok"}  # fmt: skip
+            "flops": model.flops_per_sample(), "status": "ok", "n_in": eq.n_in, "n_out": eq.n_out,
+            "model_config": results.model_config_id(cell.model, eq.n_in, eq.n_out, kw)}  # fmt: skip
     rows = []
     for split_name, ds in (("train", data.train), ("test", data.test)):
         y_pred, J_pred = predict(pm, ds.x.to(device, dtype), run.engine, f"{split_name} samples")

@@ -15,7 +15,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,9 +24,11 @@ import pandas as pd
 
 # metrics.csv columns, in order (results/README.md)
 METRIC_COLUMNS = (
-    "run_id", "cell_id", "equation", "model", "family", "params", "flops", "seed", "variant", "beta",
-    "n_train", "split", "metric", "output", "input", "bin", "value", "status", "error",
+    "run_id", "cell_id", "equation", "model", "family", "n_in", "n_out", "model_config", "params", "flops", "seed",
+    "variant", "beta", "n_train", "split", "metric", "output", "input", "bin", "value", "status", "error",
 )  # fmt: skip
+# Columns added after the first runs were written: a reader fills them in empty for older tables.
+LATER_COLUMNS = ("n_in", "n_out", "model_config")
 TMP_MARK = ".tmp-"  # temporary files are <name>.tmp-<pid>; never matched by *.csv
 LATEST = "latest"  # symlink results/latest -> <run-id>; text file LATEST where symlinks are refused
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=+-]")
@@ -38,6 +40,18 @@ class CellResult:
 
     rows: list[dict]  # metrics.csv rows (results/README.md columns)
     jacobians: pd.DataFrame | None = None  # forum layout: x1..xn, df1_dx1, df1_dx1_true, ... (<= 1000 rows)
+
+
+def model_config_id(model: str, n_in: int, n_out: int, overrides: Mapping[str, Any] | None = None) -> str:
+    """The identity of one model configuration: name, dimensions and the factory overrides that shape it.
+
+    ``mlp_tanh 4->4`` or ``mlp_tanh 8->8 {"width": 17}``: the overrides as sorted JSON (None values dropped,
+    as ``create_model`` drops them). A throughput row and a fidelity row describe the same network only
+    when this string (and the parameter count) agree: the report joins them on it.
+    """
+    kw = {k: v for k, v in sorted((overrides or {}).items()) if v is not None}
+    text = f"{model} {int(n_in)}->{int(n_out)}"
+    return f"{text} {json.dumps(kw, sort_keys=True, default=list)}" if kw else text
 
 
 def cell_row(cell: Any, run_id: str) -> dict:

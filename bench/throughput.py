@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -36,19 +36,46 @@ SMALL_BATCH_ONLY = {
 }
 
 COLUMNS = [
-    "model", "family", "params", "flops", "engine", "device", "device_name", "dtype", "tf32", "batch_size",
-    "jac_per_s", "jac_per_s_q25", "jac_per_s_q75", "repeats", "flops_per_jac", "peak_flops", "status", "error",
-    "threads",
+    "model", "family", "n_in", "n_out", "model_config", "params", "flops", "engine", "device", "device_name",
+    "dtype", "tf32", "batch_size", "jac_per_s", "jac_per_s_q25", "jac_per_s_q75", "repeats", "flops_per_jac",
+    "peak_flops", "status", "error", "threads",
 ]  # fmt: skip
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 @dataclass(frozen=True)
+class ModelSpec:
+    """One model configuration to time: a registered name, its dimensions and factory overrides.
+
+    n_in / n_out None: the factory's defaults (4 -> 4). A row's ``model_config`` is
+    ``results.model_config_id`` of the built model's dimensions and these overrides: the key the report
+    joins throughput to fidelity on.
+    """
+
+    name: str
+    n_in: int | None = None
+    n_out: int | None = None
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+
+
+def as_spec(entry: str | ModelSpec) -> ModelSpec:
+    return entry if isinstance(entry, ModelSpec) else ModelSpec(entry)
+
+
+def create_spec(spec: ModelSpec) -> nn.Module:
+    """The default model factory: ``models.create_model`` with the spec's dimensions and overrides."""
+    from models import create_model
+
+    dims = {k: v for k, v in (("n_in", spec.n_in), ("n_out", spec.n_out)) if v is not None}
+    return create_model(spec.name, **dims, **dict(spec.overrides))
+
+
+@dataclass(frozen=True)
 class SweepConfig:
     """What one sweep measures; one device and one dtype per sweep (they set TF32 and the peak)."""
 
-    models: tuple[str, ...] = ("mlp_forum",)
+    models: tuple[str | ModelSpec, ...] = ("mlp_forum",)  # names (default dimensions) or exact configurations
     engines: tuple[str, ...] = ()  # () = every registered engine
     batch_sizes: tuple[int, ...] = (1, 64, 4096, 65536)
     device: str = "auto"  # cpu | cuda | cuda:1 | auto (cuda if available)
@@ -97,11 +124,16 @@ def model_dims(model: nn.Module) -> tuple[int, int]:
     return linears[0].in_features, linears[-1].out_features
 
 
-def model_info(name: str, model: nn.Module) -> dict[str, Any]:
-    """The model columns of a row: name, family, params, flops (forward FLOPs of one sample)."""
+def model_info(spec: str | ModelSpec, model: nn.Module) -> dict[str, Any]:
+    """The model columns of a row: name, family, dimensions, configuration id, params, forward FLOPs of one sample."""
+    spec = as_spec(spec)
     count = getattr(model, "param_count", None)
+    n_in, n_out = model_dims(model)
     return {
-        "model": name,
+        "model": spec.name,
+        "n_in": n_in,
+        "n_out": n_out,
+        "model_config": results.model_config_id(spec.name, n_in, n_out, spec.overrides),
         "family": getattr(model, "family", type(model).__name__.lower()),
         "params": int(count()) if callable(count) else sum(p.numel() for p in model.parameters()),
         "flops": roofline.forward_flops(model),
@@ -188,12 +220,12 @@ def sweep(
 
     Args:
         cfg: what to measure.
-        model_factory: name -> nn.Module (default `models.create_model`).
+        model_factory: ModelSpec -> nn.Module (default `create_spec`: models.create_model).
         engines: name -> engine (default `bench.engines.ENGINES`).
         on_row: called with each row as soon as it is measured (progress output).
     """
     if model_factory is None:
-        from models import create_model as model_factory
+        model_factory = create_spec
     device, dtype = resolve_device(cfg.device), resolve_dtype(cfg.dtype)
     timed = timed_set(cfg.engines, cfg, engines)
     with roofline.tf32_mode(cfg.allow_tf32):
@@ -206,8 +238,8 @@ def sweep(
             "peak_flops": _peak(device, dtype, cfg.allow_tf32) if cfg.measure_peak else math.nan,
         }
         rows = []
-        for model_name in cfg.models:
-            for row in _sweep_model(model_name, model_factory, timed, device, dtype, cfg):
+        for entry in cfg.models:
+            for row in _sweep_model(as_spec(entry), model_factory, timed, device, dtype, cfg):
                 row = {c: {**common, **row}.get(c, math.nan if c.startswith("jac_per_s") else "") for c in COLUMNS}
                 rows.append(row)
                 if on_row is not None:
@@ -222,12 +254,13 @@ def _peak(device: torch.device, dtype: torch.dtype, allow_tf32: bool) -> float:
         return math.nan
 
 
-def _sweep_model(model_name, model_factory, timed: Mapping[str, Timed], device, dtype, cfg: SweepConfig):
-    """Rows (without the device columns) of one model: every batch size x every timed thing."""
+def _sweep_model(spec: ModelSpec, model_factory, timed: Mapping[str, Timed], device, dtype, cfg: SweepConfig):
+    """Rows (without the device columns) of one model configuration: every batch size x every timed thing."""
+    model_name = spec.name
     try:
         torch.manual_seed(cfg.seed)
-        model = model_factory(model_name).to(device=device, dtype=dtype).eval().requires_grad_(False)
-        info = model_info(model_name, model)
+        model = model_factory(spec).to(device=device, dtype=dtype).eval().requires_grad_(False)
+        info = model_info(spec, model)
         info["flops_per_jac"] = roofline.jacobian_flops(model, model_dims(model)[0])
     except Exception as err:
         for batch in cfg.batch_sizes:
@@ -267,6 +300,11 @@ def write_csv(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, append
     results.atomic_write_csv(path, df)
 
 
+def _config(row: Mapping[str, Any]) -> str:
+    """The row's configuration id (its model name where an older table has none)."""
+    return str(row.get("model_config") or row["model"])
+
+
 def summary(rows: Sequence[Mapping[str, Any]]):
     """The rows with derived ratios, for printing (a pandas DataFrame of raw numbers; NaN where undefined).
 
@@ -278,13 +316,13 @@ def summary(rows: Sequence[Mapping[str, Any]]):
 
     rate, loop_largest = {}, {}
     for r in sorted((r for r in rows if r["status"] == "ok"), key=lambda r: r["batch_size"]):
-        rate[r["model"], r["device"], r["dtype"], r["batch_size"], r["engine"]] = r["jac_per_s"]
+        rate[_config(r), r["device"], r["dtype"], r["batch_size"], r["engine"]] = r["jac_per_s"]
         if r["engine"] == LOOP:
-            loop_largest[r["model"], r["device"], r["dtype"]] = r["jac_per_s"]
+            loop_largest[_config(r), r["device"], r["dtype"]] = r["jac_per_s"]
     nan = math.nan
     out = []
     for r in rows:
-        key = (r["model"], r["device"], r["dtype"], r["batch_size"])
+        key = (_config(r), r["device"], r["dtype"], r["batch_size"])
         jps = r["jac_per_s"] if r["status"] == "ok" else nan
         is_jac = r["engine"] != FORWARD
         loop = rate.get((*key, LOOP), loop_largest.get(key[:3], nan))
@@ -294,6 +332,7 @@ def summary(rows: Sequence[Mapping[str, Any]]):
             roof = nan
         out.append({
             **{c: r[c] for c in ("model", "device", "dtype", "batch_size", "engine", "jac_per_s_q25", "jac_per_s_q75")},
+            "model_config": _config(r),
             "jac_per_s": jps,
             "x_loop": jps / loop if is_jac else nan,
             "x_jax": jps / rate.get((*key, jax_peer.ENGINE), nan) if is_jac else nan,

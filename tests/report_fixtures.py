@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.results import cell_filename
+from bench.results import cell_filename, model_config_id
 
 EQUATIONS = {  # name -> (input names, output names, lower, upper)
     "forum4x4": (("x1", "x2", "x3", "x4"), ("f1", "f2", "f3", "f4"), (0.5, 1.0, 0.0, 2.0), (1.5, 3.0, 1.0, 4.0)),
@@ -132,6 +132,9 @@ def metrics_table(run_id: str) -> pd.DataFrame:
             equation=eq,
             model=model,
             family=MODELS[model][0],
+            n_in=len(EQUATIONS[eq][0]),
+            n_out=len(EQUATIONS[eq][1]),
+            model_config=model_config_id(model, len(EQUATIONS[eq][0]), len(EQUATIONS[eq][1])),
             params=params_of(model, eq),
             flops=2 * params_of(model, eq),
             seed=seed,
@@ -171,9 +174,13 @@ def jacobian_table(eq: str, model: str, n: int = 200, seed: int = 0) -> pd.DataF
 
 
 def throughput_table() -> pd.DataFrame:
-    """throughput.csv: cpu and cuda rows, every engine, the JAX peer for the MLPs only, and forward-pass rows."""
+    """throughput.csv: cpu and cuda rows, every engine, the JAX peer for the MLPs only, and forward-pass rows.
+
+    Only the forum4x4 configurations (4 -> 4) are measured: gen:smooth:3's 3 -> 2 networks have no speed.
+    """
     rows = []
     n_in = len(EQUATIONS["forum4x4"][0])
+    n_out = len(EQUATIONS["forum4x4"][1])
     for model, (family, _, _, _) in MODELS.items():
         params = params_of(model, "forum4x4")
         flops = 2 * params
@@ -182,6 +189,7 @@ def throughput_table() -> pd.DataFrame:
             limit = peak / flops_per_jac
             for engine in ENGINES:
                 base = dict(model=model, family=family, params=params, flops=flops, engine=engine, device=device)
+                base.update(n_in=n_in, n_out=n_out, model_config=model_config_id(model, n_in, n_out))
                 base.update(device_name=device_name, dtype="float32", tf32=False, repeats=5)
                 base.update(flops_per_jac=flops if engine == "forward" else flops_per_jac, peak_flops=peak)
                 if engine.startswith("jax") and family != "mlp":

@@ -118,6 +118,32 @@ def test_leaderboard_best_values_are_marked(board, html, md):
     assert not board["engine_cpu"].str.startswith("jax").any()
 
 
+def test_speed_belongs_to_the_exact_configuration_measured(board, html):
+    # The sweep measured the 4 -> 4 networks only: gen:smooth:3's 3 -> 2 networks (other parameter counts) get
+    # no speed, never their 4 -> 4 namesake's.
+    forum = board[board["equation"] == "forum4x4"]
+    gen = board[board["equation"] == "gen:smooth:3"]
+    assert forum["jac_per_s_cpu"].notna().all() and not forum["speed_missing"].any()
+    assert gen["jac_per_s_cpu"].isna().all() and gen["jac_per_s_cuda"].isna().all() and gen["speed_missing"].all()
+    cap = html.index("<caption>gen:smooth:3")
+    table = html[cap : html.index("</table>", cap)]
+    assert "not measured†" in table and "exact configuration" in table
+
+
+def test_a_neighbours_speed_is_never_joined(tmp_path):
+    # Same model name and dimensions, other overrides (a --match-params run): no match; same id but another
+    # parameter count: no match either.
+    run = rf.make_run(tmp_path, jacobians=False)
+    t = pd.read_csv(run / "throughput.csv")
+    t["model_config"] = t["model_config"] + ' {"width": 17}'
+    t.to_csv(run / "throughput.csv", index=False)
+    assert leaderboard(load_run(run))["jac_per_s_cpu"].isna().all()
+    t = rf.throughput_table()
+    t["params"] += 1
+    t.to_csv(run / "throughput.csv", index=False)
+    assert leaderboard(load_run(run))["jac_per_s_cpu"].isna().all()
+
+
 def test_failed_cell_is_listed_and_counted(board, html, md):
     eq, model, variant, beta, n, seed = rf.FAILED
     cid = rf.cell_id(eq, model, variant, beta, n, seed)
@@ -208,7 +234,7 @@ def test_a_throughput_folder_alone_can_be_reported(tmp_path):
     rf.throughput_table().to_csv(folder / "throughput.csv", index=False)
     (folder / "env.json").write_text('{"torch": "2.13.0"}')
     html = build_report(folder).read_text()
-    assert "Throughput" in html and "fastest engine per architecture" in html
+    assert "Throughput" in html and "fastest engine per model configuration" in html
     assert "Skipped: no finished cell" in html  # no grid: the fidelity sections say so
 
 

@@ -96,3 +96,26 @@ def test_resume_refuses_flags_it_cannot_honour(finished_run, flags, capsys):
 
 def test_resume_takes_new_workers_and_threads(finished_run):
     assert main(["run", "--resume", str(finished_run), "--workers", "1", "--threads", "1", "--no-progress"]) == 0
+
+
+@pytest.mark.slow
+def test_throughput_from_a_run_measures_the_configurations_it_trained(tmp_path):
+    # sine1d is 1 -> 1 and --match-params resizes every model: the default 4 -> 4 networks are other networks.
+    args = ["run", "--models", "mlp_tanh,chebykan", "--equations", "forum4x4,sine1d", "--match-params", "300",
+            "--steps", "1", "--set", "grid.n_test=5", "--n-train", "8", "--seeds", "0", "--betas", "1",
+            "--workers", "1", "--no-progress", "--out", str(tmp_path / "res")]  # fmt: skip
+    assert main(args) == 0
+    run = (tmp_path / "res" / "latest").resolve()
+    assert main(["throughput", "--from-run", str(run), "--engines", "vmap_jacrev", "--batch-sizes", "4",
+                 "--repeats", "1", "--warmup", "0", "--no-jax", "--device", "cpu"]) == 0  # fmt: skip
+    from bench.report.leaderboard import leaderboard
+    from bench.report.load import load_run
+
+    data = load_run(run)
+    cells = data.ok.drop_duplicates(["equation", "model"]).set_index("model_config")["params"]
+    speed = data.throughput[data.throughput["engine"] == "vmap_jacrev"].set_index("model_config")["params"]
+    assert len(cells) == 4 and sorted(cells.index) == sorted(speed.index)  # one measured row per trained network
+    assert (speed[cells.index] == cells).all()  # and the parameter counts agree
+    assert "sine1d" not in str(cells.index) and any("1->1" in c for c in cells.index)
+    board = leaderboard(data)
+    assert board["jac_per_s_cpu"].notna().all() and not board["speed_missing"].any()

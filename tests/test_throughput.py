@@ -106,8 +106,8 @@ def test_sweep_records_every_status_and_goes_on():
 
 
 def test_sweep_with_a_failing_model_factory_records_failed_rows():
-    def factory(name):
-        raise KeyError(f"no model {name!r}")
+    def factory(spec):
+        raise KeyError(f"no model {spec.name!r}")
 
     rows = run_sweep(fast_cfg(engines=("vmap_jacrev",), forward=False), factory=factory)
     assert [(r["engine"], r["batch_size"], r["status"]) for r in rows] == [
@@ -323,7 +323,7 @@ def test_cli_command_writes_csv_and_prints_the_table(tmp_path, monkeypatch, caps
     finally:
         torch.set_num_threads(threads)
     text = capsys.readouterr().out
-    assert "tiny  batch 8" in text and "x loop" in text and "failed: RuntimeError: boom" in text
+    assert "tiny 3->2  batch 8" in text and "x loop" in text and "failed: RuntimeError: boom" in text
     assert "best jacbench engine: vmap_jacrev" in text
     df = pd.read_csv(out, keep_default_na=False)
     assert set(df.engine) == {"loop", "vmap_jacrev", "explodes", FORWARD} and set(df.threads) == {1}

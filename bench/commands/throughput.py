@@ -37,8 +37,16 @@ def _caps(text: str) -> tuple[tuple[str, int], ...]:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--models", type=_names, default=("mlp_forum",), help="comma-separated model names or patterns (mlp_*)"
-    )
+        "--models", type=_names, default=None,
+        help="comma-separated model names or patterns (mlp_*), at their default 4 -> 4 configuration (default "
+        "mlp_forum); with --from-run, keeps only the run's configurations of these models",
+    )  # fmt: skip
+    p.add_argument(
+        "--from-run", metavar="RUN_DIR",
+        help="measure exactly the model configurations a run trained (dimensions of each equation set, "
+        "--match-params sizes, model overrides), so its report can show their speed; --out defaults to "
+        "RUN_DIR/throughput.csv",
+    )  # fmt: skip
     p.add_argument("--engines", type=_names, default=(), help="comma-separated engine names (default: all)")
     p.add_argument(
         "--batch-sizes", type=_sizes, default=None, help=f"default {CPU_BATCHES} on cpu, {CUDA_BATCHES} on cuda"
@@ -61,8 +69,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
-        "--out", default=None, help="CSV path (default results/<time>-throughput/throughput.csv, with env.json)"
-    )
+        "--out", default=None,
+        help="CSV path (default results/<time>-throughput/throughput.csv with env.json; with --from-run, the run's "
+        "throughput.csv)",
+    )  # fmt: skip
     p.add_argument("--append", action="store_true", help="add the rows to an existing --out file")
 
 
@@ -74,14 +84,40 @@ def expand_models(names: tuple[str, ...]) -> tuple[str, ...]:
     return expand(names)
 
 
+def run_specs(run_dir: str, names: tuple[str, ...] | None):
+    """The model configurations a run trained (its config.json), optionally only those of ``names``."""
+    import json
+
+    from bench import results, runner, throughput
+    from bench.cell import trained_configurations
+    from bench.config import Config, ConfigError
+
+    folder = results.resolve_run_dir(run_dir)
+    cfg = Config.from_dict(json.loads((folder / "config.json").read_text()))
+    runner.load_plugins(cfg.run.plugins)
+    specs = [throughput.ModelSpec(m, n_in, n_out, kw) for m, n_in, n_out, kw in trained_configurations(cfg)]
+    if names is not None:
+        keep = set(expand_models(names))
+        specs = [s for s in specs if s.name in keep]
+        if not specs:
+            raise ConfigError(
+                f"--models {','.join(names)}: {folder} trained none of them ({', '.join(cfg.grid.models)})"
+            )
+    return tuple(specs), folder
+
+
 def config_from_args(args: argparse.Namespace):
     """The sweep's SweepConfig from the parsed arguments (imports torch: only when the command runs)."""
     from bench import throughput
 
     device = throughput.resolve_device(args.device)
     sizes = args.batch_sizes or _sizes(CUDA_BATCHES if device.type == "cuda" else CPU_BATCHES)
+    if getattr(args, "from_run", None):
+        models, _ = run_specs(args.from_run, args.models)
+    else:
+        models = expand_models(args.models or ("mlp_forum",))
     return throughput.SweepConfig(
-        models=expand_models(args.models),
+        models=models,
         engines=args.engines,
         batch_sizes=sizes,
         device=str(device),
@@ -99,7 +135,11 @@ def config_from_args(args: argparse.Namespace):
 
 def _progress(row: dict) -> None:
     value = f"{row['jac_per_s']:.3g}/s" if row["status"] == "ok" else f"{row['status']}: {row['error'][:90]}"
-    print(f"  {row['model']} B={row['batch_size']} {row['engine']}: {value}", file=sys.stderr, flush=True)
+    print(
+        f"  {row['model_config'] or row['model']} B={row['batch_size']} {row['engine']}: {value}",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def _fmt(v: float, spec: str) -> str:
@@ -112,7 +152,7 @@ def format_table(rows: list[dict]) -> str:
 
     df = throughput.summary(rows)
     lines = []
-    for (model, batch), block in df.groupby(["model", "batch_size"], sort=False):
+    for (model, batch), block in df.groupby(["model_config", "batch_size"], sort=False):
         lines.append(f"\n{model}  batch {batch}")
         lines.append(
             f"  {'engine':<28}{'jac/s':>11}{'[q25, q75]':>22}{'x loop':>9}{'x JAX':>8}{'roofline':>9}{'jac/fwd':>9}"
@@ -145,7 +185,10 @@ def run(args: argparse.Namespace) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     cfg = config_from_args(args)
-    out = Path(args.out or Path("results") / results.new_run_id("throughput") / "throughput.csv")
+    default = Path("results") / results.new_run_id("throughput") / "throughput.csv"
+    if args.from_run:
+        default = results.resolve_run_dir(args.from_run) / "throughput.csv"
+    out = Path(args.out or default)
     print(f"throughput sweep on {cfg.device}, {cfg.dtype}, {torch.get_num_threads()} torch threads, "
           f"{jax_peer.version()}; writing {out}", file=sys.stderr)  # fmt: skip
     rows = throughput.sweep(cfg, on_row=_progress)

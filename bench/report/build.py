@@ -11,7 +11,7 @@ import numpy as np
 
 from bench.report import fig_fidelity, fig_speed, fig_training, style
 from bench.report.leaderboard import best_throughput, leaderboard, leaderboard_table
-from bench.report.load import RunData, load_run
+from bench.report.load import RunData, load_run, speed_key
 from bench.report.render import Code, Note, Section, Table, plot, pretty_json, to_html, to_markdown
 from bench.report.stats import fmt_key, fmt_num
 
@@ -81,19 +81,20 @@ def _leaderboard(run: RunData) -> Section:
 def best_engine_table(run: RunData) -> Table:
     """Fastest torch engine per architecture and device, its share of the FLOP limit, and the JAX peer."""
     best = best_throughput(run.throughput)
-    peer = best_throughput(run.throughput, peers=True)[["model", "device", "jac_per_s", "engine"]]
-    best = best.merge(peer, on=["model", "device"], how="left", suffixes=("", "_peer"))
+    peer = best_throughput(run.throughput, peers=True)[["config", "device", "jac_per_s", "engine"]]
+    best = best.merge(peer, on=["config", "device"], how="left", suffixes=("", "_peer"))
     best = best.sort_values(["device", "jac_per_s"], ascending=[True, False])
-    cols = ["architecture", "family", "device", "dtype", "fastest engine", "batch size", "Jacobians/s"]
+    cols = ["configuration", "family", "params", "device", "dtype", "fastest engine", "batch size", "Jacobians/s"]
     cols += ["FLOP limit (Jacobians/s)", "% of limit", "JAX peer", "JAX peer Jacobians/s"]
     rows = []
     for _, r in best.iterrows():
         limit = r["peak_flops"] / r["flops_per_jac"]
         pct = f"{100 * r['jac_per_s'] / limit:.1f}%" if np.isfinite(limit) and limit > 0 else "–"
         peer_engine = r["engine_peer"] if isinstance(r["engine_peer"], str) else "–"
-        row = [r["model"], r["family"], r["device"], r["dtype"], r["engine"], fmt_key(r["batch_size"])]
+        row = [r["config"], r["family"], fmt_key(r["params"]), r["device"], r["dtype"], r["engine"]]
+        row += [fmt_key(r["batch_size"])]
         rows.append([*row, fmt_num(r["jac_per_s"]), fmt_num(limit), pct, peer_engine, fmt_num(r["jac_per_s_peer"])])
-    return Table(cols, rows, caption="fastest engine per architecture and device (over batch sizes)")
+    return Table(cols, rows, caption="fastest engine per model configuration and device (over batch sizes)")
 
 
 def _throughput(run: RunData) -> list[Section]:
@@ -102,9 +103,10 @@ def _throughput(run: RunData) -> list[Section]:
     if run.throughput is not None:
         t.add(best_engine_table(run))
         bad = run.throughput[run.throughput["status"] != "ok"]
-        bad = bad.drop_duplicates(["model", "engine", "device", "dtype", "status", "error"])
+        bad = bad.assign(configuration=speed_key(bad))
+        bad = bad.drop_duplicates(["configuration", "engine", "device", "dtype", "status", "error"])
         if not bad.empty:
-            cols = ["model", "engine", "device", "dtype", "status", "error"]
+            cols = ["configuration", "engine", "device", "dtype", "status", "error"]
             t.add(Table(cols, bad[cols].astype(str).values.tolist(), caption="engines not timed, and why", text=True))
     a = Section("Accuracy vs speed", GUIDES["Accuracy vs speed"])
     eq = main_equation(run)

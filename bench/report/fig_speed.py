@@ -13,8 +13,8 @@ from matplotlib.lines import Line2D
 
 from bench.report import style
 from bench.report.fig_fidelity import models_in_order, reference_rows, test_metric
-from bench.report.leaderboard import FORWARD, PEER_PREFIX, best_throughput
-from bench.report.load import RunData
+from bench.report.leaderboard import FORWARD, MISSING_NOTE, PEER_PREFIX, attach_throughput
+from bench.report.load import RunData, speed_key
 
 
 def measured(run: RunData) -> pd.DataFrame:
@@ -62,7 +62,9 @@ def throughput_curves(run: RunData) -> Figure | str:
     if t.empty:
         return "no throughput.csv in this run" if run.throughput is None else "throughput.csv has no timed (ok) rows"
     devices = sorted(t["device"].unique())
-    models = models_in_order(t)
+    t = t.assign(config=speed_key(t))
+    order = {m: i for i, m in enumerate(models_in_order(t))}
+    models = sorted(t["config"].unique(), key=lambda c: (order[t.loc[t["config"] == c, "model"].iloc[0]], c))
     palette = style.engine_palette(t["engine"].unique())
     names = {d: t.loc[t["device"] == d, "device_name"].iloc[0] for d in devices}
     if len(devices) == 1:  # one device: models wrap into a grid, the device goes into the figure title
@@ -73,7 +75,7 @@ def throughput_curves(run: RunData) -> Figure | str:
         cells = [(m, d) for m in models for d in devices]
     fig, axes = style.new_figure(ncols, nrows, width=3.8, height=2.6)
     for i, (ax, (model, device)) in enumerate(zip(axes.flat, cells, strict=False)):
-        _throughput_panel(ax, t[(t["model"] == model) & (t["device"] == device)], palette)
+        _throughput_panel(ax, t[(t["config"] == model) & (t["device"] == device)], palette)
         if len(devices) == 1:
             ax.set_title(model)
         else:  # the first row names the device of each column
@@ -98,12 +100,17 @@ def pareto_front(points: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
 
 def accuracy_vs_speed(run: RunData, equation: str) -> Figure | str:
     """Jacobian error (reference training) against the best torch engine's Jacobians/s, a panel per device."""
-    best = best_throughput(run.throughput)
     err = reference_rows(test_metric(run, "jac_rel_fro_median"))
-    err = err[err["equation"] == equation].groupby(["model", "family"])["value"].mean().rename("jac").reset_index()
-    df = err.merge(best.drop(columns="family"), on="model")
+    err = err[err["equation"] == equation]
+    keys = ["model", "family", "model_config", "params"]
+    err = err.groupby(keys, dropna=False)["value"].mean().rename("jac").reset_index()
+    joined = attach_throughput(err, run.throughput)  # the speed of exactly the configuration trained
+    speed = [c for c in joined.columns if c.startswith("jac_per_s_")]
+    df = joined.melt(id_vars=[*keys, "jac"], value_vars=speed, var_name="device", value_name="jac_per_s")
+    df = df.assign(device=df["device"].str.removeprefix("jac_per_s_")).dropna(subset=["jac_per_s"])
+    missing = sorted(joined.loc[joined["speed_missing"], "model"]) if "speed_missing" in joined else []
     if df.empty:
-        return "no architecture has both a Jacobian error and a throughput measurement"
+        return "no architecture has both a Jacobian error and a throughput measurement of the same configuration"
     devices = sorted(df["device"].unique())
     palette = style.family_palette(df["family"].unique())
     models = models_in_order(df)
@@ -124,4 +131,7 @@ def accuracy_vs_speed(run: RunData, equation: str) -> Figure | str:
     ring = {"marker": "o", "markersize": 14, "markerfacecolor": "none", "markeredgecolor": "0.4"}
     handles.append(Line2D([], [], color="0.4", linestyle="--", label="Pareto front", **ring))
     style.legend_outside(fig, handles, "architecture")
+    if missing:
+        fig.text(0.01, -0.02, f"Not shown ({', '.join(missing)}): {MISSING_NOTE.removeprefix('† ')}", fontsize=7,
+                 ha="left", va="top", wrap=True)  # fmt: skip
     return fig

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from bench.report.load import RunData, largest_n_train
+from bench.report.load import RunData, largest_n_train, speed_key
 from bench.report.render import Table
 from bench.report.stats import CONFIG_KEYS, aggregate, fmt_ci, fmt_key, fmt_num
 from bench.report.style import training_label
@@ -20,6 +20,12 @@ SCORES = {  # metric (test split) -> (column title, whether larger is better)
     "jac_rel_fro_median": ("Jacobian rel. err. median", False),
     "jac_rel_fro_p90": ("Jacobian rel. err. p90", False),
 }
+NOT_MEASURED = "not measured†"
+MISSING_NOTE = (
+    "† no throughput row of this exact configuration (model, dimensions, overrides, parameter count); "
+    "another configuration's speed is never shown in its place. `python -m bench throughput --from-run RUN_DIR` "
+    "measures the configurations a run trained"
+)
 PEER_PREFIX = "jax"  # engines that are a peer implementation, not a way to run the torch model
 FORWARD = "forward"  # pseudo-engine of throughput.csv: the forward pass alone (samples/s), a yardstick
 
@@ -30,18 +36,38 @@ def training_order(df: pd.DataFrame) -> pd.Series:
 
 
 def best_throughput(throughput: pd.DataFrame | None, peers: bool = False) -> pd.DataFrame:
-    """Fastest torch engine (or, with ``peers``, fastest JAX peer) per (model, device), over batch sizes and dtypes.
+    """Fastest torch engine (or, with ``peers``, fastest JAX peer) per (configuration, device), over batch sizes
+    and dtypes.
 
-    Columns: model, family, device, jac_per_s, engine, dtype, batch_size, flops_per_jac, peak_flops.
+    Columns: config (``model_config``, or the model name in tables that recorded none), model_config, model,
+    family, params, device, jac_per_s, engine, dtype, batch_size, flops_per_jac, peak_flops.
     """
-    cols = ["model", "family", "device", "jac_per_s", "engine", "dtype", "batch_size", "flops_per_jac", "peak_flops"]
+    cols = ["config", "model_config", "model", "family", "params", "device", "jac_per_s", "engine", "dtype"]
+    cols += ["batch_size", "flops_per_jac", "peak_flops"]
     if throughput is None:
         return pd.DataFrame(columns=cols)
     t = throughput[(throughput["status"] == "ok") & np.isfinite(throughput["jac_per_s"])]
     t = t[(t["engine"].str.startswith(PEER_PREFIX) == peers) & (t["engine"] != FORWARD)]
     if t.empty:
         return pd.DataFrame(columns=cols)
-    return t.loc[t.groupby(["model", "device"])["jac_per_s"].idxmax(), cols].reset_index(drop=True)
+    t = t.assign(config=speed_key(t))
+    return t.loc[t.groupby(["config", "device"])["jac_per_s"].idxmax(), cols].reset_index(drop=True)
+
+
+def attach_throughput(df: pd.DataFrame, throughput: pd.DataFrame | None) -> pd.DataFrame:
+    """Add ``jac_per_s_<device>`` / ``engine_<device>`` to fidelity rows (with model_config and params) from the
+    throughput rows of exactly that configuration: same model_config and parameter count. A row without a
+    matching measurement gets NaN, never another configuration's number (``speed_missing`` marks it)."""
+    best = best_throughput(throughput)
+    best = best[best["model_config"] != ""]  # older tables: what was measured is unknown, so nothing matches
+    out = df.copy()
+    for device in sorted(best["device"].unique()):
+        b = best[best["device"] == device][["model_config", "params", "jac_per_s", "engine"]]
+        b = b.rename(columns={"jac_per_s": f"jac_per_s_{device}", "engine": f"engine_{device}"})
+        out = out.merge(b, on=["model_config", "params"], how="left")
+    speed = [c for c in out.columns if c.startswith("jac_per_s_")]
+    out["speed_missing"] = out[speed].isna().any(axis=1) if speed else throughput is not None
+    return out
 
 
 def leaderboard(run: RunData) -> pd.DataFrame:
@@ -59,14 +85,8 @@ def leaderboard(run: RunData) -> pd.DataFrame:
     wide = agg.set_index([*CONFIG_KEYS, "metric"])[["mean", "ci", "n"]].unstack("metric")
     wide.columns = [f"{metric}_{stat}" for stat, metric in wide.columns]
     wide = wide.reset_index()
-    cost = ok.groupby(["equation", "model"], dropna=False)[["params", "flops"]].first().reset_index()
-    wide = wide.merge(cost, on=["equation", "model"], how="left")
-    best = best_throughput(run.throughput)
-    for device in sorted(best["device"].unique()):
-        b = best[best["device"] == device].rename(
-            columns={"jac_per_s": f"jac_per_s_{device}", "engine": f"engine_{device}"}
-        )
-        wide = wide.merge(b[["model", f"jac_per_s_{device}", f"engine_{device}"]], on="model", how="left")
+    cost = ok.groupby(["equation", "model"], dropna=False)[["params", "flops", "model_config"]].first().reset_index()
+    wide = attach_throughput(wide.merge(cost, on=["equation", "model"], how="left"), run.throughput)
     wide["training"] = [training_label(v, b) for v, b in zip(wide["variant"], wide["beta"], strict=True)]
     wide["_order"] = training_order(wide)
     jac = wide.get("jac_rel_fro_median_mean", pd.Series(np.nan, index=wide.index))
@@ -102,7 +122,7 @@ def leaderboard_table(board: pd.DataFrame, equation: str) -> Table:
             fmt_ci(r.get(f"{m}_mean", np.nan), r.get(f"{m}_ci", np.nan), int(r.get(f"{m}_n", 0) or 0)) for m in SCORES
         ]
         for d in devices:
-            row.append(fmt_num(r[f"jac_per_s_{d}"]))
+            row.append(fmt_num(r[f"jac_per_s_{d}"]) if np.isfinite(r[f"jac_per_s_{d}"]) else NOT_MEASURED)
         rows.append(row)
     bold = set()
     first_score = columns.index(next(iter(SCORES.values()))[0])
@@ -113,4 +133,6 @@ def leaderboard_table(board: pd.DataFrame, equation: str) -> Table:
         bold |= {(i, first_score + len(SCORES) + k) for i in _best_rows(df[f"jac_per_s_{d}"], True)}
     n_train = sorted(df["n_train"].dropna().unique())
     caption = f"{equation}: test split, n_train = {', '.join(fmt_key(n) for n in n_train)}"
+    if "speed_missing" in df and df["speed_missing"].any():
+        caption += f". {NOT_MEASURED}: {MISSING_NOTE}"
     return Table(columns, rows, bold, caption)

@@ -16,10 +16,20 @@ import pandas as pd
 from bench import results  # the runner's side of the folder contract (pandas only, no torch)
 from bench.results import METRIC_COLUMNS, resolve_run_dir
 
-_TEXT = ["run_id", "cell_id", "equation", "model", "family", "variant", "split", "metric", "output", "input"]
-_TEXT += ["status", "error"]
-_NUMBER = ["params", "flops", "seed", "beta", "n_train", "bin", "value"]
-THROUGHPUT_NUMBERS = ["params", "flops", "batch_size", "jac_per_s", "jac_per_s_q25", "jac_per_s_q75", "repeats"]
+_TEXT = ["run_id", "cell_id", "equation", "model", "family", "model_config", "variant", "split", "metric"]
+_TEXT += ["output", "input", "status", "error"]
+_NUMBER = ["n_in", "n_out", "params", "flops", "seed", "beta", "n_train", "bin", "value"]
+THROUGHPUT_NUMBERS = [
+    "n_in",
+    "n_out",
+    "params",
+    "flops",
+    "batch_size",
+    "jac_per_s",
+    "jac_per_s_q25",
+    "jac_per_s_q75",
+    "repeats",
+]
 THROUGHPUT_NUMBERS += ["flops_per_jac", "peak_flops"]
 
 
@@ -54,10 +64,13 @@ class RunData:
 
 
 def _clean_metrics(df: pd.DataFrame, source: str) -> pd.DataFrame:
-    missing = [c for c in METRIC_COLUMNS if c not in df.columns]
+    missing = [c for c in METRIC_COLUMNS if c not in df.columns and c not in results.LATER_COLUMNS]
     if missing:
         raise ValueError(f"{source}: missing columns {missing} (see results/README.md)")
     df = df.copy()
+    for c in results.LATER_COLUMNS:  # tables from before these columns existed: no configuration recorded
+        if c not in df.columns:
+            df[c] = ""
     for c in _TEXT:
         df[c] = df[c].fillna("").astype(str)
     for c in _NUMBER:
@@ -91,9 +104,15 @@ def read_throughput(run: Path) -> pd.DataFrame | None:
     for c in THROUGHPUT_NUMBERS:
         if c in df.columns:
             df[c] = pd.to_numeric(df[c], errors="coerce")
-    for c in ("model", "family", "engine", "device", "device_name", "dtype", "status", "error"):
-        df[c] = df[c].fillna("").astype(str) if c in df.columns else ""
+    for c in ("model", "family", "model_config", "engine", "device", "device_name", "dtype", "status", "error"):
+        df[c] = df[c].astype(object).fillna("").astype(str) if c in df.columns else ""
     return df
+
+
+def speed_key(df: pd.DataFrame) -> pd.Series:
+    """The configuration a throughput row measured; the bare model name where an older table recorded none
+    (good for labels only: such rows are never joined to fidelity rows)."""
+    return df["model_config"].where(df["model_config"] != "", df["model"])
 
 
 def _read_json(path: Path) -> dict:
