@@ -88,10 +88,14 @@ def jacobian(
     if x.dim() != 2:
         raise ValueError(f"x must be (B, n_in), got shape {tuple(x.shape)}")
     eng = resolve(model, x, engine, create_graph)
-    if eng.batch_sum:
-        coupling.require_batch_independent(model, x, eng.name)
+
+    def one_chunk(xc: torch.Tensor) -> torch.Tensor:
+        if eng.batch_sum:  # on the very rows this call differentiates: every pair, every call (bench.coupling)
+            coupling.require_batch_independent(model, xc, eng.name)
+        return eng.fn(model, xc, create_graph=create_graph)
+
     size = chunk_size
     if size is None:
         own_blocks = eng.blocks_on_cpu and x.device.type == "cpu" and not create_graph
         size = x.shape[0] if own_blocks else default_chunk_size(model, x)
-    return chunked(lambda xc: eng.fn(model, xc, create_graph=create_graph), x, size, keep_graph=create_graph)
+    return chunked(one_chunk, x, size, keep_graph=create_graph)
