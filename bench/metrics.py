@@ -18,6 +18,13 @@ from sklearn.metrics import r2_score
 EDGE_BIN_WIDTH = 0.1  # bins of normalized distance to the box boundary: [0, .1), [.1, .2), ..., [.4, .5]
 ZERO_REL_TOL = 1e-10  # a true Jacobian entry whose RMS is below this fraction of its row's RMS counts as ~0
 SIGN_REL_TOL = 1e-3  # sign agreement skips |J_true| below this fraction of the RMS of its row
+# Relative Jacobian error: ||J_pred - J_true||_F / max(||J_true||_F, REL_FLOOR x the split's typical norm), the
+# typical norm being the RMS of ||J_true||_F over the samples. A sample whose true Jacobian is small (cos x near
+# pi/2) is judged against the derivatives the set typically has, not divided through by ~0.
+REL_FLOOR = 1.0
+# A derivative is spurious where the truth is exactly 0 and |J_pred| exceeds this fraction of the RMS of its true
+# row (the output's typical derivative): the model invents a sensitivity that the equations do not have.
+SPURIOUS_REL_TOL = 1e-2
 
 
 def _f64(a: Any, name: str) -> np.ndarray:
@@ -67,36 +74,43 @@ def rmse_per_output(y_true: Any, y_pred: Any) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------- Jacobians
-def jac_rel_fro(J_true: Any, J_pred: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Per-sample relative Frobenius error ||J_pred - J_true||_F / ||J_true||_F.
-
-    Returns ``(err (B,), absolute (B,) bool)``. A sample whose true Jacobian is exactly zero has no scale
-    to divide by: its entry is the absolute error ||J_pred - J_true||_F and ``absolute`` marks it.
-    """
+def jac_norms(J_true: Any, J_pred: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Per-sample ||J_true||_F and ||J_pred - J_true||_F, (B,) each: every relative error is built from these."""
     t, p = _pair(J_true, J_pred, 3, "J")
-    diff = np.linalg.norm((p - t).reshape(len(t), -1), axis=1)
-    ref = np.linalg.norm(t.reshape(len(t), -1), axis=1)
-    absolute = ref == 0.0
-    return diff / np.where(absolute, 1.0, ref), absolute
+    return np.linalg.norm(t.reshape(len(t), -1), axis=1), np.linalg.norm((p - t).reshape(len(t), -1), axis=1)
 
 
-def _abs_note(absolute: np.ndarray) -> str:
-    n = int(absolute.sum())
-    return f"{n} sample(s) with ||J_true|| = 0 use the absolute error" if n else ""
+def jac_fro_scale(J_true: Any) -> float:
+    """The split's typical Jacobian norm: RMS over samples of ||J_true||_F (recorded as metric jac_fro_scale)."""
+    t = _f64(J_true, "J_true")
+    return float(np.sqrt(np.mean(np.sum(t.reshape(len(t), -1) ** 2, axis=1))))
+
+
+def jac_rel_fro(J_true: Any, J_pred: Any, floor: float = REL_FLOOR) -> tuple[np.ndarray, np.ndarray]:
+    """Per-sample relative Frobenius error ||J_pred - J_true||_F / max(||J_true||_F, floor x jac_fro_scale).
+
+    Returns ``(err (B,), floored (B,) bool)``: ``floored`` marks the samples divided by the floor (their own norm
+    is below it). With floor 0 this is the plain ratio; a sample whose true Jacobian is exactly zero is then
+    scored by its absolute error. Near a zero Jacobian the plain ratio explodes (a constant 1e-3 offset on
+    sin x scores 51% at x = pi/2); with the floor, a constant offset scores at most offset / typical norm.
+    """
+    ref, diff = jac_norms(J_true, J_pred)
+    scale = floor * jac_fro_scale(J_true)
+    denom = np.maximum(ref, scale)
+    floored = ref < scale if scale > 0 else ref == 0.0
+    return diff / np.where(denom > 0, denom, 1.0), floored
 
 
 def jac_rel_fro_summary(J_true: Any, J_pred: Any) -> tuple[dict[str, float], str]:
     """Median, mean, 90th percentile and max of ``jac_rel_fro`` over the samples, and a note (or "")."""
-    err, absolute = jac_rel_fro(J_true, J_pred)
+    err, _ = jac_rel_fro(J_true, J_pred)
     stats = {
         "median": float(np.median(err)),
         "mean": float(np.mean(err)),
         "p90": float(np.percentile(err, 90)),
         "max": float(np.max(err)),
     }
-    note = _abs_note(absolute)
-    if not np.isfinite(err).all():
-        note = "; ".join(s for s in (note, "model Jacobian has NaN/inf values") if s)
+    note = "" if np.isfinite(err).all() else "model Jacobian has NaN/inf values"
     return stats, note
 
 
@@ -163,6 +177,30 @@ def jac_entry_r2(J_true: Any, J_pred: Any) -> tuple[np.ndarray, list[list[str]]]
     return r2, notes
 
 
+def jac_spurious(J_true: Any, J_pred: Any, rel_tol: float = SPURIOUS_REL_TOL) -> tuple[float, float, np.ndarray, str]:
+    """Spurious derivatives: predictions on entries whose true value is exactly 0 (structural zeros).
+
+    An entry J_true[s, i, j] == 0 counts as spurious when |J_pred[s, i, j]| > rel_tol x (RMS of true row i over
+    samples and inputs; the whole Jacobian's RMS for an all-zero row, 1 for an all-zero Jacobian). Returns
+    (fraction spurious over all zero entries, largest |J_pred| on a zero entry in units of its row's RMS,
+    per-entry fraction (n_out, n_in) with NaN where the entry is never 0, note). NaN where no entry is 0.
+    """
+    t, p = _pair(J_true, J_pred, 3, "J")
+    row = _rms(t, axis=(0, 2))
+    whole = float(_rms(t, axis=None))
+    scale = np.where(row > 0, row, whole if whole > 0 else 1.0)[None, :, None]
+    zero = t == 0.0
+    if not zero.any():
+        nan_entries = np.full(t.shape[1:], np.nan)
+        return float("nan"), float("nan"), nan_entries, "no true entry is exactly 0"
+    size = np.abs(p) / scale
+    spurious = zero & (size > rel_tol)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_entry = spurious.sum(axis=0) / zero.sum(axis=0)
+    per_entry = np.where(zero.any(axis=0), per_entry, np.nan)
+    return float(spurious.sum() / zero.sum()), float(size[zero].max()), per_entry, ""
+
+
 def jac_sign_agreement(J_true: Any, J_pred: Any, rel_tol: float = SIGN_REL_TOL) -> tuple[float, str]:
     """Fraction of Jacobian entries (over samples and (i, j)) whose predicted sign equals the true sign.
 
@@ -193,7 +231,7 @@ def edge_distance(x: Any, lower: Any, upper: Any) -> np.ndarray:
 
 
 def jac_error_by_edge(
-    x: Any, lower: Any, upper: Any, J_true: Any, J_pred: Any, width: float = EDGE_BIN_WIDTH
+    x: Any, lower: Any, upper: Any, J_true: Any, J_pred: Any, width: float = EDGE_BIN_WIDTH, floor: float = REL_FLOOR
 ) -> list[tuple[float, float, int, str]]:
     """Median relative Frobenius error per bin of ``edge_distance``.
 
@@ -201,7 +239,7 @@ def jac_error_by_edge(
     samples in bin, note)`` per bin; an empty bin has NaN and says so.
     """
     d = edge_distance(x, lower, upper)
-    err, absolute = jac_rel_fro(J_true, J_pred)
+    err, _ = jac_rel_fro(J_true, J_pred, floor)  # floored against the whole split's typical norm, then binned
     if len(d) != len(err):
         raise ValueError(f"x has {len(d)} samples but the Jacobians have {len(err)}")
     n_bins = round(0.5 / width)
@@ -213,7 +251,7 @@ def jac_error_by_edge(
         if not m.any():
             out.append((edge, float("nan"), 0, "no samples in this bin"))
         else:
-            out.append((edge, float(np.median(err[m])), int(m.sum()), _abs_note(absolute[m])))
+            out.append((edge, float(np.median(err[m])), int(m.sum()), ""))
     return out
 
 
@@ -281,6 +319,7 @@ def fidelity_rows(
     rows += [_row("rmse", rmse[k], output=o) for k, o in enumerate(output_names)]
     stats, note = jac_rel_fro_summary(J_true, J_pred)
     rows += [_row(f"jac_rel_fro_{k}", v, error=note) for k, v in stats.items()]
+    rows.append(_row("jac_fro_scale", jac_fro_scale(J_true)))
     nrmse, notes = jac_entry_nrmse(J_true, J_pred)
     rows += [
         _row("jac_entry_nrmse", nrmse[i, j], output=o, input=n, error=notes[i][j])
@@ -296,6 +335,15 @@ def fidelity_rows(
         ]
     sign, note = jac_sign_agreement(J_true, J_pred)
     rows.append(_row("jac_sign_agree", sign, error=note))
+    frac, worst, per_entry, note = jac_spurious(J_true, J_pred)
+    rows.append(_row("jac_spurious", frac, error=note))
+    rows.append(_row("jac_spurious_max", worst, error=note))
+    rows += [
+        _row("jac_entry_spurious", per_entry[i, j], output=o, input=n)
+        for i, o in enumerate(output_names)
+        for j, n in enumerate(input_names)
+        if np.isfinite(per_entry[i, j])
+    ]
     for edge, med, _count, note in jac_error_by_edge(x, lower, upper, J_true, J_pred):
         rows.append(_row("jac_rel_fro_by_edge", med, bin=edge, error=note))
     return rows

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 # metrics.csv columns, in order (results/README.md)
@@ -209,7 +210,8 @@ def write_metrics(run_dir: str | Path) -> pd.DataFrame:
 def jacobian_frame(
     x: Any, J_pred: Any, J_true: Any, input_names: Sequence[str], output_names: Sequence[str], max_rows: int = 1000
 ) -> pd.DataFrame:
-    """Per-sample Jacobians in the forum layout: inputs, then ``df1_dx1, df1_dx1_true, df1_dx2, ...``.
+    """Per-sample Jacobians in the forum layout: inputs, then ``df1_dx1, df1_dx1_true, df1_dx2, ...``, then the
+    per-sample norms ``jac_norm_true`` (||J_true||_F) and ``jac_norm_err`` (||J_pred - J_true||_F).
 
     x (B, n_in), J_pred and J_true (B, n_out, n_in) as numpy arrays in physical units; the first
     ``max_rows`` samples. Columns are named ``d<output>_d<input>`` from the equation set's names.
@@ -220,4 +222,8 @@ def jacobian_frame(
         for j, inp in enumerate(input_names):
             cols[f"d{out}_d{inp}"] = J_pred[:n, i, j]
             cols[f"d{out}_d{inp}_true"] = J_true[:n, i, j]
+    # per-sample norms, so any relative-error definition can be recomputed from the table
+    flat_true = np.asarray(J_true[:n]).reshape(n, -1)
+    cols["jac_norm_true"] = np.linalg.norm(flat_true, axis=1)
+    cols["jac_norm_err"] = np.linalg.norm(np.asarray(J_pred[:n]).reshape(n, -1) - flat_true, axis=1)
     return pd.DataFrame(cols)

@@ -44,13 +44,18 @@ def test_forum_workflow_end_to_end(tmp_path, capsys):
     out = capsys.readouterr().out
     jac = pd.read_csv(tmp_path / "out" / "jacobian_results.csv")
     pairs = [f"df{i}_dx{j}{t}" for i in range(1, 5) for j in range(1, 5) for t in ("", "_true")]
-    assert list(jac.columns) == ["x1", "x2", "x3", "x4", *pairs] and len(jac) == N_ROWS
+    assert list(jac.columns) == ["x1", "x2", "x3", "x4", *pairs, "jac_norm_true", "jac_norm_err"]
+    assert len(jac) == N_ROWS
     xs = torch.tensor(jac[["x1", "x2", "x3", "x4"]].to_numpy())
     torch.testing.assert_close(xs, x[:N_ROWS], rtol=0, atol=0)
     J_true = eq.jacobian(xs).numpy()
     true_cols = jac[[f"df{i}_dx{j}_true" for i in range(1, 5) for j in range(1, 5)]].to_numpy()
     # 1e-14: the same float64 reference, but vectorized sin/exp may round the last bit differently per batch shape
     np.testing.assert_allclose(true_cols, J_true.reshape(N_ROWS, 16), rtol=1e-14, atol=0)
+    # the per-sample norms, so any relative-error definition can be recomputed from the table (float64 round-off)
+    pred_cols = jac[[f"df{i}_dx{j}" for i in range(1, 5) for j in range(1, 5)]].to_numpy()
+    np.testing.assert_allclose(jac["jac_norm_true"], np.linalg.norm(true_cols, axis=1), rtol=1e-12)
+    np.testing.assert_allclose(jac["jac_norm_err"], np.linalg.norm(pred_cols - true_cols, axis=1), rtol=1e-9)
 
     # the model columns are the forum user's de-normalization done right: J_n[m, n] / range_x[n] * range_y[m]
     rx, ry = x.amax(0) - x.amin(0), y.amax(0) - y.amin(0)

@@ -41,8 +41,8 @@ def test_perfect_predictor_scores_r2_one_and_zero_jacobian_error(forum):
     r2, why = metrics.r2_per_output(y, y)
     assert r2.tolist() == [1.0] * 4 and why == [""] * 4
     assert (metrics.rmse_per_output(y, y) == 0).all()
-    err, absolute = metrics.jac_rel_fro(J, J)
-    assert (err == 0).all() and not absolute.any()
+    err, _ = metrics.jac_rel_fro(J, J)
+    assert (err == 0).all()
     stats, note = metrics.jac_rel_fro_summary(J, J)
     assert stats == {"median": 0.0, "mean": 0.0, "p90": 0.0, "max": 0.0} and note == ""
     nrmse, _ = metrics.jac_entry_nrmse(J, J)
@@ -54,7 +54,8 @@ def test_constant_offset_scores_exactly_its_norm_and_entries(forum):
     _x, J = forum
     D = torch.tensor([[0.3, -0.1, 0.0, 2.0], [1.0, 0.0, -0.5, 0.25], [0.0] * 4, [4.0, -3.0, 0.0, 1.0]], dtype=J.dtype)
     err, _ = metrics.jac_rel_fro(J, J + D)
-    expected = (torch.linalg.matrix_norm(D) / torch.linalg.matrix_norm(J)).numpy()
+    typical = float(torch.linalg.matrix_norm(J).pow(2).mean().sqrt())  # RMS of ||J_true||_F: the floor
+    expected = (torch.linalg.matrix_norm(D) / torch.linalg.matrix_norm(J).clamp(min=typical)).numpy()
     # float64: J + D - J loses at most ~1 ulp of |J| (up to ~1300 for f4) per entry
     np.testing.assert_allclose(err, expected, rtol=1e-10, atol=0)
     np.testing.assert_allclose(metrics.jac_entry_rmse(J, J + D), D.abs().numpy(), rtol=0, atol=1e-12)
@@ -87,16 +88,59 @@ def test_identically_zero_entry_falls_back_to_its_row_scale():
     assert (scale == 1).all() and "absolute" in notes[0][0]
 
 
-def test_zero_true_jacobian_uses_absolute_error_and_says_so():
+def test_a_zero_true_jacobian_is_divided_by_the_floor_not_by_zero():
     J = torch.ones(4, 2, 3, dtype=torch.float64)
     J[1] = 0.0
     J_pred = J + 0.5
-    err, absolute = metrics.jac_rel_fro(J, J_pred)
-    assert absolute.tolist() == [False, True, False, False]
-    assert err[1] == pytest.approx(0.5 * math.sqrt(6))  # ||0.5 * ones(2, 3)||_F, not a division by zero
-    assert err[0] == pytest.approx(0.5)
-    _, note = metrics.jac_rel_fro_summary(J, J_pred)
-    assert "1 sample(s) with ||J_true|| = 0 use the absolute error" in note
+    typical = math.sqrt(3 * 6 / 4)  # RMS over the 4 samples of ||J_true||_F (sqrt(6) three times, 0 once)
+    assert metrics.jac_fro_scale(J) == pytest.approx(typical)
+    err, floored = metrics.jac_rel_fro(J, J_pred)
+    assert floored.tolist() == [False, True, False, False]  # sqrt(6) > typical: only the zero one is floored
+    assert err[1] == pytest.approx(0.5 * math.sqrt(6) / typical)  # its error against the set's typical norm
+    assert err[0] == pytest.approx(0.5)  # ||0.5 * ones|| / ||ones||: the plain ratio above the floor
+    err0, floored0 = metrics.jac_rel_fro(J, J_pred, floor=0.0)  # the plain ratio: the zero one is absolute
+    assert floored0.tolist() == [False, True, False, False]
+    assert err0[1] == pytest.approx(0.5 * math.sqrt(6)) and err0[0] == pytest.approx(0.5)
+
+
+def _sine1d(n: int = 2000):
+    """u = sin x on [0, 2 pi] (equations' sine1d): J = cos x, zero at pi/2 and 3 pi/2."""
+    x = torch.linspace(0, 2 * math.pi, n, dtype=torch.float64)[:, None]
+    return x, torch.cos(x)[:, :, None]
+
+
+def test_a_constant_offset_near_a_zero_jacobian_scores_flat():
+    # The audit's case: a prediction off by a constant 1e-3 on sine1d. The plain ratio scored median 0.14%,
+    # p90 0.6% and max 51%, with a bump at x = pi/2 in the boundary profile; with the floor the profile is flat
+    # within the spread of |cos x| above its RMS (1 / 0.707 = 1.41x) and the max is offset / RMS.
+    x, J = _sine1d()
+    J_pred = J + 1e-3
+    plain, _ = metrics.jac_rel_fro(J, J_pred, floor=0.0)
+    assert plain.max() > 0.5  # ~0.5 at the sample nearest pi/2 (|cos| ~ 2e-3), far more at the grid's worst
+    err, _ = metrics.jac_rel_fro(J, J_pred)
+    rms = math.sqrt(0.5)
+    assert err.max() == pytest.approx(1e-3 / rms, rel=1e-3) and err.min() == pytest.approx(1e-3, rel=1e-9)
+    profile = [med for _, med, _, _ in metrics.jac_error_by_edge(x, [0.0], [2 * math.pi], J, J_pred)]
+    assert max(profile) / min(profile) < 1.45
+    old = [med for _, med, _, _ in metrics.jac_error_by_edge(x, [0.0], [2 * math.pi], J, J_pred, floor=0.0)]
+    assert max(old) / min(old) > 3  # the bump that was not there
+
+
+def test_spurious_derivatives_on_structural_zeros():
+    # Truth: df1/dx2 = 0 everywhere (a structural zero), df1/dx1 = 2, row RMS sqrt(2).
+    J = torch.zeros(100, 1, 2, dtype=torch.float64)
+    J[:, 0, 0] = 2.0
+    frac, worst, per_entry, note = metrics.jac_spurious(J, J)
+    assert frac == 0.0 and worst == 0.0 and note == ""
+    assert math.isnan(per_entry[0, 0]) and per_entry[0, 1] == 0.0  # df1/dx1 is never 0: no verdict there
+    J_pred = J.clone()
+    J_pred[:30, 0, 1] = 0.5  # invented sensitivity on 30 of 100 samples: 0.5 / sqrt(2) = 35% of the row's RMS
+    J_pred[30:60, 0, 1] = 1e-3  # tiny, below the 1% threshold: not spurious
+    frac, worst, per_entry, _ = metrics.jac_spurious(J, J_pred)
+    assert frac == pytest.approx(0.30) and per_entry[0, 1] == pytest.approx(0.30)
+    assert worst == pytest.approx(0.5 / math.sqrt(2))
+    assert metrics.jac_sign_agreement(J, J_pred) == (1.0, "")  # sign agreement alone would call this perfect
+    assert math.isnan(metrics.jac_spurious(J + 1.0, J)[0])  # no true zero: undefined, with a reason
 
 
 def test_constant_output_has_nan_r2_with_reason():
@@ -172,8 +216,12 @@ def test_fidelity_rows_follow_the_results_schema(forum):
         "jac_rel_fro_mean": 1,
         "jac_rel_fro_p90": 1,
         "jac_rel_fro_max": 1,
+        "jac_fro_scale": 1,
         "jac_entry_nrmse": 16,
         "jac_sign_agree": 1,
+        "jac_spurious": 1,
+        "jac_spurious_max": 1,
+        "jac_entry_spurious": 1,  # forum4x4's one structural zero: df4/dx3
         "jac_rel_fro_by_edge": 5,
     }
     by = {(r["metric"], r["output"], r["input"]): r for r in rows}

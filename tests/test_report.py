@@ -130,6 +130,13 @@ def test_speed_belongs_to_the_exact_configuration_measured(board, html):
     assert "not measured†" in table and "exact configuration" in table
 
 
+def test_spurious_derivatives_are_shown_in_the_per_entry_section(md):
+    section = md[md.index("## Per-entry Jacobian error") : md.index("## Predicted vs true derivatives")]
+    assert "spurious derivatives on structural zeros" in section
+    assert "| forum4x4 | fastkan | 40.0% | 4.00 | ∂f4/∂x3 40% |" in section
+    assert "| forum4x4 | mlp_tanh | 10.0% | 1.00 | ∂f4/∂x3 10% |" in section
+
+
 def test_a_neighbours_speed_is_never_joined(tmp_path):
     # Same model name and dimensions, other overrides (a --match-params run): no match; same id but another
     # parameter count: no match either.

@@ -23,7 +23,9 @@ GUIDES = {  # section title -> one sentence on how to read it (the order is the 
     "Jacobian error) show that a good fit does not mean good derivatives.",
     "Per-entry Jacobian error": "Each cell is the normalized RMSE of one Jacobian entry ∂f_i/∂x_j on the test set, "
     "mean over seeds (value training, largest n_train, one shared log colour scale): dark cells are the "
-    "derivatives not to trust.",
+    "derivatives not to trust. The table below it scores the entries whose truth is exactly zero: the share of "
+    "test samples where the model invents a derivative there (|prediction| above 1% of the output's typical "
+    "derivative), which sign agreement cannot see.",
     "Predicted vs true derivatives": "Each row shows one architecture's three worst Jacobian entries on its test "
     "samples (first seed, value training): points on the dashed identity line are exact derivatives.",
     "Error near the domain boundary": "Median Jacobian error of test samples binned by normalized distance to the "
@@ -76,6 +78,29 @@ def _leaderboard(run: RunData) -> Section:
         s.add(Note("Jacobians/s: the fastest torch engine over batch sizes and dtypes; which engine, and the JAX "
                    "peer, are in the throughput section."))  # fmt: skip
     return s
+
+
+def spurious_table(run: RunData) -> Table | Note:
+    """Spurious derivatives per equation set and architecture (reference training, mean over seeds): the share of
+    samples with an invented derivative on each structurally zero entry, overall, and the largest one."""
+    ok = fig_fidelity.reference_rows(run.ok[run.ok["split"] == "test"])
+    spur = ok[ok["metric"].isin(["jac_entry_spurious", "jac_spurious", "jac_spurious_max"])]
+    spur = spur[np.isfinite(spur["value"])]
+    if spur.empty:
+        return Note("Spurious derivatives: no equation set of this run has a true Jacobian entry that is exactly 0 "
+                    "(or the run predates the metric).")  # fmt: skip
+    mean = spur.groupby(["equation", "model", "metric", "output", "input"])["value"].mean().reset_index()
+    cols = ["equation", "architecture", "share spurious (all zero entries)", "largest (x row RMS)", "per entry"]
+    rows = []
+    for (eq, model), d in mean.groupby(["equation", "model"], sort=True):
+        entries = d[d["metric"] == "jac_entry_spurious"].sort_values("value", ascending=False)
+        per = ", ".join(f"∂{r.output}/∂{r.input} {r.value:.0%}" for r in entries.itertuples())
+        total = d.loc[d["metric"] == "jac_spurious", "value"]
+        worst = d.loc[d["metric"] == "jac_spurious_max", "value"]
+        rows.append([eq, model, f"{total.iloc[0]:.1%}" if len(total) else "–",
+                     fmt_num(worst.iloc[0]) if len(worst) else "–", per or "–"])  # fmt: skip
+    return Table(cols, rows, caption="spurious derivatives on structural zeros (test split, value training, "
+                 "mean over seeds)", text=True)  # fmt: skip
 
 
 def best_engine_table(run: RunData) -> Table:
@@ -142,6 +167,7 @@ def sections(run: RunData) -> list[Section]:
     out.append(_figure(s, "fidelity_vs_fit", lambda: fig_fidelity.fidelity_vs_fit(run), "1 - R² vs Jacobian error"))
     s = Section("Per-entry Jacobian error", GUIDES["Per-entry Jacobian error"])
     out.append(_figure(s, "entry_heatmaps", lambda: fig_fidelity.entry_heatmaps(run, eq), f"entry nRMSE, {eq}"))
+    s.add(spurious_table(run))
     s = Section("Predicted vs true derivatives", GUIDES["Predicted vs true derivatives"])
     out.append(_figure(s, "pred_vs_true", lambda: fig_fidelity.pred_vs_true(run, eq), f"worst entries, {eq}"))
     s = Section("Error near the domain boundary", GUIDES["Error near the domain boundary"])
