@@ -140,7 +140,7 @@ def layernorm_lines(model: nn.Module, x_n: torch.Tensor) -> list[str]:
     ]
 
 
-def range_lines(model: nn.Module, x_n: torch.Tensor) -> list[str]:
+def grid_lines(model: nn.Module, x_n: torch.Tensor) -> list[str]:
     rng = getattr(model, "input_range", None)
     if rng is None:
         return []
@@ -152,13 +152,41 @@ def range_lines(model: nn.Module, x_n: torch.Tensor) -> list[str]:
     return [line + "."]
 
 
+def minmax_lines(ev) -> list[str]:
+    """The min/max file against the data's inputs and outputs (the only evidence of the training scaling here)."""
+    from bench.evaluate import RANGE_OUTSIDE, RANGE_WIDER
+
+    rows = [r for r in ev.rows if r["metric"] in ("minmax_outside", "minmax_width_ratio")]
+    if not rows:
+        return ["Scaling: no min/max file was given, so nothing checks that the scaling is the one the model was "
+                "trained with."]  # fmt: skip
+    bad = []
+    for r in rows:
+        name = r["output"] or r["input"]
+        if r["metric"] == "minmax_outside" and r["value"] > RANGE_OUTSIDE:
+            bad.append(f"{name}: the data exceed the claimed [Min, Max] by {_pct(r['value'])} of its width")
+        if r["metric"] == "minmax_width_ratio" and r["value"] > RANGE_WIDER:
+            bad.append(f"{name}: the claimed range is {r['value']:.3g}x as wide as the data's")
+    if bad:
+        return [
+            "Min/max file MISMATCH with the data (" + "; ".join(bad) + "). A wrong or stale min/max file scales "
+            "the model's inputs and derivatives wrongly while every check above still passes: use the file the "
+            "model was trained with."
+        ]
+    return [
+        f"Min/max file vs the data: every input and output lies within its claimed range (to {_pct(RANGE_OUTSIDE)} "
+        f"of its width) and uses more than 1/{RANGE_WIDER:g} of it: consistent with the data."
+    ]
+
+
 def denorm_lines(ev) -> list[str]:
     v = next((r["value"] for r in ev.rows if r["metric"] == "denorm_check"), float("nan"))
     if v <= 1e-8 * (float(np.abs(ev.J_true).max()) or 1.0):
         return [
             "De-normalization: the raw-in/raw-out wrapper's Jacobian equals the chain rule "
-            f"diag(y range) J_n diag(1 / x range) to {v:.3g}: the errors above are the model's own, not a scaling "
-            "mistake."
+            f"diag(y range) J_n diag(1 / x range) with the same scaler to {v:.3g}: the chain rule is applied "
+            "correctly. This cannot tell whether the scaler is the one the model was trained with (see the min/max "
+            "line above)."
         ]
     return [f"De-normalization check FAILED: wrapper and chain-rule Jacobians differ by {v:.3g} (a jacbench bug)."]
 
@@ -167,4 +195,4 @@ def diagnose(ev) -> list[str]:
     """All checks, in reading order."""
     x_n = ev.scaler.transform_x(torch.as_tensor(ev.x)).to(next(ev.model.parameters()).dtype)
     lines = fit_lines(ev) + entry_lines(ev) + edge_lines(ev) + coupling_lines(ev.model, x_n)
-    return lines + layernorm_lines(ev.model, x_n) + range_lines(ev.model, x_n) + denorm_lines(ev)
+    return lines + layernorm_lines(ev.model, x_n) + grid_lines(ev.model, x_n) + minmax_lines(ev) + denorm_lines(ev)

@@ -132,6 +132,38 @@ def load_model(name: str, eq, checkpoint: str | Path, layers=None, overrides=Non
 # ---- scaling and data ----
 
 
+# The min/max file against the data (evaluate's only independent evidence of the scaling the model was trained
+# with): data beyond the claimed range by more than RANGE_OUTSIDE of its width, or a claimed range more than
+# RANGE_WIDER times the data's, is flagged.
+RANGE_OUTSIDE = 0.05
+RANGE_WIDER = 2.0
+
+
+def minmax_from_spec(spec: str, eq):
+    """The MinMax a ``minmax:FILE`` spec claims (None for ``none``)."""
+    from equations.csvio import read_minmax_csv
+
+    kind, _, arg = spec.partition(":")
+    return read_minmax_csv(arg, eq.input_names, eq.output_names) if kind == "minmax" and arg else None
+
+
+def range_rows(mm, x: torch.Tensor, y: torch.Tensor, eq) -> list[dict]:
+    """For every input and output: how far the data exceed the claimed [Min, Max] (fraction of its width,
+    ``minmax_outside``) and the claimed width over the data's (``minmax_width_ratio``)."""
+    rows = []
+    for kind, data, lo, hi, names in (("input", x, mm.x_min, mm.x_max, eq.input_names),
+                                      ("output", y, mm.y_min, mm.y_max, eq.output_names)):  # fmt: skip
+        d_lo, d_hi = data.amin(0).double(), data.amax(0).double()
+        width = (hi - lo).double()
+        outside = torch.clamp(torch.maximum(lo - d_lo, d_hi - hi), min=0) / width
+        ratio = width / (d_hi - d_lo)
+        for k, name in enumerate(names):
+            where = {"output": name, "input": ""} if kind == "output" else {"output": "", "input": name}
+            rows.append({"metric": "minmax_outside", "value": float(outside[k]), "error": "", **where})
+            rows.append({"metric": "minmax_width_ratio", "value": float(ratio[k]), "error": "", **where})
+    return rows
+
+
 def scaler_from_spec(spec: str, eq):
     """``minmax:FILE`` (the forum's mapping from a Max/Min file) or ``none`` (the model is in physical units)."""
     from equations.csvio import read_minmax_csv
@@ -182,9 +214,20 @@ class Evaluation:
 
 
 def evaluate(
-    model: nn.Module, scaler, eq, ds, model_name: str, dtype=torch.float32, engine: str = "auto", y_file=None
+    model: nn.Module,
+    scaler,
+    eq,
+    ds,
+    model_name: str,
+    dtype=torch.float32,
+    engine: str = "auto",
+    y_file=None,
+    claimed=None,
 ) -> Evaluation:
-    """Predictions and Jacobians of ``PhysicalModel(model, scaler)`` on the dataset, and the metric rows."""
+    """Predictions and Jacobians of ``PhysicalModel(model, scaler)`` on the dataset, and the metric rows.
+
+    ``claimed``: the MinMax of a ``minmax:FILE`` scaling, checked against the data's inputs and outputs.
+    """
     from bench.cell import NonFiniteModel, predict
     from bench.metrics import denorm_check, fidelity_rows
     from equations.scaling import PhysicalModel
@@ -199,6 +242,8 @@ def evaluate(
         ) from None
     rows = fidelity_rows(ds.x, ds.y, y_pred, ds.J, J_pred, eq.lower, eq.upper, eq.input_names, eq.output_names)
     rows.append({"metric": "denorm_check", "value": denorm_check(pm, ds.x[:128]), "error": ""})
+    if claimed is not None:
+        rows += range_rows(claimed, ds.x, ds.y if y_file is None else y_file, eq)
     base = {"run_id": "evaluate", "cell_id": f"{eq.name}__{model_name}__checkpoint", "equation": eq.name,
             "model": model_name, "family": getattr(model, "family", ""), "params": _params(model),
             "flops": _flops(model), "split": "eval", "status": "ok"}  # fmt: skip

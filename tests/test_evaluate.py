@@ -71,8 +71,33 @@ def test_forum_workflow_end_to_end(tmp_path, capsys):
     pred = pd.read_csv(tmp_path / "out" / "predictions.csv")
     assert list(pred.columns[:6]) == ["x1", "x2", "x3", "x4", "Predicted_f1", "True_f1"]
     for phrase in ("R² min", "Jacobian entries are off", "Edges:", "Samples are independent", "rank 3-3 of 4",
-                   "De-normalization", "jacobian_results.csv"):  # fmt: skip
+                   "De-normalization", "jacobian_results.csv", "Min/max file vs the data"):  # fmt: skip
         assert phrase in out, phrase
+    assert "not a scaling mistake" not in out  # the chain-rule check cannot tell whether the file is right
+    assert "cannot tell whether the scaler is the one the model was trained with" in out
+
+
+@pytest.mark.parametrize(
+    "edit, expected",
+    [("stale", "f2: the data exceed the claimed [Min, Max]"), ("wide", "x3: the claimed range is 4.")],
+)
+def test_a_wrong_min_max_file_is_flagged(tmp_path, capsys, edit, expected):
+    # A stale file (f2's Max from another data set, half the real one) or a much wider range: the wrapper and
+    # the chain rule still agree (same scaler), so only a check against the data can see it.
+    forum_files(tmp_path)
+    path = tmp_path / "olhs_samples_max_min.csv"
+    lines = path.read_text().splitlines()
+    row = {"stale": 6, "wide": 3}[edit]  # header, x1..x4 (rows 1-4), f1..f4 (rows 5-8)
+    hi, lo = map(float, lines[row].split(","))
+    new_hi = lo + (hi - lo) * (0.5 if edit == "stale" else 4.0)
+    lines[row] = f"{new_hi!r},{lo!r}"
+    path.write_text("\n".join(lines) + "\n")
+    assert main(evaluate_args(tmp_path)) == 0
+    out = capsys.readouterr().out
+    assert "Min/max file MISMATCH with the data" in out and expected in out
+    metrics = pd.read_csv(tmp_path / "out" / "metrics.csv", keep_default_na=False)
+    m = metrics[metrics["metric"] == "minmax_width_ratio"]
+    assert len(m) == 8  # every input and output
 
 
 def test_sampled_points_without_data(tmp_path, capsys):

@@ -63,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
     model = E.load_model(args.model, eq, args.checkpoint, args.layers, _model_args(args.model_arg))
     scaler = E.scaler_from_spec(args.scaling, eq)
     ds, y_file = E.load_data(eq, args.data, args.n, args.sampler, args.seed)
-    ev = E.evaluate(model, scaler, eq, ds, args.model, getattr(torch, args.dtype), args.engine, y_file)
+    claimed = E.minmax_from_spec(args.scaling, eq)
+    ev = E.evaluate(model, scaler, eq, ds, args.model, getattr(torch, args.dtype), args.engine, y_file, claimed)
     out = E.write_outputs(ev, args.out)
     for line in diagnose.diagnose(ev):
         print(line)
