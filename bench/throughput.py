@@ -1,13 +1,15 @@
 """Throughput sweeps: Jacobians per second over models x engines x batch sizes on one device and dtype.
 
 One row per (model, engine, batch size) in the throughput.csv schema (results/README.md). Every row is
-recorded: `ok` with the timing, `unsupported` with the engine's reason, `failed` with the error; a
-failure never stops the sweep. Besides the Jacobian engines, a sweep times the forward pass (engine
-`forward`, rate in samples per second: the yardstick of the Jacobian/forward cost ratio) and JAX's
-`jit(vmap(jacfwd))` (`jax_jit_vmap_jacfwd`, see bench/jax_peer.py).
+recorded: `ok` with the timing, `unsupported` with the engine's reason, `mismatch` when the engine's Jacobian
+of the measured model and batch disagrees with the float64 reference (checked before timing, on rows spread
+over the batch: such an engine is never timed), `failed` with the error; a failure never stops the sweep.
+Besides the Jacobian engines, a sweep times the forward pass (engine `forward`, rate in samples per second:
+the yardstick of the Jacobian/forward cost ratio) and JAX's `jit(vmap(jacfwd))` (`jax_jit_vmap_jacfwd`, see
+bench/jax_peer.py).
 
-Models are untrained and frozen (eval mode, `requires_grad_(False)`): Jacobians are taken with respect to
-the inputs only, as JAX's `jacfwd(f)(x)` does; their cost does not depend on the weights' values.
+Models are untrained and frozen (eval mode, `requires_grad_(False)`): Jacobians are taken with respect to the
+inputs only, as JAX's `jacfwd(f)(x)` does; their cost does not depend on the weights' values.
 """
 
 from __future__ import annotations
@@ -191,11 +193,50 @@ def _skip_reason(name: str, timed: Timed, model, batch: int, device, dtype, cfg:
     return timed.supports(model, device, dtype)
 
 
-def measure(name: str, timed: Timed, model: nn.Module, x: torch.Tensor, cfg: SweepConfig) -> dict[str, Any]:
-    """Time one (engine, model, batch): the timing columns of a row, status `ok` or `failed`."""
+VERIFY_ROWS = 64  # rows of each timed batch compared with the float64 reference, spread over the whole batch
+
+
+class Reference:
+    """The float64 reference Jacobian (torch.func vmap(jacrev) of a float64 CPU copy) on rows spread across one
+    batch, computed once per (model, batch) and shared by every engine timed on it."""
+
+    def __init__(self, model: nn.Module, x: torch.Tensor, tolerance: float):
+        self.rows = torch.linspace(0, x.shape[0] - 1, min(VERIFY_ROWS, x.shape[0])).round().long().unique()
+        self.model, self.x, self.tolerance = model, x, tolerance
+        self._J: torch.Tensor | None = None
+
+    def mismatch(self, J: Any) -> str | None:
+        """None when the engine's J (B, n_out, n_in) agrees on the reference rows, else the reason."""
+        if not isinstance(J, torch.Tensor) or J.shape[0] != self.x.shape[0]:
+            return f"the engine returned {type(J).__name__} {tuple(getattr(J, 'shape', ()))}, not (B, n_out, n_in)"
+        if self._J is None:
+            self._J = jax_peer.reference_jacobian(self.model, self.x[self.rows])
+        if J.shape[1:] != self._J.shape[1:]:
+            return f"Jacobian shape {tuple(J.shape)} differs from the reference's (B, {tuple(self._J.shape[1:])})"
+        err = jax_peer.relative_error(J[self.rows.to(J.device)], self._J)
+        if not err <= self.tolerance:
+            return (
+                f"Jacobian differs from the float64 reference by {err:.3g} relative (max |ΔJ| / max |J|, tolerance "
+                f"{self.tolerance:g}) on {len(self.rows)} rows spread over the batch: not timed"
+            )
+        return None
+
+
+def measure(
+    name: str, timed: Timed, model: nn.Module, x: torch.Tensor, cfg: SweepConfig, reference: Reference | None = None
+) -> dict[str, Any]:
+    """Time one (engine, model, batch): the timing columns of a row, status `ok`, `mismatch` or `failed`.
+
+    With ``reference``, the engine's first call (its warm-up) is checked against it first: an engine whose
+    Jacobian disagrees with the float64 reference on the measured model is never timed (status `mismatch`).
+    """
     batch = x.shape[0]
     try:
         call = timed.prepare(model, x)
+        if reference is not None:
+            wrong = reference.mismatch(call())
+            if wrong is not None:
+                return {"status": "mismatch", "error": wrong[:500]}
         t = time_callable(
             call, sync=synchronizer(x.device), warmup=cfg.warmup, repeats=cfg.repeats, budget_s=cfg.budget_s
         )
@@ -268,8 +309,10 @@ def _sweep_model(spec: ModelSpec, model_factory, timed: Mapping[str, Timed], dev
                 yield {"model": model_name, "engine": name, "batch_size": batch, "status": "failed",
                        "error": f"model: {type(err).__name__}: {err}"}  # fmt: skip
         return
+    tolerance = jax_peer.TF32_TOLERANCE if cfg.allow_tf32 and device.type == "cuda" else jax_peer.TOLERANCE[dtype]
     for batch in cfg.batch_sizes:
         x = make_inputs(model, batch, device, dtype, cfg.seed)
+        reference = Reference(model, x, tolerance)
         for name, t in timed.items():
             row = {**info, "engine": name, "batch_size": batch}
             if name == FORWARD:
@@ -282,7 +325,9 @@ def _sweep_model(spec: ModelSpec, model_factory, timed: Mapping[str, Timed], dev
             if reason is not None:
                 yield {**row, "status": "unsupported", "error": reason}
                 continue
-            yield {**row, **measure(name, t, model, x, cfg)}
+            # the JAX peer checks itself against the same reference while it prepares; the forward pass is no Jacobian
+            check = reference if name not in (FORWARD, jax_peer.ENGINE) else None
+            yield {**row, **measure(name, t, model, x, cfg, check)}
         del x
 
 

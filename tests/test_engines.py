@@ -335,6 +335,33 @@ def test_compile_failure_is_reported_not_raised():
     assert "no tangent rule" in ENGINES["compiled_forward_tangents"].supports(LayerNormNet(), "cpu", torch.float32)
 
 
+COMPILED = [name for name, e in ENGINES.items() if e.compiled]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", COMPILED)
+@pytest.mark.parametrize("name", models.list_models())
+def test_compiled_engines_agree_or_refuse_on_every_model(name, engine):
+    """Every engine the throughput sweep times, the compiled ones too, on every zoo model: right within the float32
+    tolerance against the float64 loop, or an UnsupportedEngine saying it could not compile (the sweep then
+    records `unsupported` and times nothing). Placed after the compile-failure test, which needs the first failure.
+    Cold compiles: a few seconds each, about a minute in all here."""
+    m64 = small(name).double()
+    x = inputs(m64)
+    m = small(name).float()
+    eng = ENGINES[engine]
+    if eng.supports(m, torch.device("cpu"), torch.float32) is not None:
+        with pytest.raises(UnsupportedEngine):
+            jacobian(m, x.float(), engine=engine)
+        return
+    try:
+        J = jacobian(m, x.float(), engine=engine)
+    except UnsupportedEngine as err:
+        assert "could not compile" in str(err)
+        return
+    assert J.shape == (len(x), 2, 3) and rel_err(J, jacobian(m64, x, engine="loop")) < TOL32
+
+
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("engine", ["forward_tangents", "vmap_jacrev", "vmap_jacfwd", "batch_sum_reverse"])

@@ -105,6 +105,23 @@ def test_sweep_records_every_status_and_goes_on():
     assert math.isnan(by["explodes", 8]["jac_per_s"])
 
 
+def wrong_in_late_rows(model, x):
+    """Right on the first rows, 1% off on the last quarter of the batch (e.g. a bad tail of a chunked kernel)."""
+    J = vmap_jacrev(model, x)
+    J[3 * len(x) // 4 :] *= 1.01
+    return J
+
+
+def test_an_engine_whose_jacobian_disagrees_is_never_timed():
+    engines = {**ENGINES, "wrong": FakeEngine(wrong_in_late_rows)}
+    rows = run_sweep(fast_cfg(engines=("vmap_jacrev", "wrong"), batch_sizes=(400,), forward=False), engines=engines)
+    by = {r["engine"]: r for r in rows}
+    assert by["vmap_jacrev"]["status"] == "ok"
+    wrong = by["wrong"]
+    assert wrong["status"] == "mismatch" and math.isnan(wrong["jac_per_s"])
+    assert "differs from the float64 reference by 0.0" in wrong["error"] and "tolerance 0.0001" in wrong["error"]
+
+
 def test_sweep_with_a_failing_model_factory_records_failed_rows():
     def factory(spec):
         raise KeyError(f"no model {spec.name!r}")
