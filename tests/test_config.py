@@ -1,5 +1,7 @@
 """Grid and run configuration: TOML profiles, layered overrides, wildcard expansion, clear errors."""
 
+from pathlib import Path
+
 import pytest
 
 from bench import config as C
@@ -29,6 +31,24 @@ def test_every_shipped_profile_loads_and_expands():
     for path in sorted(C.PROFILES_DIR.glob("*.toml")):
         cfg = load_config(path.stem)  # expands names through the registries: a typo in a profile fails here
         assert cfg.run.profile == path.stem and C.grid_cells(cfg.grid), path.name
+
+
+def test_the_quick_profiles_run_time_is_quoted_in_the_readme_only():
+    """One measured figure in one place: the Makefile, the profile and the help text point to the README."""
+    import re
+
+    from bench.cli import build_parser
+
+    root = Path(__file__).resolve().parents[1]
+    duration = re.compile(r"\d+(\.\d+)?\s*(-\s*\d+\s*)?(min\b|minutes?\b)", re.I)
+    parser, _ = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command").choices["run"]
+    for where, text in (("Makefile", (root / "Makefile").read_text()),
+                        ("quick.toml", (C.PROFILES_DIR / "quick.toml").read_text()),
+                        ("run --help", sub.format_help())):  # fmt: skip
+        assert not duration.search(text), f"{where} quotes a run time: {duration.search(text).group(0)!r}"
+    readme = (root / "README.md").read_text()
+    assert re.search(r"`make bench`.{0,400}?measured", readme, re.S), "the README states the measured time"
 
 
 def test_probe_profile_is_the_issue_probe():

@@ -105,7 +105,9 @@ def test_leaderboard_best_values_are_marked(board, html, md):
     best_jac = _row(board, "mlp_tanh", "sobolev", 1e-7)  # ... and the most faithful Jacobians
     fit = fmt_ci(best_fit["r2_min_mean"], best_fit["r2_min_ci"], 3)
     jac = fmt_ci(best_jac["jac_rel_fro_median_mean"], best_jac["jac_rel_fro_median_ci"], 3)
-    forum = html[html.index("<caption>forum4x4") : html.index("</table>", html.index("<caption>forum4x4"))]
+    forum = html[
+        html.index('<p class="caption">forum4x4') : html.index("</table>", html.index('<p class="caption">forum4x4'))
+    ]
     assert f'<td class="best">{fit}</td>' in forum
     assert f'<td class="best">{jac}</td>' in forum
     assert f"**{fit}**" in md and f"**{jac}**" in md
@@ -125,7 +127,7 @@ def test_speed_belongs_to_the_exact_configuration_measured(board, html):
     gen = board[board["equation"] == "gen:smooth:3"]
     assert forum["jac_per_s_cpu"].notna().all() and not forum["speed_missing"].any()
     assert gen["jac_per_s_cpu"].isna().all() and gen["jac_per_s_cuda"].isna().all() and gen["speed_missing"].all()
-    cap = html.index("<caption>gen:smooth:3")
+    cap = html.index('<p class="caption">gen:smooth:3')
     table = html[cap : html.index("</table>", cap)]
     assert "not measured†" in table and "exact configuration" in table
 

@@ -69,6 +69,49 @@ def test_every_image_loads_in_chromium(chromium, tmp_path_factory, tmp_path):
     assert "Leaderboard" in dom and "Failed cells" in dom
 
 
+# After load, scroll every table box to its right end and record where the page and the last header cell end.
+WIDTH_PROBE = """<script>
+window.addEventListener("load", () => {
+  const boxes = [...document.querySelectorAll("div.scroll")].map(box => {
+    box.scrollLeft = box.scrollWidth;
+    const last = box.querySelector("thead th:last-child").getBoundingClientRect();
+    const first = box.querySelector("tbody td:first-child").getBoundingClientRect();
+    const r = box.getBoundingClientRect();
+    return {overflow: getComputedStyle(box).overflowX, box_left: r.left, box_right: r.right,
+            scroll: box.scrollWidth, client: box.clientWidth, last_right: last.right, first_left: first.left};
+  });
+  const captions = [...document.querySelectorAll(".caption, caption")].map(c => c.getBoundingClientRect().right);
+  const out = document.createElement("pre");
+  out.id = "probe";
+  out.textContent = JSON.stringify({inner: window.innerWidth, page: document.documentElement.scrollWidth, boxes,
+                                   captions});
+  document.body.appendChild(out);
+});
+</script>"""
+
+
+def test_wide_tables_scroll_inside_a_laptop_window(chromium, tmp_path_factory, tmp_path):
+    """At 1280 px the page is no wider than the window; every table that is wider scrolls in its own box until its
+    last column is in view, with its first column (the architecture) still in view; every caption (footnotes
+    included) is readable without scrolling."""
+    run = rf.built_run(tmp_path_factory)
+    html = (run / "report.html").read_text(encoding="utf-8")
+    probe = tmp_path / "probe.html"
+    probe.write_text(html.replace("</body>", WIDTH_PROBE + "</body>"), encoding="utf-8")
+    dom = _browse(chromium, tmp_path, "--window-size=1280,2000", "--dump-dom", probe.as_uri())
+    found = re.search(r'<pre id="probe">(.*?)</pre>', dom, re.S)
+    assert found, "the page did not finish loading (no probe output in the DOM)"
+    m = json.loads(found.group(1).replace("&quot;", '"'))
+    assert m["inner"] == 1280 and m["page"] <= m["inner"]  # nothing widens the page itself
+    wide = [b for b in m["boxes"] if b["scroll"] > b["client"]]
+    assert wide, "the leaderboard should be wider than a laptop window at this size"
+    for b in m["boxes"]:
+        assert b["overflow"] == "auto" and b["box_right"] <= m["inner"]
+        assert b["last_right"] <= b["box_right"] + 1  # scrolled to the end, the last column is visible
+        assert b["first_left"] >= b["box_left"] - 1  # ... and so is the first: which row is which
+    assert m["captions"] and max(m["captions"]) <= m["inner"]
+
+
 def test_screenshot_is_not_blank(chromium, tmp_path_factory, tmp_path):
     run = rf.built_run(tmp_path_factory)
     shot = tmp_path / "shot.png"

@@ -132,8 +132,11 @@ th, td { border: 1px solid #ddd; padding: .25rem .5rem; text-align: right; white
 th { background: #f3f3f3; } td:nth-child(-n+3), th:nth-child(-n+3) { text-align: left; }
 td.best { font-weight: bold; background: #eef6ee; }
 table.text td, table.text th { text-align: left; white-space: normal; min-width: 4rem; }
-caption { caption-side: top; text-align: left; font-style: italic; padding-bottom: .2rem; }
-.scroll { overflow-x: auto; }
+.caption { text-align: left; font-style: italic; margin: .6rem 0 .2rem; }
+.scroll { overflow-x: auto; max-width: 100%; }
+.scroll table { margin-top: 0; }
+.scroll td:first-child, .scroll th:first-child { position: sticky; left: 0; background: #fff; z-index: 1; }
+.scroll th:first-child { background: #f3f3f3; }
 img { max-width: 100%; height: auto; display: block; margin: .6rem 0; }
 pre { background: #f6f6f6; padding: .6rem; overflow-x: auto; font-size: .8rem; }
 nav a { margin-right: .8rem; }
@@ -149,10 +152,12 @@ def table_html(t: Table) -> str:
             for j, c in enumerate(row)
         )
         body.append(f"<tr>{cells}</tr>")
-    caption = f"<caption>{html.escape(t.caption)}</caption>" if t.caption else ""
+    # The caption sits above the scrolling box, so it wraps at the page's width; a table wider than the window
+    # scrolls inside its box (first column pinned) instead of widening the page or losing its last columns.
+    caption = f'<p class="caption">{html.escape(t.caption)}</p>' if t.caption else ""
     cls = ' class="text"' if t.text else ""
-    table = f"<table{cls}>{caption}<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-    return f'<div class="scroll">{table}</div>'
+    table = f"<table{cls}><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return f'{caption}<div class="scroll">{table}</div>'
 
 
 def _block_html(b) -> str:
