@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.results import cell_filename, model_config_id
+from bench.run.results import cell_filename, model_config_id
 
 EQUATIONS = {  # name -> (input names, output names, lower, upper)
     "forum4x4": (("x1", "x2", "x3", "x4"), ("f1", "f2", "f3", "f4"), (0.5, 1.0, 0.0, 2.0), (1.5, 3.0, 1.0, 4.0)),
@@ -50,7 +50,7 @@ DEVICES = {  # device -> (device_name, peak FLOP/s, half-saturation batch size)
 
 
 def cell_id(equation: str, model: str, variant: str, beta: float, n_train: int, seed: int) -> str:
-    """The runner's cell id (bench.config.Cell.cell_id): the Sobolev beta is part of the variant."""
+    """The runner's cell id (bench.run.config.Cell.cell_id): the Sobolev beta is part of the variant."""
     tag = variant if variant == "value" else f"{variant}{float(beta)!r}"
     return f"{equation}__{model}__{tag}__n{n_train}__s{seed}"
 

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from bench import config as C
-from bench.config import Config, ConfigError, expand_names, fnmatch_lister, load_config, parse_overrides
+from bench.run import config as C
+from bench.run.config import Config, ConfigError, expand_names, fnmatch_lister, load_config, parse_overrides
 
 
 def write(tmp_path, text, name="my.toml"):
@@ -86,7 +86,7 @@ def test_unknown_table_and_command_line_key():
 
 
 def test_unknown_train_key_is_checked_against_trainconfig():
-    pytest.importorskip("bench.train")
+    pytest.importorskip("bench.fidelity.train")
     with pytest.raises(ConfigError, match=r"unknown key train\.stesp \(did you mean 'steps'\?\)"):
         load_config("quick", overrides={"train.stesp": 3}, expand=False)
 

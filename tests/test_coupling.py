@@ -7,9 +7,8 @@ import torch
 from torch import nn
 
 import models
-from bench import coupling
-from bench.coupling import check_coupling, require_batch_independent, verify_batch_independent
-from bench.engines import UnsupportedEngine, jacobian
+from bench.engines import UnsupportedEngine, coupling, jacobian
+from bench.engines.coupling import check_coupling, require_batch_independent, verify_batch_independent
 
 
 class PackedPoints(nn.Module):

@@ -8,8 +8,8 @@ import torch
 
 import equations
 import models
-from bench import evaluate as E
 from bench.cli import main
+from bench.fidelity import evaluate as E
 from equations.sampling import sample_inputs
 
 N_ROWS = 40

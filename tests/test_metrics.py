@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench import metrics
+from bench.fidelity import metrics
 from equations.scaling import PhysicalModel, Scaler
 
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench import results, runner
-from bench.config import Cell, Config, GridConfig, RunConfig, grid_cells
-from bench.results import CellResult
+from bench.run import results, runner
+from bench.run.config import Cell, Config, GridConfig, RunConfig, grid_cells
+from bench.run.results import CellResult
 
 
 def fake_cell(cell: Cell, config: Config, run_id: str) -> CellResult:
@@ -307,7 +307,9 @@ def test_a_real_cell_whose_model_returns_nan_fails_and_the_grid_goes_on(tmp_path
     grid = GridConfig(equations=("forum4x4",), models=("nan_net", "mlp_tanh"), n_train=(32,), n_test=20)
     cfg = Config(grid, RunConfig(out=str(tmp_path), workers=1, threads=1), {"steps": 5})
     run_dir = new_run(tmp_path, cfg)
-    summary = runner.run_grid(cfg, run_dir, progress=False)
+    from bench.fidelity.cell import run_cell
+
+    summary = runner.run_grid(cfg, run_dir, run_cell, progress=False)
     assert summary.exit_code == 1
     (failure,) = summary.failures
     assert failure.cell_id == "forum4x4__nan_net__value__n32__s0" and "nan" in failure.error.lower()

@@ -9,10 +9,11 @@ import torch
 from torch import nn
 
 import models
-from bench import jax_peer, roofline, throughput
 from bench.commands import throughput as cmd
 from bench.engines.base import UnsupportedEngine
-from bench.throughput import COLUMNS, FORWARD, SweepConfig, Timed, summary, sweep
+from bench.speed import jax_peer, roofline
+from bench.speed import sweep as throughput
+from bench.speed.sweep import COLUMNS, FORWARD, SweepConfig, Timed, summary, sweep
 from models.mlp import Sine
 
 
@@ -254,7 +255,9 @@ def test_tf32_mode_sets_and_restores_the_flags():
         assert not torch.backends.cuda.matmul.allow_tf32
         assert torch.get_float32_matmul_precision() == "highest"
     assert (torch.backends.cuda.matmul.allow_tf32, torch.get_float32_matmul_precision()) == before
-    assert roofline.tf32_allowed("cpu") is False
+    from bench.run.machine import tf32_enabled
+
+    assert tf32_enabled("cpu") is False
 
 
 # --- the JAX peer -----------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ import gc
 import pytest
 import torch
 
-from bench.timing import Timing, choose_repeats, synchronizer, time_callable
+from bench.speed.timing import Timing, choose_repeats, synchronizer, time_callable
 
 
 class FakeClock:

@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from bench import metrics, train
-from bench.train import TrainConfig, TrainingDiverged, fit
+from bench.fidelity import metrics, train
+from bench.fidelity.train import TrainConfig, TrainingDiverged, fit
 
 
 def _mlp(n_in=2, width=16, n_out=1, seed=0, dtype=torch.float32):

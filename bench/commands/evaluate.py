@@ -41,7 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _model_args(pairs: list[str]) -> dict:
-    from bench.config import parse_value
+    from bench.run.config import parse_value
 
     out = {}
     for pair in pairs:
@@ -56,8 +56,8 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     import equations
-    from bench import diagnose
-    from bench import evaluate as E
+    from bench.fidelity import diagnose
+    from bench.fidelity import evaluate as E
 
     eq = equations.get(args.equation)
     model = E.load_model(args.model, eq, args.checkpoint, args.layers, _model_args(args.model_arg))

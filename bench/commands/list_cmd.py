@@ -57,7 +57,7 @@ def _matching(names: list[str], pattern: str, kind: str) -> list[str]:
     pats = [p.strip() for p in pattern.split(",") if p.strip()] or ["*"]
     hits = [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in pats)]
     if not hits:
-        from bench.config import ConfigError, suggest
+        from bench.run.config import ConfigError, suggest
 
         raise ConfigError(f"no {kind} matches {pattern!r}{suggest(pattern, names)}; {kind}s: {', '.join(names)}")
     return hits
@@ -95,7 +95,7 @@ def _list_profiles(pattern: str) -> int:
     """Each shipped profile: its cells and the first line of its header comment."""
     import pandas as pd
 
-    from bench import config as C
+    from bench.run import config as C
 
     names = sorted(p.stem for p in C.PROFILES_DIR.glob("*.toml"))
     rows = []

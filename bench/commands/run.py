@@ -68,8 +68,8 @@ def _resume_conflicts(args: argparse.Namespace, sets: dict) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bench import config as C
-    from bench import runner
+    from bench.run import config as C
+    from bench.run import runner
 
     sets = C.parse_overrides(args.set)
     plugins = [str(Path(p).resolve()) for p in getattr(args, "plugin", [])]
@@ -96,13 +96,15 @@ def run(args: argparse.Namespace) -> int:
     r = cfg.run
     n = len(C.grid_cells(cfg.grid))
     print(f"{run_dir}: {n} cells, {r.workers} workers x {r.threads} threads, {r.device} {r.dtype}", flush=True)
-    summary = runner.run_grid(cfg, run_dir, retry_failed=args.retry_failed, progress=not args.no_progress)
+    from bench.fidelity.cell import run_cell  # the runner is handed its cell function
+
+    summary = runner.run_grid(cfg, run_dir, run_cell, retry_failed=args.retry_failed, progress=not args.no_progress)
     return runner.finish_run(summary)
 
 
 def _print_plan(cfg, todo=None) -> int:
     """The resolved grid and its cells; with ``todo`` (a resumed run), only the cells still to run."""
-    from bench.config import grid_cells
+    from bench.run.config import grid_cells
 
     g = cfg.grid
     cells = grid_cells(g)

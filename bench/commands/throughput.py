@@ -65,7 +65,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=_caps,
         default=None,
         help="largest batch of the engines whose cost grows faster than the batch "
-        "(default: bench.throughput.SweepConfig.max_batch, loop and functional_forward capped)",
+        "(default: bench.speed.sweep.SweepConfig.max_batch, loop and functional_forward capped)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
@@ -79,7 +79,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def expand_models(names: tuple[str, ...]) -> tuple[str, ...]:
     """Model names and fnmatch patterns (`mlp_*`), expanded as `run` does: a pattern that matches nothing or
     an unknown name is a ConfigError with close names."""
-    from bench.config import expand_models as expand
+    from bench.run.config import expand_models as expand
 
     return expand(names)
 
@@ -88,9 +88,10 @@ def run_specs(run_dir: str, names: tuple[str, ...] | None):
     """The model configurations a run trained (its config.json), optionally only those of ``names``."""
     import json
 
-    from bench import results, runner, throughput
-    from bench.cell import trained_configurations
-    from bench.config import Config, ConfigError
+    from bench.fidelity.cell import trained_configurations
+    from bench.run import results, runner
+    from bench.run.config import Config, ConfigError
+    from bench.speed import sweep as throughput
 
     folder = results.resolve_run_dir(run_dir)
     cfg = Config.from_dict(json.loads((folder / "config.json").read_text()))
@@ -108,7 +109,7 @@ def run_specs(run_dir: str, names: tuple[str, ...] | None):
 
 def config_from_args(args: argparse.Namespace):
     """The sweep's SweepConfig from the parsed arguments (imports torch: only when the command runs)."""
-    from bench import throughput
+    from bench.speed import sweep as throughput
 
     device = throughput.resolve_device(args.device)
     sizes = args.batch_sizes or _sizes(CUDA_BATCHES if device.type == "cuda" else CPU_BATCHES)
@@ -148,7 +149,8 @@ def _fmt(v: float, spec: str) -> str:
 
 def format_table(rows: list[dict]) -> str:
     """The sweep as text: one block per (model, batch size), engines fastest first."""
-    from bench import jax_peer, throughput
+    from bench.speed import jax_peer
+    from bench.speed import sweep as throughput
 
     df = throughput.summary(rows)
     lines = []
@@ -180,7 +182,9 @@ def format_table(rows: list[dict]) -> str:
 def run(args: argparse.Namespace) -> int:
     import torch  # here, not at the top: `python -m bench report` builds this parser and must stay torch-free
 
-    from bench import envinfo, jax_peer, results, throughput
+    from bench.run import envinfo, results
+    from bench.speed import jax_peer
+    from bench.speed import sweep as throughput
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)

@@ -14,10 +14,17 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bench import coupling  # a module, not its names: bench.coupling imports bench.engines.base
-from bench.engines import autograd, compiled, functorch, kan_tangents, tangents  # noqa: F401 (kan_tangents registers rules)
-from bench.engines.base import Engine, UnknownEngine, UnsupportedEngine, model_name, tf32_enabled
+from bench.engines import (  # noqa: F401 (kan_tangents registers rules)
+    autograd,
+    compiled,
+    coupling,  # a module, not its names: bench.engines.coupling imports bench.engines.base
+    functorch,
+    kan_tangents,
+    tangents,
+)
+from bench.engines.base import Engine, UnknownEngine, UnsupportedEngine, model_name
 from bench.engines.chunking import chunked, default_chunk_size
+from bench.run.machine import tf32_enabled
 
 __all__ = [
     "AUTO_ORDER", "ENGINES", "Engine", "UnknownEngine", "UnsupportedEngine", "choose", "jacobian", "tf32_enabled",
@@ -90,7 +97,7 @@ def jacobian(
     eng = resolve(model, x, engine, create_graph)
 
     def one_chunk(xc: torch.Tensor) -> torch.Tensor:
-        if eng.batch_sum:  # on the very rows this call differentiates: every pair, every call (bench.coupling)
+        if eng.batch_sum:  # on the very rows this call differentiates: every pair, every call (bench.engines.coupling)
             coupling.require_batch_independent(model, xc, eng.name)
         return eng.fn(model, xc, create_graph=create_graph)
 

@@ -56,15 +56,6 @@ def model_name(model: nn.Module) -> str:
     return str(getattr(model, "name", None) or type(model).__name__)
 
 
-def tf32_enabled() -> bool:
-    """Whether CUDA float32 matmuls may use TF32 (~1e-3 relative error); recorded with every result.
-
-    Only matmuls matter here (the zoo has no convolutions, so cudnn's own TF32 flag, on by default, is not read).
-    `torch.set_float32_matmul_precision("high")` turns this on too.
-    """
-    return bool(torch.backends.cuda.matmul.allow_tf32)
-
-
 def grad_mode(create_graph: bool) -> contextlib.AbstractContextManager:
     """Keep the graph only when asked: without create_graph the returned J carries no autograd history."""
     return torch.enable_grad() if create_graph else torch.no_grad()

@@ -133,7 +133,7 @@ def worst_entries(jac: pd.DataFrame, k: int = 3, nrmse: dict[str, float] | None 
     """The k entries (columns with a ``<column>_true`` twin) with the largest normalized RMSE.
 
     ``nrmse`` maps a column to the runner's jac_entry_nrmse of that cell; entries it lacks are scored here
-    the same way, RMSE / RMS of the true entry (bench/metrics.py; 1 where the true entry is all zero).
+    the same way, RMSE / RMS of the true entry (bench/fidelity/metrics.py; 1 where the true entry is all zero).
     """
     scores = []
     for col in jac.columns:

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench import results  # the runner's side of the folder contract (pandas only, no torch)
-from bench.results import METRIC_COLUMNS, resolve_run_dir
+from bench.run import results  # the runner's side of the folder contract (pandas only, no torch)
+from bench.run.results import METRIC_COLUMNS, resolve_run_dir
 
 _TEXT = ["run_id", "cell_id", "equation", "model", "family", "model_config", "variant", "split", "metric"]
 _TEXT += ["output", "input", "status", "error"]

@@ -12,9 +12,10 @@ import pytest
 import torch
 
 import models
-from bench import roofline, throughput
 from bench.engines.base import UnsupportedEngine
-from bench.timing import synchronizer
+from bench.speed import roofline
+from bench.speed import sweep as throughput
+from bench.speed.timing import synchronizer
 
 
 @functools.cache

@@ -10,7 +10,7 @@ For the full sweep with ratios use `python -m bench throughput`.
 import pytest
 import torch
 
-from bench import throughput
+from bench.speed import sweep as throughput
 
 try:
     from bench.engines import ENGINES

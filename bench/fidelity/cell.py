@@ -2,7 +2,7 @@
 
     make_dataset(eq, n_train + n_val + n_test, seed) -> split -> Scaler.fit(train) -> create_model(seed)
       -> fit(normalized train/val, TrainConfig(beta)) -> PhysicalModel(model, scaler)
-      -> y and J on train and test (bench.engines.jacobian) -> bench.metrics.fidelity_rows -> rows
+      -> y and J on train and test (bench.engines.jacobian) -> bench.fidelity.metrics.fidelity_rows -> rows
 
 Every metric sees the raw-in/raw-out wrapper only, so de-normalization happens in exactly one place
 (``equations.scaling``) and is checked on every cell (``denorm_check``).
@@ -15,9 +15,9 @@ import functools
 import torch
 from torch import Tensor, nn
 
-from bench import results
-from bench.config import Cell, Config, GridConfig
-from bench.results import CellResult
+from bench.run import results
+from bench.run.config import Cell, Config, GridConfig
+from bench.run.results import CellResult
 
 
 class NonFiniteModel(RuntimeError):
@@ -100,8 +100,8 @@ def run_cell(cell: Cell, config: Config, run_id: str) -> CellResult:
     """Train and measure one cell; raises on failure (the runner records the error and goes on)."""
     import equations
     import models
-    from bench.metrics import denorm_check, fidelity_rows
-    from bench.train import TrainConfig, fit
+    from bench.fidelity.metrics import denorm_check, fidelity_rows
+    from bench.fidelity.train import TrainConfig, fit
     from equations.data import split
     from equations.scaling import PhysicalModel
 

@@ -6,7 +6,7 @@ of the measured model and batch disagrees with the float64 reference (checked be
 over the batch: such an engine is never timed), `failed` with the error; a failure never stops the sweep.
 Besides the Jacobian engines, a sweep times the forward pass (engine `forward`, rate in samples per second:
 the yardstick of the Jacobian/forward cost ratio) and JAX's `jit(vmap(jacfwd))` (`jax_jit_vmap_jacfwd`, see
-bench/jax_peer.py).
+bench/speed/jax_peer.py).
 
 Models are untrained and frozen (eval mode, `requires_grad_(False)`): Jacobians are taken with respect to the
 inputs only, as JAX's `jacfwd(f)(x)` does; their cost does not depend on the weights' values.
@@ -23,10 +23,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from bench import envinfo, jax_peer, results, roofline, runner
-from bench.config import suggest
 from bench.engines.base import UnknownEngine, UnsupportedEngine
-from bench.timing import synchronizer, time_callable
+from bench.run import envinfo, machine, results
+from bench.run.config import suggest
+from bench.speed import jax_peer, roofline
+from bench.speed.timing import synchronizer, time_callable
 
 FORWARD = "forward"  # pseudo-engine: the forward pass alone (rate = samples per second)
 LOOP = "loop"  # the forum's per-sample loop: the baseline of the "x loop" ratio
@@ -104,7 +105,7 @@ class Timed:
 
 def resolve_device(name: str) -> torch.device:
     """'auto' -> cuda if available else cpu; a cuda device that is absent is a clear error."""
-    dev = torch.device(runner.resolve_device(name))
+    dev = torch.device(machine.resolve_device(name))
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {name}: CUDA is not available here (torch {torch.__version__}); use cpu or auto")
     return dev
@@ -274,7 +275,7 @@ def sweep(
             "device": device.type,
             "device_name": envinfo.device_name(str(device)),
             "dtype": cfg.dtype,
-            "tf32": roofline.tf32_allowed(device),
+            "tf32": machine.tf32_enabled(str(device)),
             "threads": torch.get_num_threads(),
             "peak_flops": _peak(device, dtype, cfg.allow_tf32) if cfg.measure_peak else math.nan,
         }

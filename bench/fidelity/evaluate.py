@@ -8,7 +8,7 @@ The forum user's workflow, done once and in physical units::
 ``minmax:FILE`` is exactly the forum's mapping x_n = (x - Min) / (Max - Min) for inputs and outputs, with the
 model mapping normalized inputs to normalized outputs; ``none`` means the model works in physical units.
 Writes DIR/jacobian_results.csv (the forum layout), DIR/predictions.csv and DIR/metrics.csv; the diagnosis
-(bench.diagnose) says what is off and why.
+(bench.fidelity.diagnose) says what is off and why.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from bench import results
+from bench.run import results
 
 
 class EvaluateError(ValueError):
@@ -228,8 +228,8 @@ def evaluate(
 
     ``claimed``: the MinMax of a ``minmax:FILE`` scaling, checked against the data's inputs and outputs.
     """
-    from bench.cell import NonFiniteModel, predict
-    from bench.metrics import denorm_check, fidelity_rows
+    from bench.fidelity.cell import NonFiniteModel, predict
+    from bench.fidelity.metrics import denorm_check, fidelity_rows
     from equations.scaling import PhysicalModel
 
     pm = PhysicalModel(model.to(dtype), scaler).eval()

@@ -1,7 +1,7 @@
 """The diagnosis `python -m bench evaluate` prints: which Jacobian entries are off, and the usual reasons why.
 
 Each check returns plain sentences. The checks: fit and Jacobian error in physical units, the worst entries,
-errors at the domain edges, sample mixing (bench.coupling), the rank collapse of FastKAN's first LayerNorm,
+errors at the domain edges, sample mixing (bench.engines.coupling), the rank collapse of FastKAN's first LayerNorm,
 how much of the model's input range the normalized data use, and the de-normalization itself.
 """
 
@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from bench import metrics
+from bench.fidelity import metrics
 
 OFF_ENTRY = 0.1  # an entry whose normalized RMSE exceeds this is "off"
 EDGE = 0.1  # samples within this normalized distance of the box boundary are "at the edge"
@@ -87,7 +87,7 @@ def edge_lines(ev) -> list[str]:
 
 
 def coupling_lines(model: nn.Module, x_n: torch.Tensor) -> list[str]:
-    from bench.coupling import verify_batch_independent
+    from bench.engines.coupling import verify_batch_independent
 
     rep = verify_batch_independent(model, x_n)
     if rep.coupled:
@@ -98,7 +98,7 @@ def coupling_lines(model: nn.Module, x_n: torch.Tensor) -> list[str]:
         ]
     return [
         f"Samples are independent on these {rep.batch} points: every pair checked, cross-sample derivatives exactly 0 "
-        "(bench.coupling says what that does and does not guarantee)."
+        "(bench.engines.coupling says what that does and does not guarantee)."
     ]
 
 
@@ -154,7 +154,7 @@ def grid_lines(model: nn.Module, x_n: torch.Tensor) -> list[str]:
 
 def minmax_lines(ev) -> list[str]:
     """The min/max file against the data's inputs and outputs (the only evidence of the training scaling here)."""
-    from bench.evaluate import RANGE_OUTSIDE, RANGE_WIDER
+    from bench.fidelity.evaluate import RANGE_OUTSIDE, RANGE_WIDER
 
     rows = [r for r in ev.rows if r["metric"] in ("minmax_outside", "minmax_width_ratio")]
     if not rows:

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bench.run.machine import tf32_enabled
+
 _REPO = Path(__file__).resolve().parent.parent
 
 
@@ -62,7 +64,7 @@ def collect_env(device: str = "cpu", dtype: str = "float32", threads: int | None
         "device": device,
         "device_name": device_name(device),
         "dtype": dtype,
-        "tf32": bool(torch.backends.cuda.matmul.allow_tf32),
+        "tf32": tf32_enabled(),
         "torch_threads": threads if threads is not None else torch.get_num_threads(),
         "start_time": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
     }

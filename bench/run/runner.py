@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import multiprocessing as mp
-import os
 import signal
 import sys
 import time
@@ -28,9 +27,10 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench import results
-from bench.config import Cell, Config, grid_cells
-from bench.results import CellResult
+from bench.run import results
+from bench.run.config import Cell, Config, TrainConfig, grid_cells
+from bench.run.machine import resolve_device, set_threads, usable_cores
+from bench.run.results import CellResult
 
 CellFn = Callable[[Cell, Config, str], CellResult]
 
@@ -60,21 +60,6 @@ class RunSummary:
         return 130 if self.interrupted else (1 if self.failures else 0)
 
 
-def usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-def resolve_device(device: str) -> str:
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def resolve_parallelism(config: Config, n_cells: int) -> Config:
     """Fill in device, workers and threads (``auto``/0 in the config) for this machine."""
     run = config.run
@@ -84,19 +69,6 @@ def resolve_parallelism(config: Config, n_cells: int) -> Config:
     workers = max(1, min(workers, max(n_cells, 1)))
     threads = run.threads or max(1, cores // workers)
     return dataclasses.replace(config, run=dataclasses.replace(run, device=device, workers=workers, threads=threads))
-
-
-def set_threads(threads: int) -> None:
-    """Torch (and OpenMP/MKL) threads for this process.
-
-    Sets the environment, which torch reads when it is first imported, and torch's own setting if torch
-    is already loaded; the worker initializer calls this before any cell imports torch.
-    """
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = str(threads)
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        torch.set_num_threads(threads)
 
 
 def load_plugins(paths) -> None:
@@ -183,13 +155,11 @@ class _Progress:
 def run_grid(
     config: Config,
     run_dir: str | Path,
-    cell_fn: CellFn | None = None,
+    cell_fn: CellFn,
     retry_failed: bool = False,
     progress: bool = True,
 ) -> RunSummary:
     """Run every unfinished cell of ``config.grid`` into ``run_dir`` (config already resolved)."""
-    if cell_fn is None:
-        from bench.cell import run_cell as cell_fn
     run_dir = Path(run_dir)
     for sub in ("cells", "jacobians"):
         (run_dir / sub).mkdir(parents=True, exist_ok=True)
@@ -303,12 +273,7 @@ def _terminate(pool: ProcessPoolExecutor) -> None:
 def _record(config: Config) -> dict:
     """config.json: the resolved config, plus TrainConfig with its defaults filled in where available."""
     rec = config.to_dict()
-    try:
-        from bench.train import TrainConfig
-
-        rec["train_resolved"] = dataclasses.asdict(TrainConfig(**config.train))
-    except ImportError:
-        pass
+    rec["train_resolved"] = dataclasses.asdict(TrainConfig(**config.train))
     return rec
 
 
@@ -320,8 +285,8 @@ def open_run(config: Config, resume: str | Path | None = None, plugins=(), recor
     ``config``. ``plugins`` (the --plugin files of a resumed command) must be among the saved ones; the
     saved ones are loaded here. ``record=False`` (a dry run) leaves env.json as it is.
     """
-    from bench.config import ConfigError
-    from bench.envinfo import collect_env
+    from bench.run.config import ConfigError
+    from bench.run.envinfo import collect_env
 
     if resume is not None:
         run_dir = results.resolve_run_dir(resume)

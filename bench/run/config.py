@@ -1,14 +1,14 @@
 """What a run measures (GridConfig) and how it runs (RunConfig), from a TOML profile plus overrides.
 
 A config is built in layers, each validated on its own so an error names where the bad key came from:
-the profile (``bench/profiles/<name>.toml``), an optional ``--config FILE`` merged on top (only the keys it
+the profile (``bench/run/profiles/<name>.toml``), an optional ``--config FILE`` merged on top (only the keys it
 sets), then command-line overrides (``{"grid.models": "fastkan*", "train.steps": 200}``). Model and
 equation lists are comma-separated patterns expanded through ``models.list_models`` / ``equations.list``.
 
 TOML layout::
 
     [grid]   equations, models, seeds, betas, n_train, n_test, val_fraction, sampler, scaling, match_params
-    [train]  bench.train.TrainConfig fields (all but beta, which each cell takes from grid.betas)
+    [train]  TrainConfig fields (all but beta, which each cell takes from grid.betas)
     [run]    out, workers, threads, device, dtype, engine, jacobian_rows
     [model_overrides.<model>]  keyword arguments for models.create_model(<model>, ...)
 """
@@ -44,6 +44,51 @@ def suggest(name: str, known: Iterable[str]) -> str:
     """`` (did you mean 'x', 'y'?)`` for close names, else ``""``."""
     close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.6)
     return f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+
+
+OPTIMIZER_NAMES = ("adam", "adamw")  # bench.fidelity.train maps them to torch optimizers
+SCHEDULES = ("cosine", "exponential", "constant")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train one model. Defaults: the fidelity probe's full-batch Adam run."""
+
+    optimizer: str = "adam"  # "adam" or "adamw" (decoupled weight decay, as the forum user trained)
+    lr: float = 1e-3  # initial learning rate
+    weight_decay: float = 0.0  # L2 (adam) or decoupled (adamw) weight decay
+    schedule: str = "cosine"  # "cosine", "exponential" or "constant" decay of lr over the budget
+    final_lr_ratio: float = 0.01  # lr at the end of the budget / initial lr (cosine and exponential)
+    steps: int | None = 4000  # optimizer steps (not epochs); None = until max_seconds
+    batch_size: int | None = None  # None = full batch; else shuffled mini-batches from the seeded generator
+    beta: float = 1.0  # weight of the value loss; 1 - beta weighs the Jacobian loss (1.0 = value only)
+    lbfgs_steps: int = 0  # L-BFGS iterations after the first-order phase, full batch (0 = no polish)
+    patience: int = 0  # stop after this many steps without a better validation loss (0 = never stop early)
+    eval_every: int = 10  # steps between validation-loss evaluations (early stopping and history)
+    restore_best: bool = True  # with validation data, end on the weights with the best validation loss
+    max_seconds: float | None = None  # wall-time budget of the first-order phase (None = steps only)
+    grid_update_every: int = 0  # efficient-KAN: model.update_grid(x_train) every this many steps (0 = off)
+    reg_weight: float = 0.0  # efficient-KAN: add reg_weight * model.regularization_loss() (0 = off)
+    jac_engine: str = "auto"  # bench.engines engine for the Jacobian in the Sobolev loss
+    jac_chunk_size: int | None = None  # engine chunking to bound memory (None = one chunk)
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZER_NAMES:
+            raise ValueError(f"optimizer {self.optimizer!r} is not one of {sorted(OPTIMIZER_NAMES)}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule {self.schedule!r} is not one of {list(SCHEDULES)}")
+        if not 0.0 <= self.beta <= 1.0:
+            raise ValueError(f"beta = {self.beta} must lie in [0, 1] (1 = value loss only, 0 = Jacobian only)")
+        if self.steps is None and self.max_seconds is None:
+            raise ValueError("give a budget: steps, max_seconds or both")
+        if (self.steps or 0) < 0 or (self.max_seconds or 1.0) <= 0:
+            raise ValueError(f"steps ({self.steps}) must be >= 0 and max_seconds ({self.max_seconds}) > 0")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError(f"batch_size = {self.batch_size} must be >= 1 (or None for full batch)")
+        if self.lr <= 0 or self.final_lr_ratio <= 0 or self.eval_every < 1:
+            raise ValueError("lr and final_lr_ratio must be > 0 and eval_every >= 1")
+        if min(self.lbfgs_steps, self.patience, self.grid_update_every) < 0 or self.reg_weight < 0:
+            raise ValueError("lbfgs_steps, patience, grid_update_every and reg_weight must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -203,12 +248,8 @@ _SPECS: dict[str, dict[str, Callable[[Any], Any]]] = {
 _TABLES = ("grid", "train", "run", "model_overrides")
 
 
-def _train_fields() -> set[str] | None:
-    """TrainConfig's field names (beta excluded), or None while bench.train is not importable."""
-    try:
-        from bench.train import TrainConfig
-    except ImportError:
-        return None
+def _train_fields() -> set[str]:
+    """TrainConfig's field names (beta excluded: each cell takes it from grid.betas)."""
     return {f.name for f in dataclasses.fields(TrainConfig)} - {"beta"}
 
 
@@ -236,7 +277,7 @@ def _coerce(table: str, key: str, value: Any, where: str) -> Any:
         known = _train_fields()
         if key == "beta":
             raise ConfigError(f"{where}: train.beta is set per cell from grid.betas; set grid.betas instead")
-        if known is not None and key not in known:
+        if key not in known:
             hint = suggest(key, known)
             raise ConfigError(f"{where}: unknown key train.{key}{hint}; keys: {', '.join(sorted(known))}")
         return value

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from bench.timing import time_callable
+from bench.speed.timing import time_callable
 from models.base import linear_flops as layer_flops
 
 
@@ -41,13 +41,6 @@ def jacobian_flops(model: nn.Module, n_in: int | None = None) -> int:
     """FLOPs of one Jacobian by forward mode: (1 + n_in) forward passes (primal and n_in tangents)."""
     n_in = n_in if n_in is not None else int(model.n_in)
     return (1 + n_in) * forward_flops(model)
-
-
-def tf32_allowed(device: torch.device | str) -> bool:
-    """Whether float32 matmuls on `device` may use TF32 right now (always False on CPU)."""
-    if torch.device(device).type != "cuda":
-        return False
-    return bool(torch.backends.cuda.matmul.allow_tf32)
 
 
 @contextlib.contextmanager
@@ -99,7 +92,7 @@ def peak_flops(
         out = torch.empty(n, n, device=dev, dtype=dtype)
         threads = torch.get_num_threads()
         if dev.type == "cpu":
-            from bench.runner import usable_cores
+            from bench.run.machine import usable_cores
 
             torch.set_num_threads(usable_cores())
         try:

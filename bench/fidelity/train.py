@@ -28,56 +28,16 @@ import torch
 from torch import Tensor, nn
 
 from bench import engines
+from bench.run.config import OPTIMIZER_NAMES, TrainConfig
 
 Data = tuple[Tensor, Tensor, Tensor | None]  # (x_n (B, n_in), y_n (B, n_out), J_n (B, n_out, n_in) or None)
 
-OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
-SCHEDULES = ("cosine", "exponential", "constant")
+# TrainConfig (bench.run.config, torch-free) validates the names; here they become torch optimizers
+OPTIMIZERS = dict(zip(OPTIMIZER_NAMES, (torch.optim.Adam, torch.optim.AdamW), strict=True))
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the runner records the cell as failed and goes on."""
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """How to train one model. Defaults: the fidelity probe's full-batch Adam run."""
-
-    optimizer: str = "adam"  # "adam" or "adamw" (decoupled weight decay, as the forum user trained)
-    lr: float = 1e-3  # initial learning rate
-    weight_decay: float = 0.0  # L2 (adam) or decoupled (adamw) weight decay
-    schedule: str = "cosine"  # "cosine", "exponential" or "constant" decay of lr over the budget
-    final_lr_ratio: float = 0.01  # lr at the end of the budget / initial lr (cosine and exponential)
-    steps: int | None = 4000  # optimizer steps (not epochs); None = until max_seconds
-    batch_size: int | None = None  # None = full batch; else shuffled mini-batches from the seeded generator
-    beta: float = 1.0  # weight of the value loss; 1 - beta weighs the Jacobian loss (1.0 = value only)
-    lbfgs_steps: int = 0  # L-BFGS iterations after the first-order phase, full batch (0 = no polish)
-    patience: int = 0  # stop after this many steps without a better validation loss (0 = never stop early)
-    eval_every: int = 10  # steps between validation-loss evaluations (early stopping and history)
-    restore_best: bool = True  # with validation data, end on the weights with the best validation loss
-    max_seconds: float | None = None  # wall-time budget of the first-order phase (None = steps only)
-    grid_update_every: int = 0  # efficient-KAN: model.update_grid(x_train) every this many steps (0 = off)
-    reg_weight: float = 0.0  # efficient-KAN: add reg_weight * model.regularization_loss() (0 = off)
-    jac_engine: str = "auto"  # bench.engines engine for the Jacobian in the Sobolev loss
-    jac_chunk_size: int | None = None  # engine chunking to bound memory (None = one chunk)
-
-    def __post_init__(self) -> None:
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer {self.optimizer!r} is not one of {sorted(OPTIMIZERS)}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule {self.schedule!r} is not one of {list(SCHEDULES)}")
-        if not 0.0 <= self.beta <= 1.0:
-            raise ValueError(f"beta = {self.beta} must lie in [0, 1] (1 = value loss only, 0 = Jacobian only)")
-        if self.steps is None and self.max_seconds is None:
-            raise ValueError("give a budget: steps, max_seconds or both")
-        if (self.steps or 0) < 0 or (self.max_seconds or 1.0) <= 0:
-            raise ValueError(f"steps ({self.steps}) must be >= 0 and max_seconds ({self.max_seconds}) > 0")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise ValueError(f"batch_size = {self.batch_size} must be >= 1 (or None for full batch)")
-        if self.lr <= 0 or self.final_lr_ratio <= 0 or self.eval_every < 1:
-            raise ValueError("lr and final_lr_ratio must be > 0 and eval_every >= 1")
-        if min(self.lbfgs_steps, self.patience, self.grid_update_every) < 0 or self.reg_weight < 0:
-            raise ValueError("lbfgs_steps, patience, grid_update_every and reg_weight must be >= 0")
 
 
 @dataclass

@@ -56,7 +56,7 @@ def model_config_id(model: str, n_in: int, n_out: int, overrides: Mapping[str, A
 
 
 def cell_row(cell: Any, run_id: str) -> dict:
-    """The columns every row of a cell shares, from a bench.config.Cell."""
+    """The columns every row of a cell shares, from a bench.run.config.Cell."""
     return {
         "run_id": run_id, "cell_id": cell.cell_id, "equation": cell.equation, "model": cell.model,
         "seed": cell.seed, "variant": cell.variant, "beta": cell.beta, "n_train": cell.n_train,
