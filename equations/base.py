@@ -23,13 +23,6 @@ class DomainError(ValueError):
     """A sample lies outside an equation set's input box (or is not finite)."""
 
 
-class UnknownName(KeyError, ValueError):
-    """An equation-set name that does not exist: a user mistake (KeyError for lookups, ValueError for the CLI)."""
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else ""
-
-
 @dataclass(frozen=True)
 class EquationSet:
     """A benchmark target: ``fn`` on the box ``[lower, upper]`` with named inputs and outputs."""

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from equations.base import EquationSet, UnknownName
+from equations.base import EquationSet
+from equations.names import UnknownName, suggest
 
 DEFAULT_DIMS = (4, 4)
 MAX_DIM = 32
@@ -275,9 +276,10 @@ def parse_name(name: str) -> tuple[str, int, int, int]:
         raise ValueError(f"malformed generated-set name {name!r}; expected {SYNTAX}")
     family, seed, dims = m["family"], m["seed"], m["dims"]
     if family not in FAMILIES:
-        from equations.registry import suggest  # imported here: the registry imports this module
-
-        raise UnknownName(f"unknown generated family {family!r} in {name!r}; {suggest(family, FAMILIES)}")
+        raise UnknownName(
+            f"unknown generated family {family!r} in {name!r}{suggest(family, FAMILIES)}; "
+            f"families: {', '.join(FAMILIES)}"
+        )
     if not seed.isdigit():
         raise ValueError(f"seed {seed!r} in {name!r} must be a non-negative integer; expected {SYNTAX}")
     n_in, n_out = DEFAULT_DIMS

@@ -7,14 +7,13 @@ wildcards see the built-ins, registered sets and a few example generated names; 
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import textwrap
-from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from equations import generated, user
-from equations.base import EquationSet, UnknownName
+from equations.base import EquationSet
+from equations.names import UnknownName, suggest
 from equations.sets import BUILTINS
 
 if TYPE_CHECKING:
@@ -25,15 +24,6 @@ RESERVED_PREFIXES = ("gen:", "file:")
 HINT = "generated sets are gen:<family>:<seed> (families: {families}); your own file is file:path/to/file.py"
 
 _REGISTRY: dict[str, EquationSet] = {eq.name: eq for eq in BUILTINS}
-
-
-def suggest(name: str, candidates: Iterable[str]) -> str:
-    """'did you mean ...?' for close names (difflib), else the list of candidates."""
-    candidates = list(candidates)
-    close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.5)
-    if close:
-        return "did you mean " + " or ".join(repr(c) for c in close) + "?"
-    return "known: " + ", ".join(candidates)
 
 
 def register(eq: EquationSet) -> EquationSet:
@@ -54,7 +44,9 @@ def unregister(name: str) -> None:
     if name in {eq.name for eq in BUILTINS}:
         raise ValueError(f"{name!r} is a built-in equation set and cannot be unregistered")
     if name not in _REGISTRY:
-        raise UnknownName(f"no registered equation set {name!r}; {suggest(name, _REGISTRY)}")
+        raise UnknownName(
+            f"no registered equation set {name!r}{suggest(name, _REGISTRY)}; registered: {', '.join(_REGISTRY)}"
+        )
     del _REGISTRY[name]
 
 
@@ -70,7 +62,7 @@ def get(name: str) -> EquationSet:
     if key.startswith("file:"):
         return user.load_file(key.removeprefix("file:"))
     hint = HINT.format(families=", ".join(generated.FAMILIES))
-    raise UnknownName(f"unknown equation set {name!r}; {suggest(key, catalog())} ({hint})")
+    raise UnknownName(f"unknown equation set {name!r}{suggest(key, catalog())}; known: {', '.join(catalog())} ({hint})")
 
 
 def catalog() -> list[str]:

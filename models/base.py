@@ -18,7 +18,6 @@ exp, log, tanh, sin, erf, rsqrt):
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Sequence
 
 from torch import nn
@@ -110,19 +109,3 @@ def resolve_widths(
         hidden = [width] * depth
     hidden = [check_positive_int(h, "every hidden width", model) for h in hidden]
     return [n_in, *hidden, n_out]
-
-
-class UnknownName(KeyError, ValueError):
-    """A name that is not registered: a user mistake (the CLI prints it as one line, without a traceback).
-
-    A KeyError for dict-like lookups and a ValueError for the CLI's user-error handler; str() is the message.
-    """
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else ""
-
-
-def suggest(name: str, choices: Sequence[str]) -> str:
-    """' (did you mean a, b?)' for close names, else ''."""
-    close = difflib.get_close_matches(name, list(choices), n=3, cutoff=0.5)
-    return f" (did you mean {', '.join(close)}?)" if close else ""

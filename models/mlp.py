@@ -14,7 +14,8 @@ from itertools import pairwise
 import torch
 from torch import nn
 
-from models.base import ZooModule, linear_flops, resolve_widths, suggest
+from equations.names import suggest
+from models.base import ZooModule, linear_flops, resolve_widths
 from models.registry import register_model, register_variant
 
 SIREN_W0 = 30.0  # SIREN's frequency factor (Sitzmann et al. 2020)

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from models.base import UnknownName, suggest
+from equations.names import UnknownName, suggest
 
 Factory = Callable[..., nn.Module]
 

@@ -159,7 +159,7 @@ def test_expand_errors_suggest_close_names():
 def test_expand_models_against_the_registry():
     pytest.importorskip("models")
     assert C.expand_models("fastkan*,mlp_tanh") == ("fastkan", "fastkan_noln", "mlp_tanh")
-    with pytest.raises(ConfigError, match="did you mean efficient_kan"):
+    with pytest.raises(ConfigError, match="did you mean 'efficient_kan'"):
         C.expand_models("eficient_kan")
 
 

@@ -199,7 +199,7 @@ def test_a_model_that_returns_nan_stops_with_a_clear_message(tmp_path, capsys):
 def test_unknown_names_suggest_close_ones(tmp_path, capsys):
     forum_files(tmp_path)
     assert main(evaluate_args(tmp_path, model="fastkam")) == 2
-    assert "did you mean fastkan" in capsys.readouterr().err
+    assert "did you mean 'fastkan'" in capsys.readouterr().err
     args = evaluate_args(tmp_path)
     args[args.index("forum4x4")] = "forum4X4"
     assert main(args) == 2

@@ -51,14 +51,14 @@ def test_none_overrides_are_dropped():
 
 
 def test_unknown_override_names_the_accepted_ones():
-    with pytest.raises(ValueError, match=r"does not accept 'widht' \(did you mean width\?\).*accepts: width, depth"):
+    with pytest.raises(ValueError, match=r"does not accept 'widht' \(did you mean 'width'\?\).*accepts: width, depth"):
         models.create_model("mlp_tanh", widht=10)
     with pytest.raises(ValueError, match="use_layernorm"):  # fixed by the variant, so not an override
         models.create_model("fastkan_noln", use_layernorm=True)
 
 
 def test_unknown_model_suggests_close_names():
-    with pytest.raises(KeyError, match=r"unknown model 'fastkn'.*did you mean fastkan"):
+    with pytest.raises(KeyError, match=r"unknown model 'fastkn'.*did you mean 'fastkan'"):
         models.create_model("fastkn")
 
 

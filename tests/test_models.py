@@ -187,7 +187,7 @@ def test_chebyshev_recurrence_matches_cosine_form_and_has_finite_gradients_at_th
         ("mlp_tanh", {"width": 0}, "width must be an integer >= 1"),
         ("mlp_relu", {"hidden": [8, -3]}, "hidden width must be an integer >= 1"),
         ("mlp_tanh", {"depth": -1}, "depth must be an integer >= 0"),
-        ("mlp_tanh", {"activation": "sigmoidd"}, "unknown activation 'sigmoidd'.*did you mean sigmoid"),
+        ("mlp_tanh", {"activation": "sigmoidd"}, "unknown activation 'sigmoidd'.*did you mean 'sigmoid'"),
         ("fastkan", {"width": 0}, "width must be"),
         ("fastkan", {"num_grids": 1}, "num_grids must be an integer >= 2"),
         ("fastkan_noln", {"grid_min": 1.0, "grid_max": -1.0}, "lower < upper"),

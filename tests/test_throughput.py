@@ -83,7 +83,7 @@ def run_sweep(cfg, engines=ENGINES, factory=small_mlp):
 
 def test_sweep_records_every_status_and_goes_on():
     rows = run_sweep(fast_cfg())
-    assert all(list(r) == COLUMNS for r in rows)
+    assert all(tuple(r) == COLUMNS for r in rows)
     status = {(r["engine"], r["batch_size"]): r["status"] for r in rows}
     engines = [*ENGINES, FORWARD]
     assert len(rows) == len(engines) * 2  # every (engine, batch) has a row, failures included
@@ -204,12 +204,12 @@ def test_write_csv_keeps_the_schema(tmp_path):
     path = tmp_path / "run" / "throughput.csv"
     throughput.write_csv(rows, path)
     df = pd.read_csv(path, keep_default_na=False)
-    assert list(df.columns) == COLUMNS
+    assert list(df.columns) == list(COLUMNS)
     assert list(df.status) == ["ok", "failed", "ok"]
     assert not list(tmp_path.glob("run/*.tmp*"))
     throughput.write_csv(rows[:1], path, append=True)
     df = pd.read_csv(path, keep_default_na=False)
-    assert list(df.status) == ["ok", "failed", "ok", "ok"] and list(df.columns) == COLUMNS
+    assert list(df.status) == ["ok", "failed", "ok", "ok"] and list(df.columns) == list(COLUMNS)
 
 
 # --- roofline ---------------------------------------------------------------------------------------------

@@ -57,7 +57,8 @@ def _matching(names: list[str], pattern: str, kind: str) -> list[str]:
     pats = [p.strip() for p in pattern.split(",") if p.strip()] or ["*"]
     hits = [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in pats)]
     if not hits:
-        from bench.run.config import ConfigError, suggest
+        from bench.run.config import ConfigError
+        from equations.names import suggest
 
         raise ConfigError(f"no {kind} matches {pattern!r}{suggest(pattern, names)}; {kind}s: {', '.join(names)}")
     return hits

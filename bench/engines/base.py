@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from equations.names import UnknownName
+
 # fn(model, x (B, n_in), create_graph) -> J (B, n_out, n_in)
 EngineFn = Callable[[nn.Module, torch.Tensor, bool], torch.Tensor]
 # supports(model, device, dtype) -> None if supported, else the reason
@@ -19,11 +21,7 @@ class UnsupportedEngine(ValueError):
     """An engine cannot compute (or cannot be trusted to compute) the Jacobian of this model; the message says why."""
 
 
-class UnknownEngine(KeyError, ValueError):
-    """An engine name that does not exist: a user mistake (KeyError for lookups, ValueError for the CLI)."""
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else ""
+UnknownEngine = UnknownName  # an engine name that does not exist (equations.names: the shared user error)
 
 
 def _always(model: nn.Module, device: torch.device, dtype: torch.dtype) -> str | None:

@@ -14,6 +14,7 @@ from bench.report.leaderboard import best_throughput, leaderboard, leaderboard_t
 from bench.report.load import RunData, load_run, speed_key
 from bench.report.render import Code, Note, Section, Table, plot, pretty_json, to_html, to_markdown
 from bench.report.stats import fmt_key, fmt_num
+from bench.run import results
 
 GUIDES = {  # section title -> one sentence on how to read it (the order is the report's order)
     "Leaderboard": "One row per architecture and training at its largest training set, mean ± 95% confidence "
@@ -113,8 +114,9 @@ def best_engine_table(run: RunData) -> Table:
     cols += ["FLOP limit (Jacobians/s)", "% of limit", "JAX peer", "JAX peer Jacobians/s"]
     rows = []
     for _, r in best.iterrows():
-        limit = r["peak_flops"] / r["flops_per_jac"]
-        pct = f"{100 * r['jac_per_s'] / limit:.1f}%" if np.isfinite(limit) and limit > 0 else "–"
+        limit = results.limit_rate(r["flops_per_jac"], r["peak_flops"])
+        share = results.limit_fraction(r["jac_per_s"], r["flops_per_jac"], r["peak_flops"])
+        pct = f"{100 * share:.1f}%" if np.isfinite(share) else "–"
         peer_engine = r["engine_peer"] if isinstance(r["engine_peer"], str) else "–"
         row = [r["config"], r["family"], fmt_key(r["params"]), r["device"], r["dtype"], r["engine"]]
         row += [fmt_key(r["batch_size"])]

@@ -15,6 +15,7 @@ from bench.report import style
 from bench.report.fig_fidelity import models_in_order, reference_rows, test_metric
 from bench.report.leaderboard import FORWARD, MISSING_NOTE, PEER_PREFIX, attach_throughput
 from bench.report.load import RunData, speed_key
+from bench.run import results
 
 
 def measured(run: RunData) -> pd.DataFrame:
@@ -50,7 +51,9 @@ def _throughput_panel(ax, d: pd.DataFrame, palette: dict[str, str]) -> None:
         ax.plot(e["batch_size"], e["jac_per_s"], ms=3, **look)
         ax.fill_between(e["batch_size"], e["jac_per_s_q25"], e["jac_per_s_q75"], color=look["color"], alpha=0.2)
     jac = d[d["engine"] != FORWARD]  # the forward rows' flops_per_jac is one forward pass
-    limit = (jac["peak_flops"] / jac["flops_per_jac"]).median()
+    rates = np.atleast_1d(results.limit_rate(jac["flops_per_jac"], jac["peak_flops"]))
+    rates = rates[np.isfinite(rates)]
+    limit = float(np.median(rates)) if len(rates) else np.nan
     if np.isfinite(limit):
         ax.axhline(limit, color="0.3", linestyle="--", linewidth=1)
     ax.set(xscale="log", yscale="log")

@@ -19,18 +19,6 @@ from bench.run.results import METRIC_COLUMNS, resolve_run_dir
 _TEXT = ["run_id", "cell_id", "equation", "model", "family", "model_config", "variant", "split", "metric"]
 _TEXT += ["output", "input", "status", "error"]
 _NUMBER = ["n_in", "n_out", "params", "flops", "seed", "beta", "n_train", "bin", "value"]
-THROUGHPUT_NUMBERS = [
-    "n_in",
-    "n_out",
-    "params",
-    "flops",
-    "batch_size",
-    "jac_per_s",
-    "jac_per_s_q25",
-    "jac_per_s_q75",
-    "repeats",
-]
-THROUGHPUT_NUMBERS += ["flops_per_jac", "peak_flops"]
 
 
 @dataclass
@@ -101,7 +89,7 @@ def read_throughput(run: Path) -> pd.DataFrame | None:
     if not path.exists():
         return None
     df = pd.read_csv(path)
-    for c in THROUGHPUT_NUMBERS:
+    for c in results.THROUGHPUT_NUMBERS:
         if c in df.columns:
             df[c] = pd.to_numeric(df[c], errors="coerce")
     for c in ("model", "family", "model_config", "engine", "device", "device_name", "dtype", "status", "error"):

@@ -16,13 +16,14 @@ TOML layout::
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import fnmatch
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from equations.names import suggest
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -38,12 +39,6 @@ _WILDCARD = set("*?[")
 
 class ConfigError(ValueError):
     """A config file or override is wrong: the message names the key, its source, and close names."""
-
-
-def suggest(name: str, known: Iterable[str]) -> str:
-    """`` (did you mean 'x', 'y'?)`` for close names, else ``""``."""
-    close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.6)
-    return f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
 
 
 OPTIMIZER_NAMES = ("adam", "adamw")  # bench.fidelity.train maps them to torch optimizers

@@ -28,6 +28,16 @@ METRIC_COLUMNS = (
     "run_id", "cell_id", "equation", "model", "family", "n_in", "n_out", "model_config", "params", "flops", "seed",
     "variant", "beta", "n_train", "split", "metric", "output", "input", "bin", "value", "status", "error",
 )  # fmt: skip
+# throughput.csv columns, in order (results/README.md); numbers are the ones THROUGHPUT_NUMBERS lists
+THROUGHPUT_COLUMNS = (
+    "model", "family", "n_in", "n_out", "model_config", "params", "flops", "engine", "device", "device_name",
+    "dtype", "tf32", "batch_size", "jac_per_s", "jac_per_s_q25", "jac_per_s_q75", "repeats", "flops_per_jac",
+    "peak_flops", "status", "error", "threads",
+)  # fmt: skip
+THROUGHPUT_NUMBERS = (
+    "n_in", "n_out", "params", "flops", "batch_size", "jac_per_s", "jac_per_s_q25", "jac_per_s_q75", "repeats",
+    "flops_per_jac", "peak_flops", "threads",
+)  # fmt: skip
 # Columns added after the first runs were written: a reader fills them in empty for older tables.
 LATER_COLUMNS = ("n_in", "n_out", "model_config")
 TMP_MARK = ".tmp-"  # temporary files are <name>.tmp-<pid>; never matched by *.csv
@@ -41,6 +51,20 @@ class CellResult:
 
     rows: list[dict]  # metrics.csv rows (results/README.md columns)
     jacobians: pd.DataFrame | None = None  # forum layout: x1..xn, df1_dx1, df1_dx1_true, ... (<= 1000 rows)
+
+
+def limit_rate(flops_per_jac: Any, peak_flops: Any) -> Any:
+    """The FLOP limit as a rate: peak FLOP/s / FLOPs per Jacobian (numbers or arrays; NaN where unknown)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rate = np.asarray(peak_flops, dtype=float) / np.asarray(flops_per_jac, dtype=float)
+    rate = np.where(np.isfinite(rate) & (rate > 0), rate, np.nan)
+    return float(rate) if rate.ndim == 0 else rate
+
+
+def limit_fraction(jac_per_s: Any, flops_per_jac: Any, peak_flops: Any) -> Any:
+    """Share of the device's FLOP limit a rate reaches: jac_per_s / limit_rate (NaN where unknown)."""
+    out = np.asarray(jac_per_s, dtype=float) / limit_rate(flops_per_jac, peak_flops)
+    return float(out) if np.ndim(out) == 0 else out
 
 
 def model_config_id(model: str, n_in: int, n_out: int, overrides: Mapping[str, Any] | None = None) -> str:

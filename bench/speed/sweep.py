@@ -25,9 +25,9 @@ from torch import nn
 
 from bench.engines.base import UnknownEngine, UnsupportedEngine
 from bench.run import envinfo, machine, results
-from bench.run.config import suggest
 from bench.speed import jax_peer, roofline
 from bench.speed.timing import synchronizer, time_callable
+from equations.names import suggest
 
 FORWARD = "forward"  # pseudo-engine: the forward pass alone (rate = samples per second)
 LOOP = "loop"  # the forum's per-sample loop: the baseline of the "x loop" ratio
@@ -38,11 +38,7 @@ SMALL_BATCH_ONLY = {
     "as B^2 (26.8 GB at B=4096 for the forum MLP)",
 }
 
-COLUMNS = [
-    "model", "family", "n_in", "n_out", "model_config", "params", "flops", "engine", "device", "device_name",
-    "dtype", "tf32", "batch_size", "jac_per_s", "jac_per_s_q25", "jac_per_s_q75", "repeats", "flops_per_jac",
-    "peak_flops", "status", "error", "threads",
-]  # fmt: skip
+COLUMNS = results.THROUGHPUT_COLUMNS  # the throughput.csv schema (bench.run.results)
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -339,7 +335,7 @@ def write_csv(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, append
     """
     import pandas as pd
 
-    df = pd.DataFrame(list(rows), columns=COLUMNS)
+    df = pd.DataFrame(list(rows), columns=list(COLUMNS))
     if append and os.path.exists(path):
         df = pd.concat([pd.read_csv(path, keep_default_na=False, na_values=["", "nan", "NaN"]), df])
     os.makedirs(os.path.dirname(os.fspath(path)) or ".", exist_ok=True)
@@ -372,10 +368,7 @@ def summary(rows: Sequence[Mapping[str, Any]]):
         jps = r["jac_per_s"] if r["status"] == "ok" else nan
         is_jac = r["engine"] != FORWARD
         loop = rate.get((*key, LOOP), loop_largest.get(key[:3], nan))
-        try:
-            roof = jps * float(r["flops_per_jac"]) / float(r["peak_flops"])
-        except (TypeError, ValueError, ZeroDivisionError):
-            roof = nan
+        roof = results.limit_fraction(jps, r["flops_per_jac"], r["peak_flops"])
         out.append({
             **{c: r[c] for c in ("model", "device", "dtype", "batch_size", "engine", "jac_per_s_q25", "jac_per_s_q75")},
             "model_config": _config(r),
