@@ -45,12 +45,6 @@ class MinMax:
                 f"{tuple(self.y_min.shape)} / y_max {tuple(self.y_max.shape)} must match pairwise"
             )
 
-    @classmethod
-    def from_data(cls, x: Tensor, y: Tensor) -> MinMax:
-        """Column-wise min and max of x (B, n_in) and y (B, n_out)."""
-        x, y = _matrix(x, "x"), _matrix(y, "y")
-        return cls(x.amin(0), x.amax(0), y.amin(0), y.amax(0))
-
 
 @dataclass(frozen=True, eq=False)
 class Scaler:
@@ -168,6 +162,16 @@ class Scaler:
     def jacobian_to_physical(self, J_norm: Tensor) -> Tensor:
         """J_norm (..., n_out, n_in) in normalized units -> J_phys = diag(y_scale) J_norm diag(1/x_scale)."""
         return J_norm * self._jacobian_factor(J_norm)
+
+    def tangent_to_normalized(self, t: Tensor) -> Tensor:
+        """Input tangents (..., n_in) in physical units -> normalized: the chain rule's column factor 1/x_scale."""
+        _, scale, _, _ = self._cast(t, "x", self.n_in)
+        return t / scale
+
+    def tangent_to_physical(self, t_n: Tensor) -> Tensor:
+        """Output tangents (..., n_out) in normalized units -> physical: the chain rule's row factor y_scale."""
+        _, _, _, scale = self._cast(t_n, "y", self.n_out)
+        return t_n * scale
 
     def jacobian_to_normalized(self, J_phys: Tensor) -> Tensor:
         """The inverse of ``jacobian_to_physical``: J_norm = diag(1/y_scale) J_phys diag(x_scale)."""

@@ -43,11 +43,7 @@ def _list_equations(pattern: str) -> int:
 def _list_models(pattern: str) -> int:
     import models
 
-    describe_table = getattr(models, "describe_table", None)
-    if describe_table is None:
-        print("models.describe_table is not available yet: the model zoo has not landed in this checkout.")
-        return 1
-    print(describe_table(pattern).to_string(index=False))
+    print(models.describe_table(pattern).to_string(index=False))
     return 0
 
 

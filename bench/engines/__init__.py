@@ -36,16 +36,9 @@ ENGINES: dict[str, Engine] = {
 
 # `auto` takes the first engine in this order that supports (model, device, dtype) and, for create_graph, is
 # differentiable. Batch-sum and compiled engines are never chosen automatically (the first need the coupling
-# check, the second tens of seconds of compilation per model and shape). Measured with
-# `python -m bench throughput --models mlp_forum --batch-sizes 256,4096,65536 --device cpu --threads 2` (2-core
-# AMD EPYC Zen 5, quiet, torch 2.13, float32, forum MLP 4->100x4 sigmoid->4, Jacobians/s at B=65536):
-# forward_tangents 7.5e5 (2.0x JAX jit(vmap(jacfwd)) 3.7e5 in the same run, 177x loop), batch_sum_reverse 2.2e5,
-# compiled_vmap_jacrev 2.1e5, compiled_forward_tangents 2.1e5, functional_vectorized 1.6e5, vmap_jacrev 1.5e5,
-# vmap_jacfwd 0.9e5, loop 4.2e3 (B=256). At B=256 the compiled engines lead (4.6e5 vs 4.0e5): auto still picks
-# forward_tangents (no compile). KANs at B=65536: forward_tangents 3.0e5 (FastKAN), 1.8e5 (efficient-KAN),
-# 8.5e5 (ChebyKAN), 5-24x vmap_jacrev. Without tangent rules forward_tangents is vmap(jacfwd); there vmap_jacrev
-# wins when n_out < n_in. GPU: not measured yet; forward_tangents first there too (its fused MLP pass is one
-# GEMM per layer, like the compiled stacked-tangent pass that reached 3.9e7/s on an H100).
+# check, the second tens of seconds of compilation per model and shape). The order follows the throughput
+# measurements in the README ("Jacobian engines and throughput"): forward_tangents leads at large batches on
+# the zoo; without tangent rules it is vmap(jacfwd), and vmap_jacrev wins there when n_out < n_in.
 AUTO_ORDER = ("forward_tangents", "vmap_jacrev", "vmap_jacfwd", "loop")
 
 

@@ -147,12 +147,10 @@ def _layernorm(m: nn.LayerNorm, h, t, need_h: bool, inplace: bool):
 
 @register_tangent_rule(PhysicalModel, reason=children_reason)
 def _physical(m: PhysicalModel, h, t, need_h: bool, inplace: bool):
-    """x_n = (x - shift) / scale and y = y_n * scale' + shift': the tangents scale by 1/scale and by scale'."""
+    """The wrapper's chain rule on tangents, from its one place (equations.scaling.Scaler)."""
     s = m.scaler
-    t = t / s.x_scale.to(dtype=t.dtype, device=t.device)  # along the input features (the last axis)
-    h_n, t_n = propagate(m.model, s.transform_x(h), t, need_h, inplace)
-    t_y = t_n * s.y_scale.to(dtype=t_n.dtype, device=t_n.device)
-    return (s.inverse_y(h_n) if need_h else None), t_y
+    h_n, t_n = propagate(m.model, s.transform_x(h), s.tangent_to_normalized(t), need_h, inplace)
+    return (s.inverse_y(h_n) if need_h else None), s.tangent_to_physical(t_n)
 
 
 def tangents_to_jacobian(t: torch.Tensor, batch: int) -> torch.Tensor:
