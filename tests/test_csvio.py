@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from equations.base import DomainError, EquationSet
+from equations.base import DomainError
 from equations.csvio import (
     CsvFormatError,
     read_dataset_csv,
@@ -23,20 +23,6 @@ XN, FN = ("x1", "x2", "x3", "x4"), ("f1", "f2", "f3", "f4")
 HEADER = "x1,x2,x3,x4,f1,f2,f3,f4\n"
 ROW = "0.53,2.1,1.7,0.98,3.06,37.8,0.97,82.4\n"
 MINMAX = "x1,3.0,0.1\nx2,2.5,0.3\nx3,2.9,0.2\nx4,3.0,0.1\nf1,9.7,0.05\nf2,54.1,1.9\nf3,3.4,-0.6\nf4,2034.8,2.4\n"
-
-
-def forum_eq() -> EquationSet:
-    """A copy of the forum post's f1..f4 on [0.1, 3]^4."""
-
-    def fn(x):
-        x1, x2, x3, x4 = x[..., 0], x[..., 1], x[..., 2], x[..., 3]
-        f1 = 0.4 * x1**2 + 0.2 * x2**2 + 0.1 * x3**3.5 + 0.3 * x4**1.5
-        f2 = 3 * x1 + 4 * x2 + 5 * x3 + 6 * x4 + torch.sin(x1) * torch.cos(x2)
-        f3 = torch.sin(x1) + torch.cos(x2) + 0.05 * torch.exp(x3) + 0.1 * torch.exp(x4)
-        f4 = 200 * x1**2 + 6 * torch.exp(x2) + x1**3 + 4 * torch.exp(x4)
-        return torch.stack([f1, f2, f3, f4], dim=-1)
-
-    return EquationSet("forum_copy", fn, (0.1,) * 4, (3.0,) * 4, XN, FN)
 
 
 def _write(tmp_path, text, name="samples.csv"):
@@ -83,8 +69,8 @@ def test_pandas_written_file_reads(tmp_path):
     assert (torch.cat([x, y], 1).numpy() == df.to_numpy()).all()
 
 
-def test_dataset_round_trip_recomputes_the_jacobian(tmp_path):
-    eq = forum_eq()
+def test_dataset_round_trip_recomputes_the_jacobian(tmp_path, forum_eq):
+    eq = forum_eq
     ds = make_dataset(eq, 12, "sobol", seed=0)
     p = tmp_path / "ds.csv"
     write_dataset_csv(p, ds)
@@ -234,10 +220,10 @@ def test_bad_minmax_file(tmp_path, text, match):
     assert str(p) in str(info.value)
 
 
-def test_data_outside_the_domain_names_row_and_input(tmp_path):
+def test_data_outside_the_domain_names_row_and_input(tmp_path, forum_eq):
     p = _write(tmp_path, HEADER + ROW + ROW.replace("1.7", "-1.7"))
     with pytest.raises(DomainError, match=r"samples.csv.*row 1, input 'x3' = -1.7 lies outside"):
-        read_dataset_csv(p, forum_eq())
+        read_dataset_csv(p, forum_eq)
 
 
 def test_missing_file_and_non_finite_writes(tmp_path):

@@ -8,21 +8,6 @@ from equations.base import DomainError, EquationSet
 from equations.data import Dataset, make_dataset, max_abs_residual, split, split_indices
 
 
-def forum_eq() -> EquationSet:
-    """A copy of the forum post's f1..f4 on [0.1, 3]^4 (x3^(7/2), x4^(3/2) need x >= 0)."""
-
-    def fn(x):
-        x1, x2, x3, x4 = x[..., 0], x[..., 1], x[..., 2], x[..., 3]
-        f1 = 0.4 * x1**2 + 0.2 * x2**2 + 0.1 * x3**3.5 + 0.3 * x4**1.5
-        f2 = 3 * x1 + 4 * x2 + 5 * x3 + 6 * x4 + torch.sin(x1) * torch.cos(x2)
-        f3 = torch.sin(x1) + torch.cos(x2) + 0.05 * torch.exp(x3) + 0.1 * torch.exp(x4)
-        f4 = 200 * x1**2 + 6 * torch.exp(x2) + x1**3 + 4 * torch.exp(x4)
-        return torch.stack([f1, f2, f3, f4], dim=-1)
-
-    names = ("x1", "x2", "x3", "x4")
-    return EquationSet("forum_copy", fn, (0.1,) * 4, (3.0,) * 4, names, ("f1", "f2", "f3", "f4"))
-
-
 def affine_eq():
     A = torch.tensor([[1.0, 2.0], [3.0, -4.0], [0.5, 0.0]], dtype=torch.float64)
     eq = EquationSet("affine", lambda x: x @ A.to(x).T + 1.0, (0.0, -1.0), (1.0, 1.0), ("a", "b"), ("p", "q", "r"))
@@ -41,8 +26,8 @@ def test_make_dataset_is_exact_float64(method):
     assert max_abs_residual(ds, eq).tolist() == [0.0, 0.0, 0.0]
 
 
-def test_make_dataset_is_deterministic():
-    eq = forum_eq()
+def test_make_dataset_is_deterministic(forum_eq):
+    eq = forum_eq
     a, b, c = make_dataset(eq, 16, seed=4), make_dataset(eq, 16, seed=4), make_dataset(eq, 16, seed=5)
     assert torch.equal(a.x, b.x) and torch.equal(a.y, b.y) and torch.equal(a.J, b.J)
     assert not torch.equal(a.x, c.x)
@@ -51,9 +36,9 @@ def test_make_dataset_is_deterministic():
     assert spread.max() / spread.min() > 100
 
 
-def test_forum_jacobian_spot_check():
+def test_forum_jacobian_spot_check(forum_eq):
     # df4/dx1 = 400 x1 + 3 x1^2 and df1/dx3 = 0.35 x3^2.5, by hand
-    eq = forum_eq()
+    eq = forum_eq
     ds = make_dataset(eq, 8, "uniform", seed=0)
     x1, x3 = ds.x[:, 0], ds.x[:, 2]
     torch.testing.assert_close(ds.J[:, 3, 0], 400 * x1 + 3 * x1**2, rtol=1e-14, atol=0)
@@ -79,8 +64,8 @@ def test_from_arrays_keeps_user_outputs_and_reports_residual():
     assert max_abs_residual(ds, eq).tolist() == [0.0, 0.0, 0.125]
 
 
-def test_from_arrays_outside_domain_names_row_and_input():
-    eq = forum_eq()
+def test_from_arrays_outside_domain_names_row_and_input(forum_eq):
+    eq = forum_eq
     x = torch.full((3, 4), 1.0, dtype=torch.float64)
     x[2, 2] = -0.5  # negative x3: x3^(7/2) would be NaN
     with pytest.raises(DomainError, match=r"row 2, input 'x3' = -0.5 lies outside its domain \[0.1, 3\]"):
@@ -135,8 +120,8 @@ def test_split_indices_disjoint_covering_reproducible(n, val, test):
     assert all(torch.equal(a, b) for a, b in zip((tr, va, te), again, strict=True))
 
 
-def test_split_seeds_differ_and_subsets_match_indices():
-    eq = forum_eq()
+def test_split_seeds_differ_and_subsets_match_indices(forum_eq):
+    eq = forum_eq
     ds = make_dataset(eq, 40, "uniform", seed=0)
     s1, s2 = split(ds, seed=0), split(ds, seed=1)
     assert not torch.equal(s1.train.x, s2.train.x)

@@ -191,3 +191,13 @@ def test_builtins_are_documented():
     for eq in BUILTINS:
         assert len(eq.doc) > 80, eq.name
         assert len(eq.formulas) == eq.n_out, eq.name
+
+
+def test_the_shipped_forum_set_is_the_forum_posts_equations(forum_eq):
+    """equations.sets.forum against the copy typed independently in tests/conftest.py (float64, bit for bit)."""
+    import equations
+
+    shipped = equations.get("forum4x4")
+    x = 0.1 + 2.9 * torch.rand(300, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    assert shipped.input_names == forum_eq.input_names and shipped.output_names == forum_eq.output_names
+    torch.testing.assert_close(shipped(x), forum_eq(x), rtol=0, atol=0)

@@ -10,29 +10,11 @@ from bench.fidelity import metrics
 from equations.scaling import PhysicalModel, Scaler
 
 
-def _forum_jacobian(x: torch.Tensor) -> torch.Tensor:
-    """The forum set's exact Jacobian (f2 has the constant entries df2/dx3 = 5, df2/dx4 = 6)."""
-
-    def f(v):
-        x1, x2, x3, x4 = v.unbind(-1)
-        return torch.stack(
-            [
-                0.4 * x1**2 + 0.2 * x2**2 + 0.1 * x3**3.5 + 0.3 * x4**1.5,
-                3 * x1 + 4 * x2 + 5 * x3 + 6 * x4 + torch.sin(x1) * torch.cos(x2),
-                torch.sin(x1) + torch.cos(x2) + 0.05 * torch.exp(x3) + 0.1 * torch.exp(x4),
-                200 * x1**2 + 6 * torch.exp(x2) + x1**3 + 4 * torch.exp(x4),
-            ],
-            -1,
-        )
-
-    return torch.func.vmap(torch.func.jacrev(f))(x)
-
-
 @pytest.fixture
-def forum():
+def forum(forum_jacobian):
     g = torch.Generator().manual_seed(0)
     x = 0.1 + 2.9 * torch.rand(200, 4, generator=g, dtype=torch.float64)
-    return x, _forum_jacobian(x)
+    return x, forum_jacobian(x)
 
 
 def test_perfect_predictor_scores_r2_one_and_zero_jacobian_error(forum):

@@ -12,27 +12,11 @@ import pytest
 import torch
 from torch import nn
 
-from equations.base import EquationSet
 from equations.data import make_dataset, split
 from equations.scaling import MinMax, PhysicalModel, Scaler
 
 EXACT = {"rtol": 1e-12, "atol": 0.0}  # see the module docstring
 F64 = torch.float64
-
-
-def forum_eq() -> EquationSet:
-    """A copy of the forum post's f1..f4 on [0.1, 3]^4."""
-
-    def fn(x):
-        x1, x2, x3, x4 = x[..., 0], x[..., 1], x[..., 2], x[..., 3]
-        f1 = 0.4 * x1**2 + 0.2 * x2**2 + 0.1 * x3**3.5 + 0.3 * x4**1.5
-        f2 = 3 * x1 + 4 * x2 + 5 * x3 + 6 * x4 + torch.sin(x1) * torch.cos(x2)
-        f3 = torch.sin(x1) + torch.cos(x2) + 0.05 * torch.exp(x3) + 0.1 * torch.exp(x4)
-        f4 = 200 * x1**2 + 6 * torch.exp(x2) + x1**3 + 4 * torch.exp(x4)
-        return torch.stack([f1, f2, f3, f4], dim=-1)
-
-    names = ("x1", "x2", "x3", "x4")
-    return EquationSet("forum_copy", fn, (0.1,) * 4, (3.0,) * 4, names, ("f1", "f2", "f3", "f4"))
 
 
 def _data(seed=0, n=64):
@@ -93,9 +77,9 @@ def test_transform_inverse_round_trip(method):
     torch.testing.assert_close(s.inverse_y(s.transform_y(y)), y, rtol=4e-16, atol=4e-16 * float(y.abs().max()))
 
 
-def test_fit_is_on_the_data_it_is_given_only():
+def test_fit_is_on_the_data_it_is_given_only(forum_eq):
     # fitted on the training split, validation data may fall outside [0, 1]: that is expected, not clipped
-    ds = make_dataset(forum_eq(), 60, "uniform", seed=0)
+    ds = make_dataset(forum_eq, 60, "uniform", seed=0)
     parts = split(ds, seed=0)
     s = Scaler.fit(parts.train.x, parts.train.y)
     assert torch.equal(s.x_shift, parts.train.x.amin(0))
@@ -196,10 +180,10 @@ def test_physical_jacobian_of_tanh_of_linear_is_chain_rule():
     torch.testing.assert_close(J_phys, torch.diag(s.y_scale) @ J_norm @ torch.diag(1 / s.x_scale), **EXACT)
 
 
-def test_wrapping_a_perfect_normalized_model_recovers_the_true_jacobian():
+def test_wrapping_a_perfect_normalized_model_recovers_the_true_jacobian(forum_eq):
     # the forum's question end to end: a model that is exact in normalized units has, de-normalized,
     # exactly the equations' Jacobian, even though the normalized Jacobian differs by orders of magnitude
-    eq = forum_eq()
+    eq = forum_eq
     ds = make_dataset(eq, 32, "lhs", seed=0)
     s = Scaler.fit(ds.x, ds.y)
 
