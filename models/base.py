@@ -18,8 +18,10 @@ exp, log, tanh, sin, erf, rsqrt):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+from collections.abc import Callable, Sequence
 
+import torch
 from torch import nn
 
 
@@ -38,6 +40,33 @@ class ZooModule:
     def flops_per_sample(self) -> int:
         """FLOPs of one forward pass on one sample (see the FLOP model in ``models.base``)."""
         raise NotImplementedError(f"{type(self).__name__} does not report its FLOPs")
+
+
+class KANStack(ZooModule, nn.Module):
+    """The layer stack the KAN families share: one layer per consecutive pair of widths, applied in order.
+
+    A family builds its layers from ``pairs()`` (``KANStack.__init__(widths, make_layer, name)`` checks the
+    widths); forward, the pairs and the dimensions live here once, and so does the engines' tangent rule for
+    the stack (registered for this class: subclasses that keep this forward inherit it).
+    """
+
+    def __init__(self, widths: Sequence[int], make_layer: Callable[[int, int, int], nn.Module], name: str) -> None:
+        super().__init__()
+        widths = [check_positive_int(w, "every layer width", name) for w in widths]
+        if len(widths) < 2:
+            raise ValueError(f"{name}: layers_hidden needs at least [n_in, n_out], got {widths}")
+        self.widths = widths
+        self.n_in, self.n_out = widths[0], widths[-1]
+        self.layers = nn.ModuleList(make_layer(i, a, b) for i, (a, b) in enumerate(self.pairs()))
+
+    def pairs(self) -> list[tuple[int, int]]:
+        """(in, out) width of each layer."""
+        return list(itertools.pairwise(self.widths))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x)
+        return x
 
 
 def trainable_params(module: nn.Module) -> int:

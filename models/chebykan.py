@@ -14,12 +14,11 @@ One coefficient tensor per layer (in, out, D + 1), initialized N(0, 1 / (in (D +
 from __future__ import annotations
 
 from collections.abc import Sequence
-from itertools import pairwise
 
 import torch
 from torch import nn
 
-from models.base import ZooModule, check_positive_int, layernorm_flops, resolve_widths
+from models.base import KANStack, check_positive_int, layernorm_flops, resolve_widths
 from models.registry import register_model
 
 TANH_FLOPS = 1
@@ -52,37 +51,26 @@ class ChebyKANLayer(nn.Module):
         return torch.einsum("...in,ion->...o", basis, self.cheby_coeffs)
 
 
-class ChebyKAN(ZooModule, nn.Module):
+class ChebyKAN(KANStack):
     """``ChebyKAN([4, 30, 30, 4], degree=4)``."""
 
     family = "chebykan"
     input_range = (-1.0, 1.0)  # tanh squashes anything; (-1, 1) keeps tanh in its non-saturated part
 
     def __init__(self, layers_hidden: Sequence[int], degree: int = 4, layernorm: bool = False) -> None:
-        super().__init__()
         check_positive_int(degree, "degree", "chebykan")
-        widths = [check_positive_int(w, "every layer width", "chebykan") for w in layers_hidden]
-        self.layers = nn.ModuleList(
-            ChebyKANLayer(a, b, degree, layernorm=layernorm and i > 0) for i, (a, b) in enumerate(pairwise(widths))
+        super().__init__(
+            layers_hidden, lambda i, a, b: ChebyKANLayer(a, b, degree, layernorm=layernorm and i > 0), "chebykan"
         )
-        self.widths, self.degree, self.layernorm = widths, degree, layernorm
-        self.n_in, self.n_out = widths[0], widths[-1]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for layer in self.layers:
-            x = layer(x)
-        return x
-
-    def _pairs(self) -> list[tuple[int, int]]:
-        return list(pairwise(self.widths))
+        self.degree, self.layernorm = degree, layernorm
 
     def param_count(self) -> int:
-        ln = sum(2 * a for a, _ in self._pairs()[1:]) if self.layernorm else 0
-        return ln + sum(a * b * (self.degree + 1) for a, b in self._pairs())
+        ln = sum(2 * a for a, _ in self.pairs()[1:]) if self.layernorm else 0
+        return ln + sum(a * b * (self.degree + 1) for a, b in self.pairs())
 
     def flops_per_sample(self) -> int:
         total = 0
-        for i, (a, b) in enumerate(self._pairs()):
+        for i, (a, b) in enumerate(self.pairs()):
             total += layernorm_flops(a) if (self.layernorm and i > 0) else 0
             total += a * (TANH_FLOPS + RECURRENCE_FLOPS * max(self.degree - 1, 0))
             total += 2 * a * (self.degree + 1) * b  # the contraction with the coefficients

@@ -17,13 +17,12 @@ Outside the extended knots every basis is exactly 0: only the SiLU branch remain
 from __future__ import annotations
 
 from collections.abc import Sequence
-from itertools import pairwise
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.base import ZooModule, check_positive_int, check_range, linear_flops, resolve_widths
+from models.base import KANStack, check_positive_int, check_range, linear_flops, resolve_widths
 from models.registry import register_model
 
 SILU_FLOPS = 4
@@ -145,7 +144,7 @@ class KANLinear(nn.Module):
         return l1 * total - entropy * (p * p.clamp_min(torch.finfo(p.dtype).tiny).log()).sum()
 
 
-class EfficientKAN(ZooModule, nn.Module):
+class EfficientKAN(KANStack):
     """``EfficientKAN([4, 30, 30, 4])``: a stack of KANLinear over consecutive widths."""
 
     family = "efficient_kan"
@@ -158,25 +157,17 @@ class EfficientKAN(ZooModule, nn.Module):
         grid_range: Sequence[float] = (-1.0, 1.0),
         grid_eps: float = 0.02,
     ) -> None:
-        super().__init__()
         name = "efficient_kan"
         check_positive_int(grid_size, "grid_size", name)
         check_positive_int(spline_order, "spline_order", name)
         lo, hi = check_range(*grid_range, "grid_range", name)
-        widths = [check_positive_int(w, "every layer width", name) for w in layers_hidden]
         if not 0.0 <= grid_eps <= 1.0:
             raise ValueError(f"{name}: grid_eps must be in [0, 1], got {grid_eps!r}")
-        self.layers = nn.ModuleList(
-            KANLinear(a, b, grid_size, spline_order, (lo, hi), grid_eps=grid_eps) for a, b in pairwise(widths)
+        super().__init__(
+            layers_hidden, lambda i, a, b: KANLinear(a, b, grid_size, spline_order, (lo, hi), grid_eps=grid_eps), name
         )
-        self.widths, self.grid_size, self.spline_order = widths, grid_size, spline_order
-        self.n_in, self.n_out = widths[0], widths[-1]
+        self.grid_size, self.spline_order = grid_size, spline_order
         self.input_range = (lo, hi)  # the initial knots' inner interval; the spline is 0 beyond k*h more
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for layer in self.layers:
-            x = layer(x)
-        return x
 
     @torch.no_grad()
     def update_grid(self, x: torch.Tensor, margin: float = 0.01) -> list[float]:
@@ -192,13 +183,13 @@ class EfficientKAN(ZooModule, nn.Module):
 
     def param_count(self) -> int:
         c = self.grid_size + self.spline_order
-        return sum(a * b * (c + 2) for a, b in pairwise(self.widths))
+        return sum(a * b * (c + 2) for a, b in self.pairs())
 
     def flops_per_sample(self) -> int:
         G, k = self.grid_size, self.spline_order
         basis = bspline_basis_flops(G, k)
         total = 0
-        for a, b in pairwise(self.widths):
+        for a, b in self.pairs():
             total += SILU_FLOPS * a + linear_flops(a, b, bias=False)  # base branch
             total += basis * a + linear_flops(a * (G + k), b, bias=False) + b  # spline branch and the sum
         return total

@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from itertools import pairwise
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.base import ZooModule, check_positive_int, check_range, layernorm_flops, linear_flops, resolve_widths
+from models.base import KANStack, check_positive_int, check_range, layernorm_flops, linear_flops, resolve_widths
 from models.registry import register_variant
 
 RBF_FLOPS = 4  # per (input, centre): subtract, scale, square, exp
@@ -75,7 +74,7 @@ class FastKANLayer(nn.Module):
         return self.spline_linear(phi.flatten(-2)) + self.base_linear(F.silu(x))
 
 
-class FastKAN(ZooModule, nn.Module):
+class FastKAN(KANStack):
     """``FastKAN([4, 30, 30, 4])``: a stack of FastKANLayer over consecutive widths."""
 
     family = "fastkan"
@@ -89,44 +88,32 @@ class FastKAN(ZooModule, nn.Module):
         denominator: float | None = None,
         use_layernorm: bool = True,
     ) -> None:
-        super().__init__()
         name = "fastkan" if use_layernorm else "fastkan_noln"
         check_positive_int(num_grids, "num_grids", name, minimum=2)
         grid_min, grid_max = check_range(grid_min, grid_max, "(grid_min, grid_max)", name)
         if denominator is not None and not denominator > 0:
             raise ValueError(f"{name}: denominator must be > 0, got {denominator!r}")
-        widths = [check_positive_int(w, "every layer width", name) for w in layers_hidden]
-        if len(widths) < 2:
-            raise ValueError(f"{name}: layers_hidden needs at least [n_in, n_out], got {widths}")
+        widths = list(layers_hidden)
         if use_layernorm and 1 in widths[:-1]:
             warnings.warn(
                 f"{name}: LayerNorm over a single feature maps every input to its bias, so that layer's "
                 "spline branch is constant; use fastkan_noln for 1-D inputs or width-1 layers",
                 stacklevel=3,
             )
-        self.layers = nn.ModuleList(
-            FastKANLayer(a, b, grid_min, grid_max, num_grids, denominator, use_layernorm) for a, b in pairwise(widths)
+        super().__init__(
+            widths, lambda i, a, b: FastKANLayer(a, b, grid_min, grid_max, num_grids, denominator, use_layernorm), name
         )
-        self.widths, self.num_grids, self.use_layernorm = widths, num_grids, use_layernorm
-        self.n_in, self.n_out = widths[0], widths[-1]
+        self.num_grids, self.use_layernorm = num_grids, use_layernorm
         self.input_range = (grid_min, grid_max)  # the RBF centres span this; bumps fade within ~h beyond
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for layer in self.layers:
-            x = layer(x)
-        return x
-
-    def _pairs(self) -> list[tuple[int, int]]:
-        return list(pairwise(self.widths))
 
     def param_count(self) -> int:
         ln = 2 if self.use_layernorm else 0  # LayerNorm weight and bias per input
-        return sum(ln * a + a * self.num_grids * b + a * b + b for a, b in self._pairs())
+        return sum(ln * a + a * self.num_grids * b + a * b + b for a, b in self.pairs())
 
     def flops_per_sample(self) -> int:
         g = self.num_grids
         total = 0
-        for a, b in self._pairs():
+        for a, b in self.pairs():
             total += layernorm_flops(a) if self.use_layernorm else 0
             total += RBF_FLOPS * a * g + linear_flops(a * g, b, bias=False)  # spline branch
             total += SILU_FLOPS * a + linear_flops(a, b) + b  # base branch, then the sum of the branches

@@ -14,18 +14,17 @@ from torch import nn
 
 from bench.engines.gemm import linear
 from bench.engines.tangents import as_rows, children_reason, layernorm_tangents, propagate, register_tangent_rule
-from models.chebykan import ChebyKAN, ChebyKANLayer
-from models.efficient_kan import EfficientKAN, KANLinear, bspline_basis
-from models.fastkan import FastKAN, FastKANLayer
+from models.base import KANStack
+from models.chebykan import ChebyKANLayer
+from models.efficient_kan import KANLinear, bspline_basis
+from models.fastkan import FastKANLayer
 
 
 def _stack_reason(m: nn.Module) -> str | None:
     return children_reason(m.layers)
 
 
-@register_tangent_rule(FastKAN, reason=_stack_reason)
-@register_tangent_rule(EfficientKAN, reason=_stack_reason)
-@register_tangent_rule(ChebyKAN, reason=_stack_reason)
+@register_tangent_rule(KANStack, reason=_stack_reason)
 def _layer_stack(m: nn.Module, h, t, need_h: bool, inplace: bool):
     layers = list(m.layers)
     for i, layer in enumerate(layers):
@@ -52,12 +51,13 @@ def _basis_layer(basis, dbasis, tz, silu, t_silu, w_basis, w_base, bias, need_h)
     return linear(basis.flatten(-2), w_basis) + linear(silu, w_base, bias), t_out
 
 
-def _fastkan_reason(m: FastKANLayer) -> str | None:
+def _input_layernorm_reason(m: nn.Module) -> str | None:
+    """FastKAN's and ChebyKAN's optional LayerNorm before the basis: its rule covers one normalized axis."""
     ln = m.layernorm
-    return None if ln is None or len(ln.normalized_shape) == 1 else "FastKAN LayerNorm over more than one axis"
+    return None if ln is None or len(ln.normalized_shape) == 1 else f"{type(m).__name__}: LayerNorm over several axes"
 
 
-@register_tangent_rule(FastKANLayer, reason=_fastkan_reason)
+@register_tangent_rule(FastKANLayer, reason=_input_layernorm_reason)
 def _fastkan_layer(m: FastKANLayer, h, t, need_h: bool, inplace: bool):
     """LayerNorm -> Gaussian bumps exp(-u^2), u = (z - g) / den, d/dz = -2 u / den exp(-u^2)."""
     ln = m.layernorm
@@ -113,12 +113,7 @@ def chebyshev_with_derivative(u: torch.Tensor, degree: int):
     return torch.stack(T[: degree + 1], dim=-2), torch.stack(dT[: degree + 1], dim=-2)
 
 
-def _chebykan_reason(m: ChebyKANLayer) -> str | None:
-    ln = m.layernorm
-    return None if ln is None or len(ln.normalized_shape) == 1 else "ChebyKAN LayerNorm over more than one axis"
-
-
-@register_tangent_rule(ChebyKANLayer, reason=_chebykan_reason)
+@register_tangent_rule(ChebyKANLayer, reason=_input_layernorm_reason)
 def _chebykan_layer(m: ChebyKANLayer, h, t, need_h: bool, inplace: bool):
     """(LayerNorm ->) u = tanh(x) -> Chebyshev T_n(u); dT_n/dx = T_n'(u) (1 - u^2)."""
     ln = m.layernorm
