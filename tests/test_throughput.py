@@ -393,3 +393,46 @@ def test_timed_set_exposes_forward_and_jax_by_config():
     names = throughput.timed_set(("vmap_jacrev",), fast_cfg(jax=True), ENGINES)
     assert list(names) == ["vmap_jacrev", FORWARD, jax_peer.ENGINE]
     assert all(isinstance(t, Timed) for t in names.values())
+
+
+class MixesRowOneIntoTwo(nn.Module):
+    """Every row also sees the previous row's input (so row 2 sees row 1): batch-sum Jacobians of it are wrong,
+    while per sample (one row, under vmap) it is an ordinary function."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(3, 2)
+
+    def forward(self, x):
+        y = torch.tanh(self.lin(x))
+        other = torch.roll(x, 1, dims=0) if x.dim() == 2 else x  # one sample (vmap) has no other row
+        return y + 0.5 * other[..., :2]
+
+
+def test_a_batch_sum_engine_is_refused_on_a_model_that_mixes_the_measured_batch():
+    from bench.engines import ENGINES as REAL
+
+    cfg = fast_cfg(engines=("batch_sum_reverse", "vmap_jacrev"), batch_sizes=(256,), forward=False)
+    rows = sweep(cfg, model_factory=lambda spec: MixesRowOneIntoTwo(), engines=REAL)
+    by = {r["engine"]: r for r in rows}
+    assert by["batch_sum_reverse"]["status"] == "unsupported" and "mixes them" in by["batch_sum_reverse"]["error"]
+    assert by["vmap_jacrev"]["status"] == "ok"  # per-sample engines are right for any model
+
+
+class BranchesOnData(nn.Module):
+    """Python control flow on the data: torch.func cannot transform it, autograd one sample at a time can."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(3, 2)
+
+    def forward(self, x):
+        return torch.tanh(self.lin(x)) if float(x.detach().max()) > -10 else self.lin(x)
+
+
+def test_the_reference_falls_back_to_autograd_when_torch_func_cannot_transform_the_model():
+    from bench.engines import ENGINES as REAL
+
+    cfg = fast_cfg(engines=("loop", "batch_sum_reverse"), batch_sizes=(4,), forward=False)
+    rows = sweep(cfg, model_factory=lambda spec: BranchesOnData(), engines=REAL)
+    assert {r["engine"]: r["status"] for r in rows} == {"loop": "ok", "batch_sum_reverse": "ok"}  # verified, timed

@@ -175,12 +175,31 @@ def timed_set(names: Sequence[str], cfg: SweepConfig, engines: Mapping[str, Any]
     for name in names:
         if name in engines:
             eng = engines[name]
-            out[name] = Timed(eng.supports, lambda m, x, fn=eng.fn: lambda: fn(m, x))
+            out[name] = Timed(eng.supports, _engine_call(name, eng))
     if FORWARD in names or cfg.forward:
         out[FORWARD] = Timed(lambda m, d, t: None, _forward_call)
     if jax_peer.ENGINE in names or cfg.jax:
         out[jax_peer.ENGINE] = Timed(jax_peer.supports, jax_peer.prepare)
     return out
+
+
+def _engine_call(name: str, eng: Any) -> Callable[[nn.Module, torch.Tensor], Callable[[], Any]]:
+    """The call a sweep times: the bare engine, and for batch-sum engines the coupling check that
+    ``bench.engines.jacobian`` runs before every such call (so a model that mixes samples in the measured
+    batch is refused, and the rate is the one users get)."""
+    if not getattr(eng, "batch_sum", False):
+        return lambda m, x: lambda: eng.fn(m, x)
+
+    def prepare(m: nn.Module, x: torch.Tensor) -> Callable[[], Any]:
+        from bench.engines.coupling import require_batch_independent
+
+        def call():
+            require_batch_independent(m, x, name)
+            return eng.fn(m, x)
+
+        return call
+
+    return prepare
 
 
 def _skip_reason(name: str, timed: Timed, model, batch: int, device, dtype, cfg: SweepConfig) -> str | None:
@@ -193,12 +212,30 @@ def _skip_reason(name: str, timed: Timed, model, batch: int, device, dtype, cfg:
 VERIFY_ROWS = 64  # rows of each timed batch compared with the float64 reference, spread over the whole batch
 
 
+def reference_rows(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The float64 reference J (B, n_out, n_in): torch.func vmap(jacrev) of a float64 CPU copy, or, for a model
+    that torch.func cannot transform (data-dependent Python control flow), autograd one sample at a time."""
+    try:
+        return jax_peer.reference_jacobian(model, x)
+    except RuntimeError:
+        import copy
+
+        from torch.autograd.functional import jacobian
+
+        ref = copy.deepcopy(model).to(device="cpu", dtype=torch.float64).requires_grad_(False)
+        rows = x.detach().to(device="cpu", dtype=torch.float64)
+        return torch.stack([jacobian(lambda v: ref(v[None])[0], r) for r in rows])
+
+
 class Reference:
     """The float64 reference Jacobian (torch.func vmap(jacrev) of a float64 CPU copy) on rows spread across one
     batch, computed once per (model, batch) and shared by every engine timed on it."""
 
     def __init__(self, model: nn.Module, x: torch.Tensor, tolerance: float):
-        self.rows = torch.linspace(0, x.shape[0] - 1, min(VERIFY_ROWS, x.shape[0])).round().long().unique()
+        B = x.shape[0]
+        spread = torch.linspace(0, B - 1, min(VERIFY_ROWS, B)).round().long()
+        ends = torch.cat([torch.arange(min(8, B)), torch.arange(max(B - 8, 0), B)])  # where batch tails go wrong
+        self.rows = torch.cat([spread, ends]).unique()
         self.model, self.x, self.tolerance = model, x, tolerance
         self._J: torch.Tensor | None = None
 
@@ -207,7 +244,7 @@ class Reference:
         if not isinstance(J, torch.Tensor) or J.shape[0] != self.x.shape[0]:
             return f"the engine returned {type(J).__name__} {tuple(getattr(J, 'shape', ()))}, not (B, n_out, n_in)"
         if self._J is None:
-            self._J = jax_peer.reference_jacobian(self.model, self.x[self.rows])
+            self._J = reference_rows(self.model, self.x[self.rows])
         if J.shape[1:] != self._J.shape[1:]:
             return f"Jacobian shape {tuple(J.shape)} differs from the reference's (B, {tuple(self._J.shape[1:])})"
         err = jax_peer.relative_error(J[self.rows.to(J.device)], self._J)
