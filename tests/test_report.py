@@ -151,6 +151,13 @@ def test_a_neighbours_speed_is_never_joined(tmp_path):
     t["params"] += 1
     t.to_csv(run / "throughput.csv", index=False)
     assert leaderboard(load_run(run))["jac_per_s_cpu"].isna().all()
+    # the same networks timed in float32, while the run trained and evaluated them in float64: not its speed
+    rf.throughput_table().to_csv(run / "throughput.csv", index=False)
+    cfg = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**cfg, "run": {"dtype": "float64"}}))
+    assert leaderboard(load_run(run))["jac_per_s_cpu"].isna().all()
+    (run / "config.json").write_text(json.dumps({**cfg, "run": {"dtype": "float32"}}))
+    assert leaderboard(load_run(run)).query("equation == 'forum4x4'")["jac_per_s_cpu"].notna().all()
 
 
 def test_failed_cell_is_listed_and_counted(board, html, md):

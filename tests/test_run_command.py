@@ -119,3 +119,13 @@ def test_throughput_from_a_run_measures_the_configurations_it_trained(tmp_path):
     assert "sine1d" not in str(cells.index) and any("1->1" in c for c in cells.index)
     board = leaderboard(data)
     assert board["jac_per_s_cpu"].notna().all() and not board["speed_missing"].any()
+
+
+def test_plugins_given_as_a_config_key_are_loaded_too(tmp_path):
+    plugin = _plugin(tmp_path, "d")
+    args = ["run", "--models", "plugin_net_d", "--equations", "forum4x4", "--steps", "1", "--set", "grid.n_test=5",
+            "--n-train", "8", "--seeds", "0", "--betas", "1", "--workers", "1", "--no-progress",
+            "--set", f"run.plugins=['{plugin}']", "--out", str(tmp_path / "res")]  # fmt: skip
+    assert main(args) == 0
+    run = (tmp_path / "res" / "latest").resolve()
+    assert json.loads((run / "config.json").read_text())["run"]["plugins"] == [str(plugin.resolve())]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 from pathlib import Path
@@ -52,7 +53,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--batch-sizes", type=_sizes, default=None, help=f"default {CPU_BATCHES} on cpu, {CUDA_BATCHES} on cuda"
     )
     p.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | auto (cuda if available)")
-    p.add_argument("--dtype", default="float32", choices=("float32", "float64"))
+    p.add_argument(
+        "--dtype", default=None, choices=("float32", "float64"), help="default float32; with --from-run, the run's"
+    )
     p.add_argument("--repeats", type=int, default=None, help="timed calls per row (default: fit --budget-s)")
     p.add_argument("--budget-s", type=float, default=2.0, help="seconds of timed calls per row (default 2)")
     p.add_argument("--warmup", type=int, default=2, help="untimed calls before timing (default 2)")
@@ -113,8 +116,11 @@ def config_from_args(args: argparse.Namespace):
 
     device = throughput.resolve_device(args.device)
     sizes = args.batch_sizes or _sizes(CUDA_BATCHES if device.type == "cuda" else CPU_BATCHES)
+    dtype = args.dtype or "float32"
     if getattr(args, "from_run", None):
-        models, _ = run_specs(args.from_run, args.models)
+        models, folder = run_specs(args.from_run, args.models)
+        if args.dtype is None:  # the networks as the run trained and evaluated them
+            dtype = json.loads((folder / "config.json").read_text())["run"]["dtype"]
     else:
         models = expand_models(args.models or ("mlp_forum",))
     return throughput.SweepConfig(
@@ -122,7 +128,7 @@ def config_from_args(args: argparse.Namespace):
         engines=args.engines,
         batch_sizes=sizes,
         device=str(device),
-        dtype=args.dtype,
+        dtype=dtype,
         repeats=args.repeats,
         budget_s=args.budget_s,
         warmup=args.warmup,

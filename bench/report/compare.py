@@ -34,7 +34,8 @@ from bench.report.load import RunData, load_run
 from bench.report.render import Table, table_md
 from bench.report.stats import CONFIG_KEYS, ENTRY_KEYS, fmt_key, fmt_num
 
-KEYS = [k for k in CONFIG_KEYS if k != "family"] + ENTRY_KEYS
+# model_config too: a --match-params run and a plain one train other networks under the same model name
+KEYS = [k for k in CONFIG_KEYS if k != "family"] + ["model_config"] + ENTRY_KEYS
 HIGHER_IS_BETTER = {"r2", "r2_min", "jac_sign_agree"}
 # Not fidelity: timing, effort, round-off of the chain-rule check, and properties of the data, not the model
 OTHER_METRICS = {"train_seconds", "train_steps", "denorm_check", "jac_fro_scale"}

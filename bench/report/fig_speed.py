@@ -13,7 +13,7 @@ from matplotlib.lines import Line2D
 
 from bench.report import style
 from bench.report.fig_fidelity import models_in_order, reference_rows, test_metric
-from bench.report.leaderboard import FORWARD, MISSING_NOTE, PEER_PREFIX, attach_throughput
+from bench.report.leaderboard import FORWARD, MISSING_NOTE, PEER_PREFIX, attach_throughput, run_dtype
 from bench.report.load import RunData, speed_key
 from bench.run import results
 
@@ -107,7 +107,7 @@ def accuracy_vs_speed(run: RunData, equation: str) -> Figure | str:
     err = err[err["equation"] == equation]
     keys = ["model", "family", "model_config", "params"]
     err = err.groupby(keys, dropna=False)["value"].mean().rename("jac").reset_index()
-    joined = attach_throughput(err, run.throughput)  # the speed of exactly the configuration trained
+    joined = attach_throughput(err, run.throughput, run_dtype(run))  # the speed of exactly the configuration trained
     speed = [c for c in joined.columns if c.startswith("jac_per_s_")]
     df = joined.melt(id_vars=[*keys, "jac"], value_vars=speed, var_name="device", value_name="jac_per_s")
     df = df.assign(device=df["device"].str.removeprefix("jac_per_s_")).dropna(subset=["jac_per_s"])

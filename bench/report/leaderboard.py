@@ -35,7 +35,7 @@ def training_order(df: pd.DataFrame) -> pd.Series:
     return np.where(df["variant"] == "value", np.inf, df["beta"].astype(float))
 
 
-def best_throughput(throughput: pd.DataFrame | None, peers: bool = False) -> pd.DataFrame:
+def best_throughput(throughput: pd.DataFrame | None, peers: bool = False, dtype: str | None = None) -> pd.DataFrame:
     """Fastest torch engine (or, with ``peers``, fastest JAX peer) per (configuration, device), over batch sizes
     and dtypes.
 
@@ -48,17 +48,25 @@ def best_throughput(throughput: pd.DataFrame | None, peers: bool = False) -> pd.
         return pd.DataFrame(columns=cols)
     t = throughput[(throughput["status"] == "ok") & np.isfinite(throughput["jac_per_s"])]
     t = t[(t["engine"].str.startswith(PEER_PREFIX) == peers) & (t["engine"] != FORWARD)]
+    if dtype:
+        t = t[t["dtype"] == dtype]
     if t.empty:
         return pd.DataFrame(columns=cols)
     t = t.assign(config=speed_key(t))
     return t.loc[t.groupby(["config", "device"])["jac_per_s"].idxmax(), cols].reset_index(drop=True)
 
 
-def attach_throughput(df: pd.DataFrame, throughput: pd.DataFrame | None) -> pd.DataFrame:
+def run_dtype(run: RunData) -> str | None:
+    """The dtype the run trained and evaluated in (config.json), None where unknown."""
+    return (run.config.get("run") or {}).get("dtype") if isinstance(run.config, dict) else None
+
+
+def attach_throughput(df: pd.DataFrame, throughput: pd.DataFrame | None, dtype: str | None = None) -> pd.DataFrame:
     """Add ``jac_per_s_<device>`` / ``engine_<device>`` to fidelity rows (with model_config and params) from the
     throughput rows of exactly that configuration: same model_config and parameter count. A row without a
-    matching measurement gets NaN, never another configuration's number (``speed_missing`` marks it)."""
-    best = best_throughput(throughput)
+    matching measurement gets NaN, never another configuration's number (``speed_missing`` marks it). With
+    ``dtype`` (the run's), only rows timed in that dtype count."""
+    best = best_throughput(throughput, dtype=dtype)
     best = best[best["model_config"] != ""]  # older tables: what was measured is unknown, so nothing matches
     out = df.copy()
     for device in sorted(best["device"].unique()):
@@ -86,7 +94,7 @@ def leaderboard(run: RunData) -> pd.DataFrame:
     wide.columns = [f"{metric}_{stat}" for stat, metric in wide.columns]
     wide = wide.reset_index()
     cost = ok.groupby(["equation", "model"], dropna=False)[["params", "flops", "model_config"]].first().reset_index()
-    wide = attach_throughput(wide.merge(cost, on=["equation", "model"], how="left"), run.throughput)
+    wide = attach_throughput(wide.merge(cost, on=["equation", "model"], how="left"), run.throughput, run_dtype(run))
     wide["training"] = [training_label(v, b) for v, b in zip(wide["variant"], wide["beta"], strict=True)]
     wide["_order"] = training_order(wide)
     jac = wide.get("jac_rel_fro_median_mean", pd.Series(np.nan, index=wide.index))

@@ -355,6 +355,12 @@ def load_config(
         _merge(layers, _validate(read_toml(config_file), str(config_file)))
     _merge(layers, _validate(_nest(overrides), "command line"))
     run = dict(layers.get("run", {}))
+    if run.get("plugins"):  # a plugin file, however it was given, is loaded before its models are named
+        run["plugins"] = tuple(str(Path(p).resolve()) for p in run["plugins"])
+        import models
+
+        for path in run["plugins"]:
+            models.load_plugin(path)
     run.setdefault("profile", profile or (Path(config_file).stem if config_file else "custom"))
     grid = dict(layers.get("grid", {}))
     grid["model_overrides"] = layers.get("model_overrides", {})
