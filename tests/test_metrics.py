@@ -123,6 +123,8 @@ def test_spurious_derivatives_on_structural_zeros():
     assert worst == pytest.approx(0.5 / math.sqrt(2))
     assert metrics.jac_sign_agreement(J, J_pred) == (1.0, "")  # sign agreement alone would call this perfect
     assert math.isnan(metrics.jac_spurious(J + 1.0, J)[0])  # no true zero: undefined, with a reason
+    frac, _, _, note = metrics.jac_spurious(J, torch.full_like(J, float("nan")))
+    assert math.isnan(frac) and "NaN" in note  # a NaN prediction is no evidence of "no spurious derivative"
 
 
 def test_constant_output_has_nan_r2_with_reason():

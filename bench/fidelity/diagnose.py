@@ -154,7 +154,7 @@ def grid_lines(model: nn.Module, x_n: torch.Tensor) -> list[str]:
 
 def minmax_lines(ev) -> list[str]:
     """The min/max file against the data's inputs and outputs (the only evidence of the training scaling here)."""
-    from bench.fidelity.evaluate import RANGE_OUTSIDE, RANGE_WIDER
+    from bench.fidelity.evaluate import RANGE_MIN_POINTS, RANGE_OUTSIDE, RANGE_WIDER
 
     rows = [r for r in ev.rows if r["metric"] in ("minmax_outside", "minmax_width_ratio")]
     if not rows:
@@ -171,12 +171,15 @@ def minmax_lines(ev) -> list[str]:
         return [
             "Min/max file MISMATCH with the data (" + "; ".join(bad) + "). A wrong or stale min/max file scales "
             "the model's inputs and derivatives wrongly while every check above still passes: use the file the "
-            "model was trained with."
+            "model was trained with (a narrow range is expected only if your data cover part of the training box)."
         ]
+    width = all(np.isfinite(r["value"]) for r in rows if r["metric"] == "minmax_width_ratio")
     return [
         f"Min/max file vs the data: every input and output lies within its claimed range (to {_pct(RANGE_OUTSIDE)} "
-        f"of its width) and uses more than 1/{RANGE_WIDER:g} of it: consistent with the data."
-    ]
+        f"of its width)"
+        + (f" and uses more than 1/{RANGE_WIDER:g} of it: consistent with the data." if width else
+           f"; too few points (< {RANGE_MIN_POINTS}) to tell whether the range is much wider than the data's.")
+    ]  # fmt: skip
 
 
 def denorm_lines(ev) -> list[str]:

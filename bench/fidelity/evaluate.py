@@ -137,6 +137,9 @@ def load_model(name: str, eq, checkpoint: str | Path, layers=None, overrides=Non
 # RANGE_WIDER times the data's, is flagged.
 RANGE_OUTSIDE = 0.05
 RANGE_WIDER = 2.0
+# The width check needs data that could span the range: n uniform points cover (n - 1) / (n + 1) of it on average
+# (n = 3: half), so it is made only from this many points on (then a 2x wider claim is no sampling accident).
+RANGE_MIN_POINTS = 20
 
 
 def minmax_from_spec(spec: str, eq):
@@ -157,10 +160,12 @@ def range_rows(mm, x: torch.Tensor, y: torch.Tensor, eq) -> list[dict]:
         width = (hi - lo).double()
         outside = torch.clamp(torch.maximum(lo - d_lo, d_hi - hi), min=0) / width
         ratio = width / (d_hi - d_lo)
+        few = len(data) < RANGE_MIN_POINTS
         for k, name in enumerate(names):
             where = {"output": name, "input": ""} if kind == "output" else {"output": "", "input": name}
             rows.append({"metric": "minmax_outside", "value": float(outside[k]), "error": "", **where})
-            rows.append({"metric": "minmax_width_ratio", "value": float(ratio[k]), "error": "", **where})
+            value, why = (float("nan"), f"fewer than {RANGE_MIN_POINTS} points") if few else (float(ratio[k]), "")
+            rows.append({"metric": "minmax_width_ratio", "value": value, "error": why, **where})
     return rows
 
 

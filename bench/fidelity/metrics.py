@@ -193,6 +193,9 @@ def jac_spurious(J_true: Any, J_pred: Any, rel_tol: float = SPURIOUS_REL_TOL) ->
     if not zero.any():
         nan_entries = np.full(t.shape[1:], np.nan)
         return float("nan"), float("nan"), nan_entries, "no true entry is exactly 0"
+    if not np.isfinite(p[zero]).all():
+        nan_entries = np.full(t.shape[1:], np.nan)
+        return float("nan"), float("nan"), nan_entries, "model Jacobian has NaN/inf values"
     size = np.abs(p) / scale
     spurious = zero & (size > rel_tol)
     with np.errstate(invalid="ignore", divide="ignore"):
