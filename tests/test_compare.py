@@ -161,3 +161,26 @@ def test_direction():
     assert direction("r2_min", 0.1) == "better" and direction("r2_min", -0.1) == "worse"
     assert direction("jac_rel_fro_median", -0.1) == "better" and direction("train_steps", 5) == "changed"
     assert direction("jac_rel_fro_median", np.nan) == "changed"
+
+
+def test_an_engine_that_stops_being_timed_is_flagged_not_dropped(tmp_path):
+    t = rf.throughput_table()
+    t_b = t.copy()
+    gone = (t_b["model"] == "chebykan") & (t_b["engine"] == "forward_tangents") & (t_b["status"] == "ok")
+    t_b.loc[gone, ["status", "error"]] = ["mismatch", "Jacobian differs from the float64 reference by 0.3"]
+    t_b.loc[gone, "jac_per_s"] = np.nan
+    t_b = pd.concat([t_b, t_b[t_b["engine"] == "vmap_jacrev"]])  # an appended repeat of a sweep: no cross-join
+    m = rf.metrics_table("x")
+    speed = compare_throughput(load_run(_write(tmp_path, "a", m, t)), load_run(_write(tmp_path, "b", m, t_b)))
+    lost = speed[speed["direction"] == "lost: mismatch"]
+    assert len(lost) == int(gone.sum()) and lost["flagged"].all()
+    assert len(speed) == int((t["status"] == "ok").sum())  # one row per measured key, repeats summarized
+
+
+def test_runs_with_other_metric_definitions_are_warned_about(tmp_path, capsys):
+    m = rf.metrics_table("x")
+    a, b = _write(tmp_path, "a", m), _write(tmp_path, "b", m)
+    (b / "config.json").write_text(json.dumps({"profile": "b", "metrics_version": 2}))  # A has none: v1
+    assert main(["compare", str(a), str(b), "--out", str(tmp_path / "cmp")]) == 0
+    assert "metric definitions v1, B with v2" in capsys.readouterr().out
+    assert "metric definitions v1, B with v2" in (tmp_path / "cmp" / "compare.md").read_text()

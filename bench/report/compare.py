@@ -110,22 +110,37 @@ def rule_text(alpha: float) -> str:
 
 
 def compare_throughput(a: RunData, b: RunData, tol: float = SPEED_TOL) -> pd.DataFrame:
-    """Throughput rows measured in both runs (same configuration), ratio B / A, flagged beyond 1 ± tol."""
-    cols = [*SPEED_KEYS, "jac_per_s_a", "jac_per_s_b", "ratio", "flagged", "direction"]
+    """Throughput rows of the same configuration in both runs: ratio B / A, flagged beyond 1 ± tol.
+
+    A row timed in A but not in B (its status became mismatch, failed or unsupported) is flagged as ``lost``
+    with B's status and reason: an engine that starts returning wrong Jacobians never vanishes silently.
+    Repeated measurements of one key (appended sweeps) are summarized by their median first.
+    """
+    cols = [*SPEED_KEYS, "jac_per_s_a", "jac_per_s_b", "ratio", "status_b", "error_b", "flagged", "direction"]
     if a.throughput is None or b.throughput is None:
         return pd.DataFrame(columns=cols)
 
-    def ok(t: pd.DataFrame) -> pd.DataFrame:
-        t = t[(t["status"] == "ok") & np.isfinite(t["jac_per_s"])].copy()
+    def rows(t: pd.DataFrame) -> pd.DataFrame:
+        t = t.copy()
         if "model_config" not in t or (t["model_config"] == "").all():
             t["model_config"] = t["model"]  # tables written before configurations were recorded
-        return t[[*SPEED_KEYS, "jac_per_s"]]
+        ok = t[(t["status"] == "ok") & np.isfinite(t["jac_per_s"])]
+        rate = ok.groupby(SPEED_KEYS, dropna=False)["jac_per_s"].median()
+        status = t.groupby(SPEED_KEYS, dropna=False)[["status", "error"]].last()
+        out = status.join(rate, how="left").reset_index()
+        return out.assign(status=np.where(out["jac_per_s"].notna(), "ok", out["status"]))
 
-    df = ok(a.throughput).merge(ok(b.throughput), on=SPEED_KEYS, suffixes=("_a", "_b"))
-    df["ratio"] = df["jac_per_s_b"] / df["jac_per_s_a"]
-    df["flagged"] = (df["ratio"] < 1 - tol) | (df["ratio"] > 1 + tol)
-    df["direction"] = np.where(df["ratio"] > 1, "faster", np.where(df["ratio"] < 1, "slower", "same"))
-    return df.sort_values(["flagged", "ratio"], ascending=[False, True]).reset_index(drop=True)[cols]
+    df = rows(a.throughput).merge(rows(b.throughput), on=SPEED_KEYS, suffixes=("_a", "_b"))
+    df = df[df["status_a"] == "ok"].reset_index(drop=True)  # what A timed is what B is held to
+    with np.errstate(divide="ignore", invalid="ignore"):
+        df["ratio"] = df["jac_per_s_b"] / df["jac_per_s_a"]
+    lost = df["status_b"] != "ok"
+    df["flagged"] = lost | (df["ratio"] < 1 - tol) | (df["ratio"] > 1 + tol)
+    df["direction"] = np.select(
+        [lost, df["ratio"] > 1, df["ratio"] < 1], ["lost: " + df["status_b"].astype(str), "faster", "slower"], "same"
+    )
+    df = df.sort_values(["flagged", "ratio"], ascending=[False, True], na_position="first").reset_index(drop=True)
+    return df[cols]
 
 
 def status_changes(a: RunData, b: RunData) -> pd.DataFrame:
@@ -166,7 +181,9 @@ def compare_table(df: pd.DataFrame, limit: int | None = None) -> Table:
 def speed_table(df: pd.DataFrame, limit: int | None = None) -> Table:
     rows = [
         [r["model_config"], r["engine"], r["device"], r["dtype"], fmt_key(r["batch_size"]),
-         fmt_num(r["jac_per_s_a"]), fmt_num(r["jac_per_s_b"]), f"{r['ratio']:.3f}", r["direction"]]
+         fmt_num(r["jac_per_s_a"]), fmt_num(r["jac_per_s_b"]),
+         f"{r['ratio']:.3f}" if np.isfinite(r["ratio"]) else "–",
+         r["direction"] if r["status_b"] == "ok" else f"{r['direction']} ({str(r['error_b'])[:80]})"]
         for _, r in df.head(limit).iterrows()
     ]  # fmt: skip
     cols = ["configuration", "engine", "device", "dtype", "batch", "Jacobians/s A", "Jacobians/s B", "B / A"]
@@ -203,12 +220,30 @@ def write_compare(
     return df, speed, out
 
 
+def metrics_version(run: RunData) -> int:
+    """The metric definitions a run was measured with (config.json; runs from before the field: 1)."""
+    return int(run.config.get("metrics_version", 1)) if isinstance(run.config, dict) and run.config else 1
+
+
+def version_warning(a: RunData, b: RunData) -> str:
+    """A line saying the runs define some metrics differently, or ""."""
+    va, vb = metrics_version(a), metrics_version(b)
+    if va == vb:
+        return ""
+    return (
+        f"WARNING: A was measured with metric definitions v{va}, B with v{vb} (bench.run.results.METRICS_VERSION): "
+        "metrics whose definition changed (e.g. jac_rel_fro_* in v2) move by definition, not by the model."
+    )
+
+
 def compare_markdown(a: RunData, b: RunData, df: pd.DataFrame, speed: pd.DataFrame, alpha: float, tol: float) -> str:
     fid = df[df["kind"] == "fidelity"]
     flagged, untestable = fid[fid["flagged"]], fid[~np.isfinite(fid["p"])]
+    warning = version_warning(a, b)
     lines = [
         f"# jacbench compare: {a.run_id} (A) -> {b.run_id} (B)",
         "",
+        *([f"**{warning}**", ""] if warning else []),
         f"{len(fid)} fidelity metrics in both runs; {len(flagged)} flagged ({rule_text(alpha)}); "
         f"{len(untestable)} untestable (fewer than 2 seeds on a side).",
         "",

@@ -40,6 +40,9 @@ THROUGHPUT_NUMBERS = (
 )  # fmt: skip
 # Columns added after the first runs were written: a reader fills them in empty for older tables.
 LATER_COLUMNS = ("n_in", "n_out", "model_config")
+# The definitions behind metrics.csv; config.json records it and `compare` warns when two runs differ.
+# 1: the first wave. 2: jac_rel_fro floored at the split's typical norm; jac_fro_scale; jac_spurious*.
+METRICS_VERSION = 2
 TMP_MARK = ".tmp-"  # temporary files are <name>.tmp-<pid>; never matched by *.csv
 LATEST = "latest"  # symlink results/latest -> <run-id>; text file LATEST where symlinks are refused
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=+-]")

@@ -272,7 +272,7 @@ def _terminate(pool: ProcessPoolExecutor) -> None:
 
 def _record(config: Config) -> dict:
     """config.json: the resolved config, plus TrainConfig with its defaults filled in where available."""
-    rec = config.to_dict()
+    rec = {"metrics_version": results.METRICS_VERSION, **config.to_dict()}
     rec["train_resolved"] = dataclasses.asdict(TrainConfig(**config.train))
     return rec
 
