@@ -330,6 +330,7 @@ def test_cli_command_writes_csv_and_prints_the_table(tmp_path, monkeypatch, caps
     monkeypatch.setattr(throughput, "sweep", lambda cfg, **kw: real_sweep(cfg, model_factory=small_mlp,
                                                                          engines=ENGINES, **kw))  # fmt: skip
     monkeypatch.setattr(cmd, "expand_models", lambda names: names)  # "tiny" is this test's own model
+    monkeypatch.setattr(cmd, "expand_engines", lambda names: names)  # and so are its engines
     parser = argparse.ArgumentParser()
     cmd.add_arguments(parser)
     out = tmp_path / "throughput.csv"
@@ -360,6 +361,15 @@ def test_cli_model_pattern_that_matches_nothing_is_a_clear_error(capsys):
     assert main(["throughput", "--models", "fastkn*", "--device", "cpu"]) == 2
     err = capsys.readouterr().err
     assert "error: model pattern 'fastkn*' matches nothing" in err and "fastkan" in err
+
+
+def test_engine_patterns_expand_and_a_typo_is_a_clear_error(capsys):
+    assert cmd.expand_engines(("vmap*", "loop")) == ("vmap_jacrev", "vmap_jacfwd", "loop")
+    assert cmd.expand_engines(()) == ()
+    from bench.cli import main
+
+    assert main(["throughput", "--engines", "vmap_jacrevv", "--device", "cpu"]) == 2
+    assert "did you mean 'vmap_jacrev'" in capsys.readouterr().err
 
 
 def test_an_internal_key_error_keeps_its_traceback(monkeypatch):

@@ -90,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
         if plugins:
             overrides["run.plugins"] = plugins
         cfg = C.load_config(args.profile or DEFAULT_PROFILE, args.config, overrides)
+        _check_engines(cfg)
         if args.dry_run:
             return _print_plan(cfg)
         cfg, run_dir = runner.open_run(cfg)
@@ -100,6 +101,20 @@ def run(args: argparse.Namespace) -> int:
 
     summary = runner.run_grid(cfg, run_dir, run_cell, retry_failed=args.retry_failed, progress=not args.no_progress)
     return runner.finish_run(summary)
+
+
+def _check_engines(cfg) -> None:
+    """run.engine and train.jac_engine name engines (or auto): checked before any cell trains."""
+    from bench.engines import ENGINES
+    from bench.run.config import ConfigError
+    from equations.names import suggest
+
+    known = ["auto", *ENGINES]
+    for key, name in (("run.engine", cfg.run.engine), ("train.jac_engine", cfg.train.get("jac_engine", "auto"))):
+        if name not in known:
+            raise ConfigError(
+                f"{key} = {name!r} is not an engine{suggest(name, known)}; `python -m bench list engines`"
+            )
 
 
 def _print_plan(cfg, todo=None) -> int:

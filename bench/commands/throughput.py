@@ -48,7 +48,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--match-params sizes, model overrides), so its report can show their speed; --out defaults to "
         "RUN_DIR/throughput.csv",
     )  # fmt: skip
-    p.add_argument("--engines", type=_names, default=(), help="comma-separated engine names (default: all)")
+    p.add_argument(
+        "--engines",
+        type=_names,
+        default=(),
+        help="comma-separated engine names or patterns, e.g. 'vmap*' (default: all)",
+    )
     p.add_argument(
         "--batch-sizes", type=_sizes, default=None, help=f"default {CPU_BATCHES} on cpu, {CUDA_BATCHES} on cuda"
     )
@@ -85,6 +90,23 @@ def expand_models(names: tuple[str, ...]) -> tuple[str, ...]:
     from bench.run.config import expand_models as expand
 
     return expand(names)
+
+
+def expand_engines(names: tuple[str, ...]) -> tuple[str, ...]:
+    """Engine names and fnmatch patterns (`vmap*`, `compiled_*`) over the engines, `forward` and the JAX peer;
+    () stays () (every engine). A pattern that matches nothing or an unknown name is a ConfigError."""
+    from bench.engines import ENGINES
+    from bench.run.config import expand_names, fnmatch_lister
+    from bench.speed import jax_peer, sweep
+    from equations.names import UnknownName, suggest
+
+    known = [*ENGINES, sweep.FORWARD, jax_peer.ENGINE]
+
+    def check(name: str) -> None:
+        if name not in known:
+            raise UnknownName(f"unknown engine {name!r}{suggest(name, known)}; `python -m bench list engines`")
+
+    return expand_names(names, fnmatch_lister(known), check, "engine") if names else ()
 
 
 def run_specs(run_dir: str, names: tuple[str, ...] | None):
@@ -125,7 +147,7 @@ def config_from_args(args: argparse.Namespace):
         models = expand_models(args.models or ("mlp_forum",))
     return throughput.SweepConfig(
         models=models,
-        engines=args.engines,
+        engines=expand_engines(args.engines),
         batch_sizes=sizes,
         device=str(device),
         dtype=dtype,

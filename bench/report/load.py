@@ -89,6 +89,9 @@ def read_throughput(run: Path) -> pd.DataFrame | None:
     if not path.exists():
         return None
     df = pd.read_csv(path)
+    missing = [c for c in ("model", "engine", "device", "dtype", "batch_size", "jac_per_s", "status") if c not in df]
+    if missing:
+        raise ValueError(f"{path}: missing columns {missing} (the throughput.csv schema: results/README.md)")
     for c in results.THROUGHPUT_NUMBERS:
         if c in df.columns:
             df[c] = pd.to_numeric(df[c], errors="coerce")
