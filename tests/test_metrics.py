@@ -201,6 +201,7 @@ def test_fidelity_rows_follow_the_results_schema(forum):
         "jac_rel_fro_p90": 1,
         "jac_rel_fro_max": 1,
         "jac_fro_scale": 1,
+        "jac_rel_floored": 1,
         "jac_entry_nrmse": 16,
         "jac_sign_agree": 1,
         "jac_spurious": 1,

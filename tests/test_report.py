@@ -252,7 +252,8 @@ def test_a_throughput_folder_alone_can_be_reported(tmp_path):
     (folder / "env.json").write_text('{"torch": "2.13.0"}')
     html = build_report(folder).read_text()
     assert "Throughput" in html and "fastest engine per model configuration" in html
-    assert "Skipped: no finished cell" in html  # no grid: the fidelity sections say so
+    assert "No fidelity grid in this folder" in html and "None" not in html  # no grid: the sections say so
+    assert "Throughput folder tp: " in html and "over equation sets" not in html
 
 
 def test_ci_is_student_t_and_one_seed_says_n1():

@@ -7,22 +7,25 @@ post packed 8 collocation points into one 8-wide input vector, and BatchNorm in 
 statistics.
 
 `require_batch_independent` (run by `bench.engines.jacobian` before every batch-sum call, on the very batch, or
-chunk, being differentiated) checks **every ordered pair of rows** of that batch with one forward and
-2 * ceil(log2 B) reverse passes (`verify_batch_independent`): for each bit k of the row index, the rows whose bit
-k is 1 (then 0) get random Gaussian output weights and the others 0; a reverse pass then gives rows outside the
-weighted set exactly 0 unless some weighted row depends on them. Every pair (a, b) differs in some bit, so
-some pass weights b and not a.
+chunk, being differentiated) checks **every ordered pair of rows** of that batch with one forward and 2 *
+ceil(log2 B) reverse passes (`verify_batch_independent`): for each bit k of the row index, the rows whose bit k
+is 1 (then 0) get random Gaussian output weights and the others 0; a reverse pass then gives rows outside the
+weighted set exactly 0 unless some weighted row depends on them. Every pair (a, b) differs in some bit, so some
+pass weights b and not a.
 
-What is guaranteed: a batch-sum Jacobian is returned only when every cross-sample derivative d y_b / d x_a
-(a != b) of the batch it was computed on came out exactly zero in this check, which is precisely the condition
-for row b of the batch-sum gradient to equal J_b; the verdict is never cached, so new weights (a trained mixing
-gate) or new inputs (mixing that switches on only for some rows) are checked afresh. The random weights could
-hide a coupling only by cancelling it exactly (probability 0 for Gaussian weights).
-What is not guaranteed: independence on other inputs or other batches; and dependence that carries no
-derivative (values of other rows through .detach(), integer indexing or a sort: y_b may then still depend on
-x_a, but J_b as the batched forward defines it is what the engine returns). A non-finite derivative anywhere
-makes the check fail (0 * inf is NaN): such a batch is refused, not trusted. Cost: about 2 log2(B) backward
-passes on top of the engine (B = 500: 18); per-sample engines (auto's choices) need no check.
+What is guaranteed: a batch-sum Jacobian is returned only when every cross-sample derivative d y_b / d x_a (a !=
+b) of the batch it was computed on came out exactly zero in this check, which is precisely the condition for row
+b of the batch-sum gradient to equal J_b; the verdict is never cached, so new weights (a trained mixing gate) or
+new inputs (mixing that switches on only for some rows) are checked afresh. The random weights could hide a
+coupling only by cancelling it exactly (probability 0 for Gaussian weights). What is not guaranteed:
+independence on other inputs or other batches; with create_graph=True, the gradient of J with respect to the
+parameters (a mixing gate at zero has no cross derivative but a parameter gradient of one: Sobolev training
+through a batch-sum engine can take a wrong first step); a model whose behaviour changes between calls (the
+check is one more call); and dependence that carries no derivative (values of other rows through .detach(),
+integer indexing or a sort: y_b may then still depend on x_a, but J_b as the batched forward defines it is what
+the engine returns). A non-finite derivative anywhere makes the check fail (0 * inf is NaN): such a batch is
+refused, not trusted. Cost: about 2 log2(B) backward passes on top of the engine (B = 500: 18); per-sample
+engines (auto's choices) need no check.
 
 `check_coupling` (the full (B, n_out, B, n_in) Jacobian of a small batch) remains for reports that want the
 largest single cross entry.

@@ -323,6 +323,8 @@ def fidelity_rows(
     stats, note = jac_rel_fro_summary(J_true, J_pred)
     rows += [_row(f"jac_rel_fro_{k}", v, error=note) for k, v in stats.items()]
     rows.append(_row("jac_fro_scale", jac_fro_scale(J_true)))
+    _, floored = jac_rel_fro(J_true, J_pred)
+    rows.append(_row("jac_rel_floored", float(floored.mean())))  # share judged against the floor, not their own
     nrmse, notes = jac_entry_nrmse(J_true, J_pred)
     rows += [
         _row("jac_entry_nrmse", nrmse[i, j], output=o, input=n, error=notes[i][j])

@@ -164,6 +164,10 @@ def _failed(run: RunData) -> Section:
 def sections(run: RunData) -> list[Section]:
     """Every section of the report, in order; a section without data holds a one-line note."""
     eq = main_equation(run)
+    if run.metrics.empty:  # a throughput folder: the fidelity sections have nothing to show, and say it once
+        note = Note("No fidelity grid in this folder (throughput.csv only): `python -m bench run` trains one.")
+        fidelity = [t for t in SECTION_TITLES if t not in ("Throughput", "Accuracy vs speed", "Environment and config")]
+        return [Section(t, GUIDES[t]).add(note) for t in fidelity[:-1]] + _throughput(run) + [_env(run), _failed(run)]
     out = [_leaderboard(run)]
     s = Section("Fidelity vs fit", GUIDES["Fidelity vs fit"])
     out.append(_figure(s, "fidelity_vs_fit", lambda: fig_fidelity.fidelity_vs_fit(run), "1 - R² vs Jacobian error"))
@@ -185,6 +189,9 @@ def sections(run: RunData) -> list[Section]:
 
 def _intro(run: RunData) -> str:
     m = run.metrics
+    if m.empty:
+        n = 0 if run.throughput is None else len(run.throughput)
+        return f"Throughput folder {run.run_id}: {n} throughput rows, no fidelity grid."
     cells, failed = m["cell_id"].nunique(), run.failed["cell_id"].nunique()
     seeds = ", ".join(fmt_key(s) for s in sorted(m["seed"].dropna().unique()))
     models = ", ".join(fig_fidelity.models_in_order(m)) if not m.empty else "none"
