@@ -13,7 +13,8 @@ from bench.commands import throughput as cmd
 from bench.engines.base import UnsupportedEngine
 from bench.speed import jax_peer, roofline
 from bench.speed import sweep as throughput
-from bench.speed.sweep import COLUMNS, FORWARD, SweepConfig, Timed, summary, sweep
+from bench.speed.sweep import COLUMNS, FORWARD, SweepConfig, Timed, sweep
+from bench.speed.table import summary, write_csv
 from models.mlp import Sine
 
 
@@ -202,12 +203,12 @@ def test_summary_ratios():
 def test_write_csv_keeps_the_schema(tmp_path):
     rows = run_sweep(fast_cfg(engines=("vmap_jacrev", "explodes"), batch_sizes=(2,)))
     path = tmp_path / "run" / "throughput.csv"
-    throughput.write_csv(rows, path)
+    write_csv(rows, path)
     df = pd.read_csv(path, keep_default_na=False)
     assert list(df.columns) == list(COLUMNS)
     assert list(df.status) == ["ok", "failed", "ok"]
     assert not list(tmp_path.glob("run/*.tmp*"))
-    throughput.write_csv(rows[:1], path, append=True)
+    write_csv(rows[:1], path, append=True)
     df = pd.read_csv(path, keep_default_na=False)
     assert list(df.status) == ["ok", "failed", "ok", "ok"] and list(df.columns) == list(COLUMNS)
 

@@ -177,10 +177,10 @@ def _fmt(v: float, spec: str) -> str:
 
 def format_table(rows: list[dict]) -> str:
     """The sweep as text: one block per (model, batch size), engines fastest first."""
-    from bench.speed import jax_peer
+    from bench.speed import jax_peer, table
     from bench.speed import sweep as throughput
 
-    df = throughput.summary(rows)
+    df = table.summary(rows)
     lines = []
     for (model, batch), block in df.groupby(["model_config", "batch_size"], sort=False):
         lines.append(f"\n{model}  batch {batch}")
@@ -211,7 +211,7 @@ def run(args: argparse.Namespace) -> int:
     import torch  # here, not at the top: `python -m bench report` builds this parser and must stay torch-free
 
     from bench.run import envinfo, results
-    from bench.speed import jax_peer
+    from bench.speed import jax_peer, table
     from bench.speed import sweep as throughput
 
     if args.threads is not None:
@@ -224,7 +224,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"throughput sweep on {cfg.device}, {cfg.dtype}, {torch.get_num_threads()} torch threads, "
           f"{jax_peer.version()}; writing {out}", file=sys.stderr)  # fmt: skip
     rows = throughput.sweep(cfg, on_row=_progress)
-    throughput.write_csv(rows, out, append=args.append)
+    table.write_csv(rows, out, append=args.append)
     env = out.parent / "env.json"
     if not env.exists():  # inside a run folder, the run's own env.json stays
         results.write_json(env, envinfo.collect_env(cfg.device, cfg.dtype, torch.get_num_threads()))

@@ -15,7 +15,6 @@ inputs only, as JAX's `jacfwd(f)(x)` does; their cost does not depend on the wei
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +26,7 @@ from bench.engines.base import UnknownEngine, UnsupportedEngine
 from bench.run import envinfo, machine, results
 from bench.speed import jax_peer, roofline
 from bench.speed.timing import synchronizer, time_callable
+from bench.speed.verify import Reference
 from equations.names import suggest
 
 FORWARD = "forward"  # pseudo-engine: the forward pass alone (rate = samples per second)
@@ -209,53 +209,6 @@ def _skip_reason(name: str, timed: Timed, model, batch: int, device, dtype, cfg:
     return timed.supports(model, device, dtype)
 
 
-VERIFY_ROWS = 64  # rows of each timed batch compared with the float64 reference, spread over the whole batch
-
-
-def reference_rows(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The float64 reference J (B, n_out, n_in): torch.func vmap(jacrev) of a float64 CPU copy, or, for a model
-    that torch.func cannot transform (data-dependent Python control flow), autograd one sample at a time."""
-    try:
-        return jax_peer.reference_jacobian(model, x)
-    except RuntimeError:
-        import copy
-
-        from torch.autograd.functional import jacobian
-
-        ref = copy.deepcopy(model).to(device="cpu", dtype=torch.float64).requires_grad_(False)
-        rows = x.detach().to(device="cpu", dtype=torch.float64)
-        return torch.stack([jacobian(lambda v: ref(v[None])[0], r) for r in rows])
-
-
-class Reference:
-    """The float64 reference Jacobian (torch.func vmap(jacrev) of a float64 CPU copy) on rows spread across one
-    batch, computed once per (model, batch) and shared by every engine timed on it."""
-
-    def __init__(self, model: nn.Module, x: torch.Tensor, tolerance: float):
-        B = x.shape[0]
-        spread = torch.linspace(0, B - 1, min(VERIFY_ROWS, B)).round().long()
-        ends = torch.cat([torch.arange(min(8, B)), torch.arange(max(B - 8, 0), B)])  # where batch tails go wrong
-        self.rows = torch.cat([spread, ends]).unique()
-        self.model, self.x, self.tolerance = model, x, tolerance
-        self._J: torch.Tensor | None = None
-
-    def mismatch(self, J: Any) -> str | None:
-        """None when the engine's J (B, n_out, n_in) agrees on the reference rows, else the reason."""
-        if not isinstance(J, torch.Tensor) or J.shape[0] != self.x.shape[0]:
-            return f"the engine returned {type(J).__name__} {tuple(getattr(J, 'shape', ()))}, not (B, n_out, n_in)"
-        if self._J is None:
-            self._J = reference_rows(self.model, self.x[self.rows])
-        if J.shape[1:] != self._J.shape[1:]:
-            return f"Jacobian shape {tuple(J.shape)} differs from the reference's (B, {tuple(self._J.shape[1:])})"
-        err = jax_peer.relative_error(J[self.rows.to(J.device)], self._J)
-        if not err <= self.tolerance:
-            return (
-                f"Jacobian differs from the float64 reference by {err:.3g} relative (max |ΔJ| / max |J|, tolerance "
-                f"{self.tolerance:g}) on {len(self.rows)} rows spread over the batch: not timed"
-            )
-        return None
-
-
 def measure(
     name: str, timed: Timed, model: nn.Module, x: torch.Tensor, cfg: SweepConfig, reference: Reference | None = None
 ) -> dict[str, Any]:
@@ -363,58 +316,3 @@ def _sweep_model(spec: ModelSpec, model_factory, timed: Mapping[str, Timed], dev
             check = reference if name not in (FORWARD, jax_peer.ENGINE) else None
             yield {**row, **measure(name, t, model, x, cfg, check)}
         del x
-
-
-def write_csv(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, append: bool = False) -> None:
-    """Write rows as throughput.csv (COLUMNS order, raw values), atomically: a crash leaves no half file.
-
-    append: keep the rows already in `path` (several sweeps, e.g. CPU and GPU, in one table).
-    """
-    import pandas as pd
-
-    df = pd.DataFrame(list(rows), columns=list(COLUMNS))
-    if append and os.path.exists(path):
-        df = pd.concat([pd.read_csv(path, keep_default_na=False, na_values=["", "nan", "NaN"]), df])
-    os.makedirs(os.path.dirname(os.fspath(path)) or ".", exist_ok=True)
-    results.atomic_write_csv(path, df)
-
-
-def _config(row: Mapping[str, Any]) -> str:
-    """The row's configuration id (its model name where an older table has none)."""
-    return str(row.get("model_config") or row["model"])
-
-
-def summary(rows: Sequence[Mapping[str, Any]]):
-    """The rows with derived ratios, for printing (a pandas DataFrame of raw numbers; NaN where undefined).
-
-    x_loop: jac_per_s over the loop's at the same batch, or at the loop's largest measured batch where it
-    was capped (its rate does not depend on the batch); x_jax: over JAX's at the same batch; roofline:
-    fraction of the FLOP limit; jac_over_fwd: time of the batch's Jacobians / time of its forward pass.
-    """
-    import pandas as pd
-
-    rate, loop_largest = {}, {}
-    for r in sorted((r for r in rows if r["status"] == "ok"), key=lambda r: r["batch_size"]):
-        rate[_config(r), r["device"], r["dtype"], r["batch_size"], r["engine"]] = r["jac_per_s"]
-        if r["engine"] == LOOP:
-            loop_largest[_config(r), r["device"], r["dtype"]] = r["jac_per_s"]
-    nan = math.nan
-    out = []
-    for r in rows:
-        key = (_config(r), r["device"], r["dtype"], r["batch_size"])
-        jps = r["jac_per_s"] if r["status"] == "ok" else nan
-        is_jac = r["engine"] != FORWARD
-        loop = rate.get((*key, LOOP), loop_largest.get(key[:3], nan))
-        roof = results.limit_fraction(jps, r["flops_per_jac"], r["peak_flops"])
-        out.append({
-            **{c: r[c] for c in ("model", "device", "dtype", "batch_size", "engine", "jac_per_s_q25", "jac_per_s_q75")},
-            "model_config": _config(r),
-            "jac_per_s": jps,
-            "x_loop": jps / loop if is_jac else nan,
-            "x_jax": jps / rate.get((*key, jax_peer.ENGINE), nan) if is_jac else nan,
-            "roofline": roof,
-            "jac_over_fwd": rate.get((*key, FORWARD), nan) / jps if is_jac else nan,
-            "status": r["status"],
-            "error": r["error"],
-        })  # fmt: skip
-    return pd.DataFrame(out)
