@@ -188,54 +188,74 @@ def run_grid(
 
 def _run_pool(cell_fn: CellFn, todo: list[Cell], config: Config, run_dir: Path, summary: RunSummary, bar) -> None:
     """Keep ``workers`` cells in flight; after a worker dies, retry its cells alone (quarantine)."""
-    pending, suspects = deque(todo), deque()
-    quarantined: set[str] = set()  # cells that were in flight when a worker died
-    args = (config, run_dir, run_dir.name)
-    while pending or suspects:
+    sched = _Schedule(cell_fn, todo, config, run_dir, summary, bar)
+    while sched.pending or sched.suspects:
         pool = ProcessPoolExecutor(
             config.run.workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
             initargs=(config.run.threads, tuple(config.run.plugins)),
         )  # fmt: skip
-        inflight: dict[Future, Cell] = {}
-        broken = False  # a worker died: finish this pool and start a fresh one
         try:
-            while (pending or suspects or inflight) and not broken:
-                if suspects and not inflight:  # a suspect runs alone, so a second crash convicts it
-                    cell = suspects.popleft()
-                    quarantined.add(cell.cell_id)
-                    inflight[pool.submit(execute_cell, cell_fn, cell, *args)] = cell
-                    bar.start(cell.cell_id)
-                solo = suspects or any(c.cell_id in quarantined for c in inflight.values())
-                while pending and not solo and len(inflight) < config.run.workers:
-                    cell = pending.popleft()
-                    inflight[pool.submit(execute_cell, cell_fn, cell, *args)] = cell
-                    bar.start(cell.cell_id)
-                done, _ = wait(inflight, return_when=FIRST_COMPLETED)
-                crashed = []
-                for fut in done:
-                    cell = inflight.pop(fut)
-                    try:
-                        outcome = fut.result()
-                    except BrokenProcessPool:
-                        crashed.append(cell)
-                        continue
-                    except Exception as err:  # e.g. the cell function could not be pickled
-                        msg = f"{type(err).__name__}: {err}"
-                        _write_failed(cell, run_dir, run_dir.name, msg, traceback.format_exc())
-                        outcome = Outcome(cell.cell_id, "failed", msg, 0.0)
-                    summary.outcomes.append(outcome)
-                    bar.done(outcome)
-                if crashed:  # every cell still in flight went down with the pool
-                    broken = True
-                    crashed += inflight.values()
-                    inflight.clear()
-                    for outcome in _triage(crashed, run_dir, suspects, bar):
-                        summary.outcomes.append(outcome)
-                        bar.done(outcome)
+            sched.drain(pool)
         except BaseException:
             _terminate(pool)
             raise
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+class _Schedule:
+    """The cells of one pooled run: pending ones, suspects (in flight when a worker died) and those in flight."""
+
+    def __init__(self, cell_fn: CellFn, todo: list[Cell], config: Config, run_dir: Path, summary: RunSummary, bar):
+        self.cell_fn, self.config, self.run_dir, self.summary, self.bar = cell_fn, config, run_dir, summary, bar
+        self.pending, self.suspects = deque(todo), deque()
+        self.quarantined: set[str] = set()  # cells that were in flight when a worker died
+        self.inflight: dict[Future, Cell] = {}
+
+    def drain(self, pool: ProcessPoolExecutor) -> None:
+        """Run cells on ``pool`` until none is left or a worker dies (the pool is broken: the caller makes another)."""
+        while self.pending or self.suspects or self.inflight:
+            self._fill(pool)
+            done, _ = wait(self.inflight, return_when=FIRST_COMPLETED)
+            crashed = [cell for fut in done if (cell := self._collect(fut)) is not None]
+            if crashed:  # every cell still in flight went down with the pool
+                crashed += self.inflight.values()
+                self.inflight.clear()
+                for outcome in _triage(crashed, self.run_dir, self.suspects, self.bar):
+                    self._record(outcome)
+                return
+
+    def _fill(self, pool: ProcessPoolExecutor) -> None:
+        """Submit a suspect alone (a second crash convicts it), else pending cells up to the worker count."""
+        if self.suspects and not self.inflight:
+            cell = self.suspects.popleft()
+            self.quarantined.add(cell.cell_id)
+            self._submit(pool, cell)
+        solo = self.suspects or any(c.cell_id in self.quarantined for c in self.inflight.values())
+        while self.pending and not solo and len(self.inflight) < self.config.run.workers:
+            self._submit(pool, self.pending.popleft())
+
+    def _submit(self, pool: ProcessPoolExecutor, cell: Cell) -> None:
+        args = (self.config, self.run_dir, self.run_dir.name)
+        self.inflight[pool.submit(execute_cell, self.cell_fn, cell, *args)] = cell
+        self.bar.start(cell.cell_id)
+
+    def _collect(self, fut: Future) -> Cell | None:
+        """Record a finished future's outcome; returns its cell if its worker died instead."""
+        cell = self.inflight.pop(fut)
+        try:
+            outcome = fut.result()
+        except BrokenProcessPool:
+            return cell
+        except Exception as err:  # e.g. the cell function could not be pickled
+            msg = f"{type(err).__name__}: {err}"
+            _write_failed(cell, self.run_dir, self.run_dir.name, msg, traceback.format_exc())
+            outcome = Outcome(cell.cell_id, "failed", msg, 0.0)
+        self._record(outcome)
+        return None
+
+    def _record(self, outcome: Outcome) -> None:
+        self.summary.outcomes.append(outcome)
+        self.bar.done(outcome)
 
 
 def _triage(crashed: list[Cell], run_dir: Path, suspects: deque, bar: _Progress) -> list[Outcome]:
