@@ -10,11 +10,12 @@ import torch
 from torch import nn
 
 import models
-from bench.engines import ENGINES, UnsupportedEngine, choose, jacobian, tangents, tf32_enabled
+from bench.engines import ENGINES, UnsupportedEngine, choose, jacobian, tangents
 from bench.engines.chunking import default_chunk_size
 from bench.engines.functorch import jacfwd_graph_reason
 from bench.engines.fused_mlp import fusable, fused_mlp_jacobian
 from bench.engines.tangents import plan, run_tangents, tangent_reason
+from bench.run.machine import tf32_enabled
 from equations.scaling import PhysicalModel, Scaler
 
 EAGER = [name for name, e in ENGINES.items() if not e.compiled]

@@ -24,10 +24,9 @@ from bench.engines import (  # noqa: F401 (kan_tangents registers rules)
 )
 from bench.engines.base import Engine, UnknownEngine, UnsupportedEngine, model_name
 from bench.engines.chunking import chunked, default_chunk_size
-from bench.run.machine import tf32_enabled
 
 __all__ = [
-    "AUTO_ORDER", "ENGINES", "Engine", "UnknownEngine", "UnsupportedEngine", "choose", "jacobian", "tf32_enabled",
+    "AUTO_ORDER", "ENGINES", "Engine", "UnknownEngine", "UnsupportedEngine", "choose", "jacobian",
 ]  # fmt: skip
 
 ENGINES: dict[str, Engine] = {

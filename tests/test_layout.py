@@ -1,0 +1,66 @@
+"""The architecture the README shows, checked on the source: imports go down the floors, never up or sideways.
+
+    commands, cli  ->  fidelity, speed, report  ->  engines, run  ->  models, equations
+
+Within a folder anything goes; the report imports nothing of bench but bench.report and bench.run.results (it
+must run without torch); the runner never imports a pipeline (it is handed its cell function).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FLOOR = {"__main__": 4, "commands": 3, "cli": 3, "fidelity": 2, "speed": 2, "report": 2, "engines": 1, "run": 1}
+
+
+def imports(path: Path) -> set[str]:
+    """Every module a file imports (top-level and inside functions), as dotted names."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.add(node.module)
+            out |= {f"{node.module}.{a.name}" for a in node.names}
+    return out
+
+
+def part(module: str) -> str | None:
+    """The floor key of a bench module: bench.speed.sweep -> speed, bench.cli -> cli."""
+    bits = module.split(".")
+    return bits[1] if bits[0] == "bench" and len(bits) > 1 else None
+
+
+FILES = sorted(p for p in (ROOT / "bench").rglob("*.py") if p.name != "__init__.py" or p.parent.name != "bench")
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_imports_go_down(path):
+    own = path.relative_to(ROOT / "bench").parts[0].removesuffix(".py")
+    for mod in imports(path):
+        other = part(mod)
+        if other is None or other == own or other not in FLOOR:
+            continue
+        assert FLOOR[other] < FLOOR[own], f"{path.relative_to(ROOT)} imports {mod}: {own} may not import {other}"
+
+
+def test_the_report_imports_only_results_tables_code():
+    for path in (ROOT / "bench" / "report").glob("*.py"):
+        for mod in imports(path):
+            assert not mod.startswith(("torch", "models", "equations")), f"{path.name} imports {mod}"
+            if mod.startswith("bench.") and not mod.startswith("bench.report"):
+                assert mod.startswith("bench.run.results") or mod == "bench.run", f"{path.name} imports {mod}"
+
+
+def test_what_is_benchmarked_never_imports_the_harness():
+    for folder, allowed in (("equations", ()), ("models", ("equations.names",))):
+        for path in (ROOT / folder).rglob("*.py"):
+            for mod in imports(path):
+                assert not mod.startswith("bench"), f"{path.relative_to(ROOT)} imports {mod}"
+                other = "models" if folder == "equations" else "equations"
+                if mod.split(".")[0] == other:
+                    assert mod.startswith(allowed), f"{path.relative_to(ROOT)} imports {mod}"
