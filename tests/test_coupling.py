@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import small_overrides
 from torch import nn
 
 import models
@@ -80,7 +81,7 @@ def test_batchnorm_eval_mode_is_not_flagged():
 @pytest.mark.parametrize("name", models.list_models())
 def test_zoo_models_do_not_mix_samples(name):
     torch.manual_seed(0)
-    m = models.create_model(name, n_in=3, n_out=2, width=8).double()
+    m = models.create_model(name, n_in=3, n_out=2, **small_overrides(name)).double()
     report = check_coupling(m, torch.rand(6, 3, dtype=torch.float64) * 2 - 1)
     assert report.max_cross == 0.0 and report.max_diag > 0 and not report.coupled
 
@@ -186,6 +187,6 @@ def test_relative_handles_zero_and_nan():
 @pytest.mark.parametrize("name", models.list_models())
 def test_zoo_models_pass_the_whole_batch_check(name):
     torch.manual_seed(0)
-    m = models.create_model(name, n_in=3, n_out=2, width=8).double()
+    m = models.create_model(name, n_in=3, n_out=2, **small_overrides(name)).double()
     report = verify_batch_independent(m, torch.rand(37, 3, dtype=torch.float64) * 2 - 1)
     assert report.max_cross == 0.0 and report.max_diag > 0 and not report.coupled

@@ -10,6 +10,7 @@ from itertools import pairwise
 
 import pytest
 import torch
+from conftest import shape_variants
 from torch import nn
 from torch.func import jacfwd, jacrev, vmap
 
@@ -87,7 +88,7 @@ def test_one_input(name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_param_count_is_closed_form(name):
-    for overrides in ({}, {"hidden": [5, 7]}, {"depth": 1, "width": 3}):
+    for overrides in shape_variants(name):  # the shapes this factory accepts (a plugin's own options aside)
         model = build(name, n_in=3, n_out=2, **overrides)
         counted = sum(p.numel() for p in model.parameters() if p.requires_grad)
         assert model.param_count() == counted, overrides
