@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import small_overrides
 from torch import nn
+from zoo_fixtures import small_overrides
 
 import models
 from bench.engines import UnsupportedEngine, coupling, jacobian

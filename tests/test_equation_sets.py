@@ -11,7 +11,6 @@ from equations.selfcheck import FD_TOL, HAND_TOL, central_differences, interior_
 from equations.sets import BUILTINS
 from equations.sets.surrogates import LOWER as STACK_LOWER
 from equations.sets.surrogates import UPPER as STACK_UPPER
-from equations.sets.testfunctions import lorenz96_sparsity
 
 NAMES = [eq.name for eq in BUILTINS]
 
@@ -141,6 +140,15 @@ def test_rosenbrock_jacobian_is_symmetric_tridiagonal():
     torch.testing.assert_close(J, J.transpose(-1, -2), rtol=1e-14, atol=1e-12)
     # the gradient vanishes at the minimum (1, 1, 1, 1)
     assert eq(torch.ones(4, dtype=torch.float64)).abs().max().item() == 0.0
+
+
+def lorenz96_sparsity(n: int) -> torch.Tensor:
+    """Boolean (n, n) pattern of the Lorenz-96 Jacobian's structural nonzeros (columns i-2, i-1, i, i+1)."""
+    pattern = torch.zeros(n, n, dtype=torch.bool)
+    for i in range(n):
+        for d in (-2, -1, 0, 1):
+            pattern[i, (i + d) % n] = True
+    return pattern
 
 
 @pytest.mark.parametrize("name", ["lorenz96", "lorenz96_8"])

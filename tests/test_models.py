@@ -10,9 +10,9 @@ from itertools import pairwise
 
 import pytest
 import torch
-from conftest import shape_variants
 from torch import nn
 from torch.func import jacfwd, jacrev, vmap
+from zoo_fixtures import shape_variants
 
 import models
 from models.chebykan import chebyshev_basis

@@ -21,7 +21,7 @@ from scipy import stats
 from bench.cli import main
 from bench.report import SECTION_TITLES, build_report, load_run
 from bench.report.leaderboard import leaderboard
-from bench.report.stats import aggregate, ci_halfwidth, fmt_ci
+from bench.report.stats import aggregate, fmt_ci
 
 FIGURES = {"fidelity_vs_fit", "entry_heatmaps", "pred_vs_true", "edge_error", "beta_sweep", "n_train", "throughput"}
 FIGURES |= {"accuracy_vs_speed"}
@@ -257,8 +257,9 @@ def test_a_throughput_folder_alone_can_be_reported(tmp_path):
 
 
 def test_ci_is_student_t_and_one_seed_says_n1():
-    assert ci_halfwidth(0.1, 3) == pytest.approx(stats.t.ppf(0.975, 2) * 0.1 / math.sqrt(3))
-    assert math.isnan(ci_halfwidth(0.1, 1))
+    three = aggregate(pd.DataFrame({"k": ["a"] * 3, "value": [1.0, 2.0, 4.0]}), ["k"]).iloc[0]
+    # known answer: values 1, 2, 4 have sample std sqrt(7/3); the 95% t-interval uses t(0.975, 2) = 4.3027
+    assert three["ci"] == pytest.approx(4.302652729749464 * math.sqrt(7 / 3) / math.sqrt(3), rel=1e-12)
     assert fmt_ci(0.25, float("nan"), 1) == "0.2500 (n=1)"
     df = pd.DataFrame({"k": ["a", "a", "b"], "value": [1.0, 3.0, 5.0]})
     agg = aggregate(df, ["k"]).set_index("k")

@@ -36,7 +36,9 @@ def test_peak_flops_is_measured_once_per_key(monkeypatch):
     assert first > 0 and torch.get_num_threads() == threads  # all cores while measuring, then restored
     monkeypatch.setattr(roofline, "time_callable", lambda *a, **k: pytest.fail("measured twice"))
     assert roofline.peak_flops("cpu", torch.float64, n=64) == first
-    assert roofline.fraction_of_limit(1e3, 1e6, first) == pytest.approx(1e9 / first)
+    from bench.run.results import limit_fraction
+
+    assert limit_fraction(1e3, 1e6, first) == pytest.approx(1e9 / first)
 
 
 def test_tf32_mode_sets_and_restores_the_flags():

@@ -196,12 +196,6 @@ def forward_tangents(model: nn.Module, x: torch.Tensor, create_graph: bool = Fal
     return split_over_cores(lambda xs: chunked(lambda b: run_tangents(model, b, False), xs, rows, False), x, rows)
 
 
-def plan(model: nn.Module) -> str:
-    """How `forward_tangents` will handle `model` (for tables and logs)."""
-    reason = tangent_reason(model)
-    return "hand-written tangents" if reason is None else f"torch.func vmap(jacfwd) ({reason})"
-
-
 ENGINES = [
     Engine("forward_tangents", forward_tangents, batch_sum=False, differentiable=True, blocks_on_cpu=True,
            doc="primal + n_in tangents propagated together by hand (one GEMM per Linear); else vmap(jacfwd)"),

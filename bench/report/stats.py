@@ -16,13 +16,6 @@ CONFIG_KEYS = ["equation", "model", "family", "variant", "beta", "n_train"]  # a
 ENTRY_KEYS = ["split", "metric", "output", "input", "bin"]  # which number of a cell
 
 
-def ci_halfwidth(std: float, n: int, confidence: float = CONFIDENCE) -> float:
-    """Half-width of the t-interval of a mean of n samples with sample std ``std``; NaN for n < 2."""
-    if n < 2 or not np.isfinite(std):
-        return math.nan
-    return float(stats.t.ppf(0.5 + confidence / 2, n - 1) * std / math.sqrt(n))
-
-
 def aggregate(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """Mean, std, n and CI half-width of ``value`` over the rows of each ``keys`` group (i.e. over seeds).
 

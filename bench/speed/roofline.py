@@ -107,8 +107,3 @@ def peak_flops(
             torch.set_num_threads(threads)
         _PEAK_CACHE[key] = 2.0 * n**3 / best
     return _PEAK_CACHE[key]
-
-
-def fraction_of_limit(jac_per_s: float, flops_per_jac: float, peak: float) -> float:
-    """The share of the device's measured FLOP/s that `jac_per_s` Jacobians per second use."""
-    return jac_per_s * flops_per_jac / peak

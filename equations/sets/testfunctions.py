@@ -126,15 +126,6 @@ def _lorenz96_jacobian(x: Tensor) -> Tensor:
     return jacobian_from_rows(rows, like=xs[0])
 
 
-def lorenz96_sparsity(n: int) -> Tensor:
-    """Boolean (n, n) pattern of the Lorenz-96 Jacobian's structural nonzeros (columns i-2, i-1, i, i+1)."""
-    pattern = torch.zeros(n, n, dtype=torch.bool)
-    for i in range(n):
-        for d in (-2, -1, 0, 1):
-            pattern[i, (i + d) % n] = True
-    return pattern
-
-
 def _lorenz96(n: int, name: str, doc: str) -> EquationSet:
     assert n >= 4, "the stencil i-2, i-1, i, i+1 must hit distinct indices"
     formulas = tuple(
