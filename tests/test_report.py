@@ -24,7 +24,7 @@ from bench.report.leaderboard import leaderboard
 from bench.report.stats import aggregate, fmt_ci
 
 FIGURES = {"fidelity_vs_fit", "entry_heatmaps", "pred_vs_true", "edge_error", "beta_sweep", "n_train", "throughput"}
-FIGURES |= {"accuracy_vs_speed"}
+FIGURES |= {"accuracy_vs_speed", "learning_curves"}
 
 
 @pytest.fixture(scope="module")
@@ -130,6 +130,15 @@ def test_speed_belongs_to_the_exact_configuration_measured(board, html):
     cap = html.index('<p class="caption">gen:smooth:3')
     table = html[cap : html.index("</table>", cap)]
     assert "not measured†" in table and "exact configuration" in table
+
+
+def test_rows_still_improving_at_the_end_of_the_budget_are_flagged(board, md):
+    fast = _row(board, "fastkan")
+    assert fast["improving"] == 2 and fast["judged"] == 3
+    assert _row(board, "mlp_tanh")["improving"] == 0
+    forum = md[md.index("*forum4x4: test split") : md.index("*gen:smooth:3: test split")]
+    assert "STILL IMPROVING (2/3 seeds)" in forum and "STILL IMPROVING: in that many seeds" in forum
+    assert "| yes |" in forum
 
 
 def test_spurious_derivatives_are_shown_in_the_per_entry_section(md):

@@ -137,3 +137,17 @@ def test_a_misspelt_engine_is_an_error_before_any_cell_trains(tmp_path, capsys):
     assert main(args) == 2
     assert "run.engine = 'vmap_jacrevv' is not an engine (did you mean 'vmap_jacrev'" in capsys.readouterr().err
     assert not (tmp_path / "res").exists()  # nothing was started
+
+
+def test_a_cell_keeps_its_training_history_and_says_whether_it_was_still_improving(tmp_path):
+    args = ["run", "--models", "mlp_tanh", "--equations", "forum4x4", "--steps", "40", "--set", "grid.n_test=5",
+            "--n-train", "32", "--seeds", "0", "--betas", "1", "--workers", "1", "--no-progress",
+            "--out", str(tmp_path / "res")]  # fmt: skip
+    assert main(args) == 0
+    run = (tmp_path / "res" / "latest").resolve()
+    (hist,) = sorted((run / "history").glob("*.csv"))
+    h = pd.read_csv(hist)
+    assert list(h.columns) == ["step", "seconds", "lr", "loss", "val_loss"] and h["step"].iloc[-1] == 40
+    cells = _cells(run)
+    flag = cells[cells["metric"] == "still_improving"]["value"]
+    assert len(flag) == 1 and float(flag.iloc[0]) in (0.0, 1.0)

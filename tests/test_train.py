@@ -1,5 +1,7 @@
 """The trainer: determinism, early stopping, budgets, opt-in KAN features, and that Sobolev training helps."""
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -171,3 +173,17 @@ def test_sobolev_training_lowers_the_test_jacobian_error():
         J_pred = torch.func.vmap(torch.func.jacrev(model))(test[0]).detach()
         errs[beta] = metrics.jac_rel_fro_summary(test[2], J_pred)[0]["median"]
     assert errs[0.5] < 0.5 * errs[1.0], errs
+
+
+def test_convergence_criterion_known_answers():
+    from bench.fidelity.train import convergence
+
+    flat = [{"step": s, "loss": 1.0, "val_loss": 0.5} for s in range(10, 101, 10)]
+    assert convergence(flat) == (0.0, "val_loss")  # nothing left to learn
+    falling = [{**h, "val_loss": 0.5 if h["step"] <= 90 else 0.25} for h in flat]
+    drop, which = convergence(falling)
+    assert drop == pytest.approx(0.5) and which == "val_loss"  # halved over the last 10% of the steps
+    no_val = [{"step": h["step"], "loss": 2.0 - h["step"] / 100} for h in flat]
+    drop, which = convergence(no_val)
+    assert which == "loss" and drop == pytest.approx((1.1 - 1.0) / 1.1)  # best before step 90 was 1.1
+    assert math.isnan(convergence(flat[:1])[0])  # one evaluation: cannot tell

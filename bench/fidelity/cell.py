@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 
+import pandas as pd
 import torch
 from torch import Tensor, nn
 
@@ -101,7 +102,8 @@ def run_cell(cell: Cell, config: Config, run_id: str) -> CellResult:
     import equations
     import models
     from bench.fidelity.metrics import denorm_check, fidelity_rows
-    from bench.fidelity.train import TrainConfig, fit
+    from bench.fidelity.train import TrainConfig, convergence, fit
+    from bench.run.results import CONVERGENCE_DROP
     from equations.data import split
     from equations.scaling import PhysicalModel
 
@@ -145,4 +147,10 @@ def run_cell(cell: Cell, config: Config, run_id: str) -> CellResult:
     rows.append({**base, "split": "test", "metric": "denorm_check", "value": denorm_check(pm, x_check), "error": ""})
     rows.append({**base, "split": "", "metric": "train_seconds", "value": res.seconds, "error": ""})
     rows.append({**base, "split": "", "metric": "train_steps", "value": float(res.steps), "error": ""})
-    return CellResult(rows, jac)
+    drop, _ = convergence(res.history)
+    note = "" if drop == drop else "too few evaluations to tell"
+    rows.append({**base, "split": "", "metric": "loss_drop_last10", "value": drop, "error": note})
+    improving = float("nan") if drop != drop else float(drop > CONVERGENCE_DROP)
+    rows.append({**base, "split": "", "metric": "still_improving", "value": improving, "error": note})
+    history = pd.DataFrame(res.history).reindex(columns=list(results.HISTORY_COLUMNS))
+    return CellResult(rows, jac, history)

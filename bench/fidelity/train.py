@@ -40,6 +40,27 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the runner records the cell as failed and goes on."""
 
 
+from bench.run.results import CONVERGENCE_WINDOW  # noqa: E402  (the metric's definition)
+
+
+def convergence(history: list[dict], window: float = CONVERGENCE_WINDOW) -> tuple[float, str]:
+    """(relative drop of the best loss over the last ``window`` of the steps, which loss) from a fit's history.
+
+    drop = (best before the window - best overall) / best before the window; NaN with fewer than two evaluations
+    or none before the window. Validation loss where the history has it, else training loss.
+    """
+    key = "val_loss" if history and all("val_loss" in h for h in history) else "loss"
+    if len(history) < 2:
+        return math.nan, key
+    last = history[-1]["step"]
+    start = last * (1 - window)
+    before = [h[key] for h in history if h["step"] <= start]
+    if not before:
+        return math.nan, key
+    best_before, best = min(before), min(h[key] for h in history)
+    return (best_before - best) / best_before if best_before > 0 else 0.0, key
+
+
 @dataclass
 class FitResult:
     """What ``fit`` did. The trained weights are in the model itself."""

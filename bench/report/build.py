@@ -34,6 +34,9 @@ GUIDES = {  # section title -> one sentence on how to read it (the order is the 
     "family's models and seeds: a curve rising to the left means derivatives degrade near the boundary.",
     "Sobolev beta sweep": "β weighs the value loss against the Jacobian loss (β = 1 is value-only training, "
     "β = 1e-7 almost derivative-only): the left column shows what the fit pays, the right what the derivatives gain.",
+    "Learning curves": "Validation loss against optimizer step for each cell of the reference training on the main "
+    "equation set, one panel per family (a line per model and seed): a curve still falling at the right edge had "
+    'not finished learning, and the leaderboard\'s "converged" column flags such rows.',
     "Training-set size": "Errors against the number of training samples on log-log axes: a steeper descent means "
     "the architecture learns more from each added sample.",
     "Throughput": "Jacobians per second against batch size for each engine (band: interquartile range over "
@@ -180,6 +183,8 @@ def sections(run: RunData) -> list[Section]:
     out.append(_figure(s, "edge_error", lambda: fig_fidelity.edge_error(run), "Jacobian error by boundary distance"))
     s = Section("Sobolev beta sweep", GUIDES["Sobolev beta sweep"])
     out.append(_figure(s, "beta_sweep", lambda: fig_training.beta_sweep(run), "errors against beta"))
+    s = Section("Learning curves", GUIDES["Learning curves"])
+    out.append(_figure(s, "learning_curves", lambda: fig_training.learning_curves(run, eq), f"learning curves, {eq}"))
     s = Section("Training-set size", GUIDES["Training-set size"])
     out.append(_figure(s, "n_train", lambda: fig_training.n_train_curves(run), "errors against n_train"))
     out += _throughput(run)

@@ -60,3 +60,31 @@ def n_train_curves(run: RunData) -> Figure | str:
     if df.empty:
         return "a single n_train per configuration: no training-set size curves"
     return _panels(df, "n_train", style.N_TRAIN, style_col="training" if df["training"].nunique() > 1 else None)
+
+
+def learning_curves(run: RunData, equation: str | None) -> Figure | str:
+    """Validation loss (training loss where a cell had no validation split) against step, one panel per family:
+    a line per model and seed, reference training (value-only where run, largest n_train) on ``equation``."""
+    from bench.report.fig_fidelity import reference_rows
+
+    cells = reference_rows(run.ok[(run.ok["metric"] == "train_steps") & (run.ok["equation"] == equation)])
+    cells = cells[cells["cell_id"].isin(list(run.history_files))]
+    if cells.empty:
+        return "no history/<cell>.csv in this run (runs before the training history was kept)"
+    palette = style.family_palette(cells["family"].unique())
+    families = style.family_order(cells["family"].unique())
+    fig, axes = style.new_figure(len(families), 1, width=3.6, height=2.8)
+    for ax, fam in zip(axes.flat, families, strict=True):
+        d = cells[cells["family"] == fam]
+        for k, (model, m) in enumerate(sorted(d.groupby("model"), key=lambda kv: kv[0])):
+            for _, cell in m.iterrows():
+                h = run.history(cell["cell_id"])
+                y = "val_loss" if h["val_loss"].notna().all() else "loss"
+                dash = style.DASHES[k % len(style.DASHES)] or (None, None)
+                ax.plot(h["step"], h[y], color=palette[fam], dashes=dash, linewidth=1, alpha=0.8,
+                        label=model if cell["seed"] == m["seed"].min() else None)  # fmt: skip
+        ax.set(
+            yscale="log", xlabel="optimizer step", ylabel="validation loss (normalized)", title=f"{equation} · {fam}"
+        )
+        ax.legend(fontsize=7, frameon=False)
+    return fig

@@ -14,12 +14,18 @@ from bench.report.load import RunData, largest_n_train, speed_key
 from bench.report.render import Table
 from bench.report.stats import CONFIG_KEYS, aggregate, fmt_ci, fmt_key, fmt_num
 from bench.report.style import training_label
+from bench.run.results import CONVERGENCE_DROP, CONVERGENCE_WINDOW
 
 SCORES = {  # metric (test split) -> (column title, whether larger is better)
     "r2_min": ("fit R² (min)", True),
     "jac_rel_fro_median": ("Jacobian rel. err. median", False),
     "jac_rel_fro_p90": ("Jacobian rel. err. p90", False),
 }
+STILL_IMPROVING_NOTE = (
+    f"STILL IMPROVING: in that many seeds the best validation loss still fell by more than {CONVERGENCE_DROP:.0%} "
+    f"over the last {CONVERGENCE_WINDOW:.0%} of the steps; the row compares a model that had not finished "
+    "learning, and a longer budget may change it"
+)
 NOT_MEASURED = "not measured†"
 MISSING_NOTE = (
     "† no throughput row of this exact configuration (model, dimensions, overrides, parameter count); "
@@ -54,6 +60,17 @@ def best_throughput(throughput: pd.DataFrame | None, peers: bool = False, dtype:
         return pd.DataFrame(columns=cols)
     t = t.assign(config=speed_key(t))
     return t.loc[t.groupby(["config", "device"])["jac_per_s"].idxmax(), cols].reset_index(drop=True)
+
+
+def still_improving(run: RunData) -> pd.DataFrame:
+    """Per configuration (CONFIG_KEYS): ``improving`` seeds whose loss still fell by more than the threshold over
+    the last tenth of the budget (metric still_improving), out of ``judged`` seeds that could be judged."""
+    m = run.ok[(run.ok["metric"] == "still_improving") & np.isfinite(run.ok["value"])]
+    cols = [*CONFIG_KEYS, "improving", "judged"]
+    if m.empty:
+        return pd.DataFrame(columns=cols)
+    g = m.groupby(CONFIG_KEYS, dropna=False)["value"]
+    return pd.concat({"improving": g.sum(), "judged": g.count()}, axis=1).reset_index()[cols]
 
 
 def run_dtype(run: RunData) -> str | None:
@@ -95,6 +112,7 @@ def leaderboard(run: RunData) -> pd.DataFrame:
     wide = wide.reset_index()
     cost = ok.groupby(["equation", "model"], dropna=False)[["params", "flops", "model_config"]].first().reset_index()
     wide = attach_throughput(wide.merge(cost, on=["equation", "model"], how="left"), run.throughput, run_dtype(run))
+    wide = wide.merge(still_improving(run), on=[*CONFIG_KEYS], how="left")
     wide["training"] = [training_label(v, b) for v, b in zip(wide["variant"], wide["beta"], strict=True)]
     wide["_order"] = training_order(wide)
     jac = wide.get("jac_rel_fro_median_mean", pd.Series(np.nan, index=wide.index))
@@ -121,6 +139,8 @@ def leaderboard_table(board: pd.DataFrame, equation: str) -> Table:
     columns += ["params", "FLOPs / forward", "seeds"]
     columns += [title for title, _ in SCORES.values()]
     columns += [f"best Jacobians/s ({d})" for d in devices]
+    judged = "judged" in df and df["judged"].notna().any()
+    columns += ["converged"] if judged else []
     rows = []
     for _, r in df.iterrows():
         row = [r["model"], r["family"], r["training"]]
@@ -131,6 +151,9 @@ def leaderboard_table(board: pd.DataFrame, equation: str) -> Table:
         ]
         for d in devices:
             row.append(fmt_num(r[f"jac_per_s_{d}"]) if np.isfinite(r[f"jac_per_s_{d}"]) else NOT_MEASURED)
+        if judged:
+            k, n = r.get("improving", np.nan), r.get("judged", np.nan)
+            row.append("–" if not np.isfinite(n) else (f"STILL IMPROVING ({int(k)}/{int(n)} seeds)" if k else "yes"))
         rows.append(row)
     bold = set()
     first_score = columns.index(next(iter(SCORES.values()))[0])
@@ -143,4 +166,6 @@ def leaderboard_table(board: pd.DataFrame, equation: str) -> Table:
     caption = f"{equation}: test split, n_train = {', '.join(fmt_key(n) for n in n_train)}"
     if "speed_missing" in df and df["speed_missing"].any():
         caption += f". {NOT_MEASURED}: {MISSING_NOTE}"
+    if judged and (df["improving"].fillna(0) > 0).any():
+        caption += f". {STILL_IMPROVING_NOTE}"
     return Table(columns, rows, bold, caption)

@@ -31,6 +31,7 @@ class RunData:
     env: dict = field(default_factory=dict)  # env.json
     config: dict = field(default_factory=dict)  # config.json
     jacobian_files: dict[str, Path] = field(default_factory=dict)  # cell_id -> jacobians/<cell>.csv
+    history_files: dict[str, Path] = field(default_factory=dict)  # cell_id -> history/<cell>.csv
 
     @property
     def run_id(self) -> str:
@@ -45,6 +46,11 @@ class RunData:
     def failed(self) -> pd.DataFrame:
         """One row per failed cell, with its error."""
         return self.metrics[self.metrics["status"] != "ok"].drop_duplicates("cell_id")
+
+    def history(self, cell_id: str) -> pd.DataFrame | None:
+        """The cell's training history (results.HISTORY_COLUMNS), None where the run kept none."""
+        path = self.history_files.get(cell_id)
+        return None if path is None else pd.read_csv(path)
 
     def jacobians(self, cell_id: str) -> pd.DataFrame | None:
         path = self.jacobian_files.get(cell_id)
@@ -131,8 +137,10 @@ def load_run(path: str | os.PathLike) -> RunData:
     metrics = read_metrics(run)
     jac = {cid: run / "jacobians" / f"{results.cell_filename(cid)}.csv" for cid in metrics["cell_id"].unique()}
     jac = {cid: p for cid, p in jac.items() if p.exists()}
+    hist = {cid: run / "history" / f"{results.cell_filename(cid)}.csv" for cid in metrics["cell_id"].unique()}
+    hist = {cid: p for cid, p in hist.items() if p.exists()}
     return RunData(
-        run, metrics, read_throughput(run), _read_json(run / "env.json"), _read_json(run / "config.json"), jac
+        run, metrics, read_throughput(run), _read_json(run / "env.json"), _read_json(run / "config.json"), jac, hist
     )
 
 

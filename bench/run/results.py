@@ -43,6 +43,12 @@ LATER_COLUMNS = ("n_in", "n_out", "model_config")
 # The definitions behind metrics.csv; config.json records it and `compare` warns when two runs differ.
 # 1: the first wave. 2: jac_rel_fro floored at the split's typical norm; jac_fro_scale; jac_spurious*.
 METRICS_VERSION = 2
+# "Still improving" (metric still_improving): the best validation loss (training loss without validation data)
+# fell by more than CONVERGENCE_DROP over the last CONVERGENCE_WINDOW of the steps. The report flags such rows: a
+# comparison at a budget some architectures had not finished with says so.
+CONVERGENCE_WINDOW = 0.10
+CONVERGENCE_DROP = 0.05
+HISTORY_COLUMNS = ("step", "seconds", "lr", "loss", "val_loss")  # history/<cell>.csv, every eval_every steps
 TMP_MARK = ".tmp-"  # temporary files are <name>.tmp-<pid>; never matched by *.csv
 LATEST = "latest"  # symlink results/latest -> <run-id>; text file LATEST where symlinks are refused
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=+-]")
@@ -54,6 +60,7 @@ class CellResult:
 
     rows: list[dict]  # metrics.csv rows (results/README.md columns)
     jacobians: pd.DataFrame | None = None  # forum layout: x1..xn, df1_dx1, df1_dx1_true, ... (<= 1000 rows)
+    history: pd.DataFrame | None = None  # training history: step, seconds, lr, loss, val_loss (HISTORY_COLUMNS)
 
 
 def limit_rate(flops_per_jac: Any, peak_flops: Any) -> Any:
@@ -113,8 +120,8 @@ def create_run_dir(root: str | Path, profile: str) -> Path:
             run_dir.mkdir()
         except FileExistsError:
             continue
-        (run_dir / "cells").mkdir()
-        (run_dir / "jacobians").mkdir()
+        for sub in ("cells", "jacobians", "history"):
+            (run_dir / sub).mkdir()
         set_latest(root, run_dir)
         return run_dir
     raise RuntimeError(f"could not create a fresh run folder under {root}")
@@ -189,7 +196,7 @@ def write_json(path: str | Path, obj: Any) -> None:
 def remove_stale_tmp(run_dir: str | Path) -> int:
     """Delete temporary files a killed run left behind; returns how many."""
     n = 0
-    for sub in ("cells", "jacobians", "errors", "."):
+    for sub in ("cells", "jacobians", "history", "errors", "."):
         for f in Path(run_dir, sub).glob(f"*{TMP_MARK}*"):
             f.unlink(missing_ok=True)
             n += 1

@@ -107,6 +107,9 @@ def execute_cell(cell_fn: CellFn, cell: Cell, config: Config, run_dir: Path, run
         frame = results.rows_frame(res.rows)
         if res.jacobians is not None:
             results.atomic_write_csv(run_dir / "jacobians" / f"{stem}.csv", res.jacobians)
+        if res.history is not None:
+            (run_dir / "history").mkdir(exist_ok=True)
+            results.atomic_write_csv(run_dir / "history" / f"{stem}.csv", res.history)
         results.atomic_write_csv(run_dir / "cells" / f"{stem}.csv", frame)
         failed = frame[frame["status"] == "failed"]
         error = str(failed["error"].iloc[0]) if len(failed) else ""
