@@ -26,8 +26,8 @@ from equations.base import EquationSet
 
 Sampler = Callable[[int, int, int], np.ndarray]  # (n, d, seed) -> (n, d) in [0, 1)
 
-# The random-cd optimization costs about 1.7 ms per sample on a 2-core CPU (10,000 swap trials, each
-# O(n)), while its gain over a plain scrambled LHS fades as n grows. Above this size the design is a
+# The random-cd optimization grows with n (10,000 swap trials, each O(n)), while its gain over a plain
+# scrambled LHS fades as n grows. Above this size the design is a
 # plain scrambled LHS: still one point per stratum in every dimension, just not discrepancy-optimized.
 LHS_OPTIMIZE_MAX_N = 4096
 

@@ -182,7 +182,8 @@ class Scaler:
         return self.transform_x(ds.x), self.transform_y(ds.y), self.jacobian_to_normalized(ds.J)
 
     def _jacobian_factor(self, like: Tensor) -> Tensor:
-        # The chain rule, in its one place: dy_phys/dy_n = y_scale (rows), dx_n/dx_phys = 1/x_scale
+        # The chain rule (tangent_to_* apply the same two factors to tangents): dy_phys/dy_n = y_scale (rows),
+        # dx_n/dx_phys = 1/x_scale
         # (columns). Formed in float64, then cast, so float32 Jacobians get one rounding of the factor.
         if tuple(like.shape[-2:]) != (self.n_out, self.n_in):
             raise ValueError(

@@ -64,3 +64,27 @@ def test_what_is_benchmarked_never_imports_the_harness():
                 other = "models" if folder == "equations" else "equations"
                 if mod.split(".")[0] == other:
                     assert mod.startswith(allowed), f"{path.relative_to(ROOT)} imports {mod}"
+
+
+ALL_FILES = sorted((ROOT / "bench").rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", ALL_FILES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_no_import_hides_from_these_checks(path):
+    """Relative imports and import_module strings would slip past the floor test: only cli.py may use the latter
+    (its COMMANDS table, the one edge cli -> commands)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            assert node.level == 0, f"{path.relative_to(ROOT)}: relative import (write bench.<folder>.<module>)"
+        if isinstance(node, ast.Attribute) and node.attr == "import_module":
+            assert path.name == "cli.py", f"{path.relative_to(ROOT)}: importlib.import_module outside cli.py"
+
+
+def test_what_the_report_imports_of_run_is_torch_free():
+    """The report reaches bench/__init__.py, bench/run/__init__.py and bench/run/results.py: none may pull in torch,
+    models or equations (so `python -m bench report` works where only pandas and seaborn are installed)."""
+    for rel in ("bench/__init__.py", "bench/run/__init__.py", "bench/run/results.py"):
+        for mod in imports(ROOT / rel):
+            assert not mod.startswith(("torch", "models", "equations")), f"{rel} imports {mod}"
+            assert not mod.startswith("bench.") or mod.startswith("bench.run.results"), f"{rel} imports {mod}"

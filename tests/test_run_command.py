@@ -135,7 +135,7 @@ def test_a_misspelt_engine_is_an_error_before_any_cell_trains(tmp_path, capsys):
     args = ["run", "--models", "mlp_tanh", "--equations", "forum4x4", "--steps", "1", "--seeds", "0", "--betas", "1",
             "--set", "run.engine=vmap_jacrevv", "--out", str(tmp_path / "res")]  # fmt: skip
     assert main(args) == 2
-    assert "run.engine = 'vmap_jacrevv' is not an engine (did you mean 'vmap_jacrev'" in capsys.readouterr().err
+    assert "run.engine: unknown engine 'vmap_jacrevv' (did you mean 'vmap_jacrev'" in capsys.readouterr().err
     assert not (tmp_path / "res").exists()  # nothing was started
 
 

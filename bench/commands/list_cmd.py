@@ -48,16 +48,16 @@ def _list_models(pattern: str) -> int:
 
 
 def _matching(names: list[str], pattern: str, kind: str) -> list[str]:
-    import fnmatch
+    """Names matching comma-separated patterns or plain names, as `run` expands them (bench.run.names)."""
+    from bench.run.names import expand_names, fnmatch_lister
+    from equations.names import UnknownName, suggest
 
-    pats = [p.strip() for p in pattern.split(",") if p.strip()] or ["*"]
-    hits = [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in pats)]
-    if not hits:
-        from bench.run.config import ConfigError
-        from equations.names import suggest
+    def check(name: str) -> None:
+        if name not in names:
+            raise UnknownName(f"unknown {kind} {name!r}{suggest(name, names)}; {kind}s: {', '.join(names)}")
 
-        raise ConfigError(f"no {kind} matches {pattern!r}{suggest(pattern, names)}; {kind}s: {', '.join(names)}")
-    return hits
+    parts = [p.strip() for p in pattern.split(",") if p.strip()] or ["*"]
+    return list(expand_names(parts, fnmatch_lister(names), check, kind))
 
 
 def _list_engines(pattern: str) -> int:

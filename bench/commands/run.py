@@ -106,15 +106,14 @@ def run(args: argparse.Namespace) -> int:
 def _check_engines(cfg) -> None:
     """run.engine and train.jac_engine name engines (or auto): checked before any cell trains."""
     from bench.engines import ENGINES
+    from bench.engines.base import UnknownEngine, check_engine_name
     from bench.run.config import ConfigError
-    from equations.names import suggest
 
-    known = ["auto", *ENGINES]
     for key, name in (("run.engine", cfg.run.engine), ("train.jac_engine", cfg.train.get("jac_engine", "auto"))):
-        if name not in known:
-            raise ConfigError(
-                f"{key} = {name!r} is not an engine{suggest(name, known)}; `python -m bench list engines`"
-            )
+        try:
+            check_engine_name(name, ["auto", *ENGINES])
+        except UnknownEngine as err:
+            raise ConfigError(f"{key}: {err}") from None
 
 
 def _print_plan(cfg, todo=None) -> int:

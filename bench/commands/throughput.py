@@ -95,18 +95,12 @@ def expand_models(names: tuple[str, ...]) -> tuple[str, ...]:
 def expand_engines(names: tuple[str, ...]) -> tuple[str, ...]:
     """Engine names and fnmatch patterns (`vmap*`, `compiled_*`) over the engines, `forward` and the JAX peer;
     () stays () (every engine). A pattern that matches nothing or an unknown name is a ConfigError."""
-    from bench.engines import ENGINES
+    from bench.engines.base import check_engine_name
     from bench.run.config import expand_names, fnmatch_lister
-    from bench.speed import jax_peer, sweep
-    from equations.names import UnknownName, suggest
+    from bench.speed.sweep import timed_names
 
-    known = [*ENGINES, sweep.FORWARD, jax_peer.ENGINE]
-
-    def check(name: str) -> None:
-        if name not in known:
-            raise UnknownName(f"unknown engine {name!r}{suggest(name, known)}; `python -m bench list engines`")
-
-    return expand_names(names, fnmatch_lister(known), check, "engine") if names else ()
+    known = timed_names()
+    return expand_names(names, fnmatch_lister(known), lambda n: check_engine_name(n, known), "engine") if names else ()
 
 
 def run_specs(run_dir: str, names: tuple[str, ...] | None):

@@ -22,7 +22,7 @@ from bench.engines import (  # noqa: F401 (kan_tangents registers rules)
     kan_tangents,
     tangents,
 )
-from bench.engines.base import Engine, UnknownEngine, UnsupportedEngine, model_name
+from bench.engines.base import Engine, UnknownEngine, UnsupportedEngine, check_engine_name, model_name
 from bench.engines.chunking import chunked, default_chunk_size
 
 __all__ = [
@@ -59,8 +59,7 @@ def resolve(model: nn.Module, x: torch.Tensor, engine: str | Engine, create_grap
     if engine == "auto":
         return choose(model, x, create_graph)
     if isinstance(engine, str):
-        if engine not in ENGINES:
-            raise UnknownEngine(f"unknown engine {engine!r}; known: {', '.join(ENGINES)} or 'auto'")
+        check_engine_name(engine, [*ENGINES, "auto"])
         engine = ENGINES[engine]
     reason = engine.supports(model, x.device, x.dtype)
     if reason is not None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from equations.names import UnknownName
+from equations.names import UnknownName, suggest
 
 # fn(model, x (B, n_in), create_graph) -> J (B, n_out, n_in)
 EngineFn = Callable[[nn.Module, torch.Tensor, bool], torch.Tensor]
@@ -22,6 +22,15 @@ class UnsupportedEngine(ValueError):
 
 
 UnknownEngine = UnknownName  # an engine name that does not exist (equations.names: the shared user error)
+
+
+def check_engine_name(name: str, known) -> None:
+    """UnknownEngine naming close engines unless ``name`` is one of ``known`` (the one copy of this check)."""
+    known = list(known)
+    if name not in known:
+        raise UnknownEngine(
+            f"unknown engine {name!r}{suggest(name, known)}; known: {', '.join(known)} (`python -m bench list engines`)"
+        )
 
 
 def _always(model: nn.Module, device: torch.device, dtype: torch.dtype) -> str | None:

@@ -100,7 +100,7 @@ def _efficient_kan_layer(m: KANLinear, h, t, need_h: bool, inplace: bool):
 
 def chebyshev_with_derivative(u: torch.Tensor, degree: int):
     """T_0..T_degree at u (..., in) and dT_n/du, both (..., degree + 1, in): degree-major, so each T_n is a
-    contiguous row of `in` values (stacking along the last axis, of size degree + 1, was 5x slower).
+    contiguous row of `in` values (stacking along the last axis, of size degree + 1, measured slower).
 
     Recurrences T_{n+1} = 2u T_n - T_{n-1} (as the model evaluates it) and T'_{n+1} = 2 T_n + 2u T'_n - T'_{n-1}.
     """

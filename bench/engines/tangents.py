@@ -36,11 +36,9 @@ TANGENT_RULES: dict[type, TangentRule] = {}
 # reason(module) -> None if the rule covers this instance, else why not (checked before running)
 REASONS: dict[type, Callable[[nn.Module], str | None]] = {}
 
-# CPU without create_graph: rows per block such that (1 + n_in) x rows x widest layer is ~2 MiB (L2 + some L3).
-# 1 thread, float32, B = 65536, Jacobians/s by block size 256 KiB .. 8 MiB (MKL GEMMs, busy machine, +-20%):
-# forum MLP 1.4e5 1.5e5 1.5e5 1.5e5 1.3e5 1.1e5 (one 65536-row pass: 0.55e5); ChebyKAN 1.4e5 1.8e5 2.2e5 2.4e5
-# 2.3e5 2.3e5; FastKAN and efficient-KAN best at 2-4 MiB too. With oneDNN GEMMs (quiet): forum MLP 4.7e5-5.3e5
-# for 768-2048-row blocks (1048 here), 4.5e5 at 512; KANs again best at 2-4 MiB.
+# CPU without create_graph: rows per block such that (1 + n_in) x rows x widest layer is ~2 MiB (L2 + some L3):
+# a block-size sweep (256 KiB .. 8 MiB, `python -m bench throughput` at B = 65536) put the forum MLP and the KANs
+# at their best between 2 and 4 MiB, and a single whole-batch pass far below; the figures belong in results/.
 CPU_BLOCK_BYTES = 2 * 2**20
 
 

@@ -109,7 +109,8 @@ def read_throughput(run: Path) -> pd.DataFrame | None:
 def speed_key(df: pd.DataFrame) -> pd.Series:
     """The configuration a throughput row measured; the bare model name where an older table recorded none
     (good for labels only: such rows are never joined to fidelity rows)."""
-    return df["model_config"].where(df["model_config"] != "", df["model"])
+    return pd.Series([results.config_of(c, m) for c, m in zip(df["model_config"], df["model"], strict=True)],
+                     index=df.index, dtype=object)  # fmt: skip
 
 
 def _read_json(path: Path) -> dict:

@@ -77,6 +77,11 @@ def limit_fraction(jac_per_s: Any, flops_per_jac: Any, peak_flops: Any) -> Any:
     return float(out) if np.ndim(out) == 0 else out
 
 
+def config_of(model_config: str, model: str) -> str:
+    """The configuration a throughput row names: its model_config, or its model name in tables without one."""
+    return model_config or model
+
+
 def model_config_id(model: str, n_in: int, n_out: int, overrides: Mapping[str, Any] | None = None) -> str:
     """The identity of one model configuration: name, dimensions and the factory overrides that shape it.
 

@@ -22,12 +22,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from bench.engines.base import UnknownEngine, UnsupportedEngine
+from bench.engines.base import UnsupportedEngine, check_engine_name
 from bench.run import envinfo, machine, results
 from bench.speed import jax_peer, roofline
 from bench.speed.timing import synchronizer, time_callable
 from bench.speed.verify import Reference
-from equations.names import suggest
 
 FORWARD = "forward"  # pseudo-engine: the forward pass alone (rate = samples per second)
 LOOP = "loop"  # the forum's per-sample loop: the baseline of the "x loop" ratio
@@ -156,6 +155,13 @@ def _forward_call(model: nn.Module, x: torch.Tensor) -> Callable[[], Any]:
     return call
 
 
+def timed_names(engines: Mapping[str, Any] | None = None) -> list[str]:
+    """Everything a sweep can time: the engines, the forward pass and the JAX peer."""
+    if engines is None:
+        from bench.engines import ENGINES as engines
+    return [*engines, FORWARD, jax_peer.ENGINE]
+
+
 def timed_set(names: Sequence[str], cfg: SweepConfig, engines: Mapping[str, Any] | None = None) -> dict[str, Timed]:
     """name -> Timed for the sweep: the chosen engines, then `forward` and the JAX peer if asked for.
 
@@ -164,13 +170,9 @@ def timed_set(names: Sequence[str], cfg: SweepConfig, engines: Mapping[str, Any]
     """
     if engines is None:
         from bench.engines import ENGINES as engines
-    extra = {FORWARD: cfg.forward, jax_peer.ENGINE: cfg.jax}
     names = list(names) or list(engines)
-    unknown = [n for n in names if n not in engines and n not in extra]
-    if unknown:
-        known = [*engines, *extra]
-        hints = "; ".join(f"{n!r}{suggest(n, known)}" for n in unknown)
-        raise UnknownEngine(f"unknown engine {hints}; known: {', '.join(known)}")
+    for name in names:
+        check_engine_name(name, timed_names(engines))
     out: dict[str, Timed] = {}
     for name in names:
         if name in engines:

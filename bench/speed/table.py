@@ -28,7 +28,7 @@ def write_csv(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, append
 
 def _config(row: Mapping[str, Any]) -> str:
     """The row's configuration id (its model name where an older table has none)."""
-    return str(row.get("model_config") or row["model"])
+    return results.config_of(str(row.get("model_config") or ""), str(row["model"]))
 
 
 def summary(rows: Sequence[Mapping[str, Any]]):
