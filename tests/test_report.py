@@ -141,6 +141,19 @@ def test_rows_still_improving_at_the_end_of_the_budget_are_flagged(board, md):
     assert "| yes |" in forum
 
 
+def test_n_train_slopes_recover_the_power_laws_put_in(run, md):
+    # the synthetic errors: 1 - R² proportional to 1 / n_train, the Jacobian error to n_train ** -0.5
+    from bench.report.fig_training import n_train_slopes
+
+    slopes = n_train_slopes(load_run(run)).set_index(["equation", "model", "training"])
+    r = slopes.loc[("forum4x4", "mlp_tanh", "value")]
+    assert r["sizes"] == 2 and r["cells"] == 6
+    assert r["value_err_slope"] == pytest.approx(-1.0, abs=1e-9) and r["jac_slope"] == pytest.approx(-0.5, abs=1e-9)
+    assert np.isfinite(r["jac_ci"])
+    section = md[md.index("## Training-set size") : md.index("## Throughput")]
+    assert "log-log slopes against" in section and "| -1.00 ± 0.16 | -0.50 ± 0.16 |" in section
+
+
 def test_spurious_derivatives_are_shown_in_the_per_entry_section(md):
     section = md[md.index("## Per-entry Jacobian error") : md.index("## Predicted vs true derivatives")]
     assert "spurious derivatives on structural zeros" in section

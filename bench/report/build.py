@@ -13,7 +13,7 @@ from bench.report import fig_fidelity, fig_speed, fig_training, style
 from bench.report.leaderboard import best_throughput, leaderboard, leaderboard_table
 from bench.report.load import RunData, load_run, speed_key
 from bench.report.render import Code, Note, Section, Table, plot, pretty_json, to_html, to_markdown
-from bench.report.stats import fmt_key, fmt_num
+from bench.report.stats import fmt_ci, fmt_key, fmt_num
 from bench.run import results
 
 GUIDES = {  # section title -> one sentence on how to read it (the order is the report's order)
@@ -187,6 +187,13 @@ def sections(run: RunData) -> list[Section]:
     out.append(_figure(s, "learning_curves", lambda: fig_training.learning_curves(run, eq), f"learning curves, {eq}"))
     s = Section("Training-set size", GUIDES["Training-set size"])
     out.append(_figure(s, "n_train", lambda: fig_training.n_train_curves(run), "errors against n_train"))
+    slopes = fig_training.n_train_slopes(run)
+    if not slopes.empty:
+        rows = [[r.equation, r.model, r.training, str(r.sizes), fmt_ci(r.value_err_slope, r.value_err_ci, r.cells),
+                 fmt_ci(r.jac_slope, r.jac_ci, r.cells)] for r in slopes.itertuples()]  # fmt: skip
+        cols = ["equation", "architecture", "training", "sizes", "slope of 1 - R²", "slope of Jacobian error"]
+        s.add(Table(cols, rows, caption="log-log slopes against n_train (OLS over sizes and seeds, 95% CI; -0.5: "
+                    "the error halves when the training set grows 4x)"))  # fmt: skip
     out += _throughput(run)
     out += [_env(run), _failed(run)]
     return out

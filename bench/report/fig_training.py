@@ -62,6 +62,34 @@ def n_train_curves(run: RunData) -> Figure | str:
     return _panels(df, "n_train", style.N_TRAIN, style_col="training" if df["training"].nunique() > 1 else None)
 
 
+def n_train_slopes(run: RunData) -> pd.DataFrame:
+    """Log-log slope of the test errors against n_train per (equation, model, training) run at 2+ sizes.
+
+    Ordinary least squares of log(error) on log(n_train) over every (size, seed) cell (scipy.stats.linregress),
+    with the 95% t-interval of the slope (NaN with fewer than 3 cells). A slope of -0.5 means the error halves
+    when the training set grows 4x. Columns: equation, model, family, training, sizes, cells, and
+    ``<value_err|jac>_slope`` / ``_ci``.
+    """
+    import numpy as np
+    from scipy import stats
+
+    df = cell_errors(run)
+    cols = ["equation", "model", "family", "training", "sizes", "cells"]
+    cols += [f"{y}_{s}" for y, _ in PANELS for s in ("slope", "ci")]
+    rows = []
+    for (eq, model, fam, training), d in df.groupby(["equation", "model", "family", "training"], sort=True):
+        if d["n_train"].nunique() < 2:
+            continue
+        row = {"equation": eq, "model": model, "family": fam, "training": training,
+               "sizes": d["n_train"].nunique(), "cells": len(d)}  # fmt: skip
+        for y, _ in PANELS:
+            fit = stats.linregress(np.log(d["n_train"].astype(float)), np.log(d[y].astype(float)))
+            half = stats.t.ppf(0.975, len(d) - 2) * fit.stderr if len(d) > 2 else np.nan
+            row[f"{y}_slope"], row[f"{y}_ci"] = float(fit.slope), float(half)
+        rows.append(row)
+    return pd.DataFrame(rows, columns=cols)
+
+
 def learning_curves(run: RunData, equation: str | None) -> Figure | str:
     """Validation loss (training loss where a cell had no validation split) against step, one panel per family:
     a line per model and seed, reference training (value-only where run, largest n_train) on ``equation``."""
