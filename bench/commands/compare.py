@@ -27,14 +27,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bench.report.compare import compare_table, rule_text, speed_table, version_warning, write_compare
-    from bench.report.load import load_run
+    from bench.report.compare import compare_table, rule_text, speed_table, write_compare
     from bench.report.render import table_text
 
     if not 0 < args.alpha < 1:
         raise ValueError(f"--alpha {args.alpha}: a false-discovery rate in (0, 1), e.g. 0.05")
     df, speed, out = write_compare(args.run_a, args.run_b, args.out, alpha=args.alpha, speed_tol=args.speed_tol)
-    warning = version_warning(load_run(args.run_a), load_run(args.run_b))
+    warning = df.attrs["version_warning"]
     if warning:
         print(warning)
     fid = df[df["kind"] == "fidelity"]

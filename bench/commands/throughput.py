@@ -104,8 +104,8 @@ def expand_engines(names: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def run_specs(run_dir: str, names: tuple[str, ...] | None):
-    """The model configurations a run trained (its config.json), optionally only those of ``names``."""
-    import json
+    """The model configurations a run trained (its config.json), optionally only those of ``names``, and the
+    run's config."""
 
     from bench.fidelity.cell import trained_configurations
     from bench.run import results, runner
@@ -123,7 +123,7 @@ def run_specs(run_dir: str, names: tuple[str, ...] | None):
             raise ConfigError(
                 f"--models {','.join(names)}: {folder} trained none of them ({', '.join(cfg.grid.models)})"
             )
-    return tuple(specs), folder
+    return tuple(specs), cfg
 
 
 def config_from_args(args: argparse.Namespace):
@@ -134,9 +134,9 @@ def config_from_args(args: argparse.Namespace):
     sizes = args.batch_sizes or _sizes(CUDA_BATCHES if device.type == "cuda" else CPU_BATCHES)
     dtype = args.dtype or "float32"
     if getattr(args, "from_run", None):
-        models, folder = run_specs(args.from_run, args.models)
+        models, run_cfg = run_specs(args.from_run, args.models)
         if args.dtype is None:  # the networks as the run trained and evaluated them
-            dtype = json.loads((folder / "config.json").read_text())["run"]["dtype"]
+            dtype = run_cfg.run.dtype
     else:
         models = expand_models(args.models or ("mlp_forum",))
     return throughput.SweepConfig(

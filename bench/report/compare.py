@@ -210,6 +210,7 @@ def write_compare(
     """
     a, b = load_run(run_a), load_run(run_b)
     df = compare_runs(a, b, alpha)
+    df.attrs["version_warning"] = version_warning(a, b)
     speed = compare_throughput(a, b, speed_tol)
     out = Path(out) if out is not None else default_out(a, b)
     if out.resolve() in (a.path.resolve(), b.path.resolve()):
