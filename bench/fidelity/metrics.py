@@ -103,7 +103,10 @@ def jac_rel_fro(J_true: Any, J_pred: Any, floor: float = REL_FLOOR) -> tuple[np.
 
 def jac_rel_fro_summary(J_true: Any, J_pred: Any) -> tuple[dict[str, float], str]:
     """Median, mean, 90th percentile and max of ``jac_rel_fro`` over the samples, and a note (or "")."""
-    err, _ = jac_rel_fro(J_true, J_pred)
+    return _summarize(jac_rel_fro(J_true, J_pred)[0])
+
+
+def _summarize(err: np.ndarray) -> tuple[dict[str, float], str]:
     stats = {
         "median": float(np.median(err)),
         "mean": float(np.mean(err)),
@@ -320,10 +323,10 @@ def fidelity_rows(
     rows.append(_row("r2_min", finite.min() if len(finite) else np.nan, error=r2_note))
     rmse = rmse_per_output(y_true, y_pred)
     rows += [_row("rmse", rmse[k], output=o) for k, o in enumerate(output_names)]
-    stats, note = jac_rel_fro_summary(J_true, J_pred)
+    err, floored = jac_rel_fro(J_true, J_pred)  # once: the summary and the floored share both read it
+    stats, note = _summarize(err)
     rows += [_row(f"jac_rel_fro_{k}", v, error=note) for k, v in stats.items()]
     rows.append(_row("jac_fro_scale", jac_fro_scale(J_true)))
-    _, floored = jac_rel_fro(J_true, J_pred)
     rows.append(_row("jac_rel_floored", float(floored.mean())))  # share judged against the floor, not their own
     nrmse, notes = jac_entry_nrmse(J_true, J_pred)
     rows += [
