@@ -151,3 +151,34 @@ def test_a_cell_keeps_its_training_history_and_says_whether_it_was_still_improvi
     cells = _cells(run)
     flag = cells[cells["metric"] == "still_improving"]["value"]
     assert len(flag) == 1 and float(flag.iloc[0]) in (0.0, 1.0)
+
+
+def test_the_learning_rate_is_chosen_on_the_validation_split_and_recorded_per_cell(tmp_path):
+    args = ["run", "--models", "mlp_tanh", "--equations", "sine1d", "--steps", "60", "--set", "grid.n_test=5",
+            "--set", "train.lr_grid=1e-7,1e-2", "--n-train", "40", "--seeds", "0", "--betas", "1,0.5",
+            "--workers", "1", "--no-progress", "--out", str(tmp_path / "res")]  # fmt: skip
+    assert main(args) == 0
+    cells = _cells(tmp_path / "res" / "latest")
+    assert cells["cell_id"].nunique() == 2
+    for _, c in cells.groupby("cell_id"):
+        trials = c[c["metric"] == "lr_trial_val_loss"]
+        assert list(trials["bin"]) == ["1e-07", "0.01"] and set(trials["split"]) == {"val"}
+        best = trials.loc[trials["value"].astype(float).idxmin(), "bin"]
+        chosen = float(c[c["metric"] == "lr"]["value"].iloc[0])
+        assert chosen == float(best) == 1e-2  # 1e-7 cannot fit in 60 steps: the choice is known
+        assert float(c[c["metric"] == "tune_seconds"]["value"].iloc[0]) > 0
+
+
+def test_an_lr_grid_without_validation_points_is_refused_before_any_cell(tmp_path, capsys):
+    args = ["run", "--models", "mlp_tanh", "--equations", "sine1d", "--steps", "5", "--set", "train.lr_grid=1e-3,1e-2",
+            "--set", "grid.val_fraction=0", "--no-progress", "--out", str(tmp_path / "res")]  # fmt: skip
+    assert main(args) != 0
+    assert "validation split" in capsys.readouterr().err and not (tmp_path / "res").exists()
+
+
+def test_a_width_override_under_match_params_is_an_error_before_any_cell(tmp_path, capsys):
+    args = ["run", "--models", "mlp_tanh", "--equations", "sine1d", "--steps", "5", "--match-params", "3000",
+            "--set", "model_overrides.mlp_tanh.width=16", "--no-progress", "--out", str(tmp_path / "res")]  # fmt: skip
+    assert main(args) != 0
+    err = capsys.readouterr().err
+    assert "drop ['width']" in err and "--match-params 0" in err and not (tmp_path / "res").exists()

@@ -260,6 +260,7 @@ def test_tiny_real_grid_end_to_end(tmp_path, capsys):
 
     args = ["run", "--equations", "forum4x4", "--models", "mlp_tanh", "--seeds", "0", "--betas", "1,0.5",
             "--n-train", "64", "--steps", "30", "--set", "grid.n_test=50", "--set", "model_overrides.mlp_tanh.width=16",
+            "--match-params", "0",
             "--workers", "2", "--out", str(tmp_path), "--no-progress"]  # fmt: skip
     assert main(args) == 0
     run_dir = results.resolve_run_dir(tmp_path / "latest")

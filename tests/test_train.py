@@ -187,3 +187,37 @@ def test_convergence_criterion_known_answers():
     drop, which = convergence(no_val)
     assert which == "loss" and drop == pytest.approx((1.1 - 1.0) / 1.1)  # best before step 90 was 1.1
     assert math.isnan(convergence(flat[:1])[0])  # one evaluation: cannot tell
+
+
+def test_lr_selection_keeps_the_candidate_with_the_lowest_validation_loss():
+    # 1e-6 cannot move the weights in 150 steps; 1e-2 fits; 1e4 throws the tanh units into saturation. The choice
+    # is the middle one, the kept model is bitwise the one plain fit trains at that lr, and every candidate is on
+    # record. A linear model at lr 1e30 overflows float32: that candidate is recorded as diverged and skipped.
+    cfg = TrainConfig(steps=150, lr=1.0, lr_grid=(1e-6, 1e-2, 1e4), schedule="constant", eval_every=10)
+    tr, va = _data(64, 0), _data(32, 1)
+    model, res, trials = train.fit_selecting_lr(_mlp, tr, va, cfg, seed=3)
+    assert res.lr == 1e-2 and [t.lr for t in trials] == [1e-6, 1e-2, 1e4]
+    assert trials[1].val_loss == res.best_val_loss < min(trials[0].val_loss, trials[2].val_loss)
+    direct = _mlp()
+    fit(direct, tr, va, TrainConfig(steps=150, lr=1e-2, schedule="constant", eval_every=10), seed=3)
+    assert torch.equal(_params(direct), _params(model))
+
+    def linear():
+        torch.manual_seed(0)
+        return nn.Linear(2, 1)
+
+    cfg = TrainConfig(steps=100, lr_grid=(1e-2, 1e30), schedule="constant", eval_every=5)
+    _, res, trials = train.fit_selecting_lr(linear, tr, va, cfg)
+    assert res.lr == 1e-2 and math.isnan(trials[1].val_loss) and trials[1].note.startswith("diverged")
+
+
+def test_lr_selection_needs_validation_data_and_reports_total_divergence():
+    tr = _data(64, 0)
+    with pytest.raises(ValueError, match="validation"):
+        train.fit_selecting_lr(_mlp, tr, None, TrainConfig(steps=5, lr_grid=(1e-3, 1e-2)))
+    with pytest.raises(TrainingDiverged, match="every learning rate"):
+        cfg = TrainConfig(steps=100, lr_grid=(1e30, 1e31), schedule="constant")
+        train.fit_selecting_lr(lambda: nn.Linear(2, 1), tr, _data(16, 1), cfg)
+    with pytest.raises(ValueError, match="distinct positive"):
+        TrainConfig(lr_grid=(1e-3, -1.0))
+    assert TrainConfig(lr_grid="1e-3, 3e-3").lr_grid == (1e-3, 3e-3)  # the command line's comma list

@@ -91,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
             overrides["run.plugins"] = plugins
         cfg = C.load_config(args.profile or DEFAULT_PROFILE, args.config, overrides)
         _check_engines(cfg)
+        _check_sizes(cfg)
         if args.dry_run:
             return _print_plan(cfg)
         cfg, run_dir = runner.open_run(cfg)
@@ -114,6 +115,21 @@ def _check_engines(cfg) -> None:
             check_engine_name(name, ["auto", *ENGINES])
         except UnknownEngine as err:
             raise ConfigError(f"{key}: {err}") from None
+
+
+def _check_sizes(cfg) -> None:
+    """Every model can be built as configured (model_overrides, sized to grid.match_params): before any cell."""
+    from bench.fidelity.cell import trained_configurations
+    from bench.run.config import ConfigError
+
+    try:
+        trained_configurations(cfg)
+    except ValueError as err:
+        hint = ""
+        if cfg.grid.match_params and "match_params" in str(err):
+            hint = (f" (grid.match_params = {cfg.grid.match_params} sizes every model; give --match-params 0 to use "
+                    "model_overrides' sizes instead)")  # fmt: skip
+        raise ConfigError(f"{err}{hint}") from None
 
 
 def _print_plan(cfg, todo=None) -> int:

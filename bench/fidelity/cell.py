@@ -102,7 +102,7 @@ def run_cell(cell: Cell, config: Config, run_id: str) -> CellResult:
     import equations
     import models
     from bench.fidelity.metrics import denorm_check, fidelity_rows
-    from bench.fidelity.train import TrainConfig, convergence, fit
+    from bench.fidelity.train import TrainConfig, convergence, fit_selecting_lr
     from bench.run.results import CONVERGENCE_DROP
     from equations.data import split
     from equations.scaling import PhysicalModel
@@ -121,11 +121,14 @@ def run_cell(cell: Cell, config: Config, run_id: str) -> CellResult:
     data = split(ds, n_val / n_total, g.n_test / n_total, cell.seed)
 
     kw = model_overrides(cell.model, g, eq.n_in, eq.n_out)
-    model = models.create_model(cell.model, eq.n_in, eq.n_out, seed=cell.seed, **kw).to(device, dtype)
-    scaler = make_scaler(data.train, g.scaling, model.input_range)
+
+    def make_model() -> nn.Module:  # the same initialization for every learning-rate candidate
+        return models.create_model(cell.model, eq.n_in, eq.n_out, seed=cell.seed, **kw).to(device, dtype)
+
+    scaler = make_scaler(data.train, g.scaling, make_model().input_range)
     train_cfg = TrainConfig(**config.train, beta=cell.beta)
     val = scaler.transform_dataset(data.val) if len(data.val) else None
-    res = fit(model, scaler.transform_dataset(data.train), val, train_cfg, seed=cell.seed)
+    model, res, trials = fit_selecting_lr(make_model, scaler.transform_dataset(data.train), val, train_cfg, cell.seed)
 
     pm = PhysicalModel(model, scaler).eval()
     base = {**results.cell_row(cell, run_id), "family": model.family, "params": model.param_count(),
@@ -147,6 +150,13 @@ def run_cell(cell: Cell, config: Config, run_id: str) -> CellResult:
     rows.append({**base, "split": "test", "metric": "denorm_check", "value": denorm_check(pm, x_check), "error": ""})
     rows.append({**base, "split": "", "metric": "train_seconds", "value": res.seconds, "error": ""})
     rows.append({**base, "split": "", "metric": "train_steps", "value": float(res.steps), "error": ""})
+    rows.append({**base, "split": "", "metric": "lr", "value": res.lr, "error": ""})  # initial lr (chosen one)
+    for t in trials:  # the selection on the validation split: every candidate's best validation loss
+        rows.append({**base, "split": "val", "metric": "lr_trial_val_loss", "bin": f"{t.lr:g}", "value": t.val_loss,
+                     "error": t.note})  # fmt: skip
+    if trials:
+        rows.append({**base, "split": "", "metric": "tune_seconds", "value": sum(t.seconds for t in trials),
+                     "error": ""})  # fmt: skip
     drop, _ = convergence(res.history)
     note = "" if drop == drop else "too few evaluations to tell"
     rows.append({**base, "split": "", "metric": "loss_drop_last10", "value": drop, "error": note})

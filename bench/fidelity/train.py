@@ -12,6 +12,10 @@ batched engines with ``create_graph=True`` so the optimizer differentiates throu
 computes it. efficient-KAN grid updates and regularization are opt-in and used only if the model has
 ``update_grid(x)`` / ``regularization_loss()``.
 
+``fit_selecting_lr(make_model, train, val, cfg, seed)`` is the tuning protocol: with ``cfg.lr_grid`` it trains one
+fresh model (the same initialization) per candidate learning rate under the same budget and keeps the one with the
+lowest validation loss (the cell's own objective on its validation split, never the test split).
+
 Determinism: on CPU, the same model initialization, data, config and seed give bitwise-identical weights
 (the seed drives a private ``torch.Generator`` for mini-batch order; the global RNG is not touched). The
 model's initialization is the caller's (seed it before ``create_model``). A ``max_seconds`` budget makes
@@ -20,8 +24,10 @@ the number of steps, and so the result, depend on the machine's speed.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -71,6 +77,7 @@ class FitResult:
     best_step: int  # step of the best validation loss (-1 without validation data)
     stopped_early: bool  # patience ran out before the budget
     lbfgs_steps: int = 0  # L-BFGS iterations run
+    lr: float = math.nan  # the initial learning rate it trained with (the chosen one under lr_grid)
     history: list[dict] = field(default_factory=list)  # {step, seconds, lr, loss, val_loss} every eval_every
     notes: list[str] = field(default_factory=list)  # opt-in features skipped, polish rejected, ...
 
@@ -182,7 +189,7 @@ def fit(model: nn.Module, train: Data, val: Data | None, cfg: TrainConfig, seed:
     opt = OPTIMIZERS[cfg.optimizer](model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(seed)
     batches = _batches(len(x), cfg.batch_size, gen)
-    res = FitResult(steps=0, seconds=0.0, best_val_loss=math.nan, best_step=-1, stopped_early=False)
+    res = FitResult(steps=0, seconds=0.0, best_val_loss=math.nan, best_step=-1, stopped_early=False, lr=cfg.lr)
     do_grid = cfg.grid_update_every > 0 and hasattr(model, "update_grid")
     if cfg.grid_update_every > 0 and not do_grid:
         res.notes.append("grid_update_every ignored: the model has no update_grid(x)")
@@ -259,3 +266,48 @@ def _polish_and_keep_better(
         res.notes.append(f"L-BFGS polish did not lower the validation loss ({after:.3g} >= {best:.3g}): undone")
         return best
     return after
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One candidate of a learning-rate selection."""
+
+    lr: float
+    val_loss: float  # best validation loss of the candidate (NaN when it diverged)
+    seconds: float  # its training wall time
+    note: str = ""  # why it was not scored (divergence), else empty
+
+
+def fit_selecting_lr(
+    make_model: Callable[[], nn.Module], train: Data, val: Data | None, cfg: TrainConfig, seed: int = 0
+) -> tuple[nn.Module, FitResult, list[Trial]]:
+    """Train ``make_model()`` once per learning rate of ``cfg.lr_grid`` and keep the lowest validation loss.
+
+    Every candidate starts from a fresh ``make_model()`` (the caller seeds it, so all share one initialization),
+    the same data, budget, schedule and mini-batch order; only the initial learning rate differs. Ties go to the
+    earlier candidate. A candidate that diverges is recorded in its Trial and skipped; if all diverge the last
+    error is raised. Without ``lr_grid`` this is ``fit`` with ``cfg.lr`` and no trials.
+    """
+    if not cfg.lr_grid:
+        model = make_model()
+        return model, fit(model, train, val, cfg, seed), []
+    if val is None:
+        raise ValueError("train.lr_grid chooses the learning rate on the validation split: give validation data")
+    best: tuple[nn.Module, FitResult] | None = None
+    trials: list[Trial] = []
+    last_error: TrainingDiverged | None = None
+    for lr in cfg.lr_grid:
+        model = make_model()
+        started = time.perf_counter()
+        try:
+            res = fit(model, train, val, dataclasses.replace(cfg, lr=lr, lr_grid=()), seed)
+        except TrainingDiverged as err:
+            trials.append(Trial(lr, math.nan, time.perf_counter() - started, f"diverged: {err}"))
+            last_error = err
+            continue
+        trials.append(Trial(lr, res.best_val_loss, res.seconds))
+        if best is None or res.best_val_loss < best[1].best_val_loss:
+            best = (model, res)
+    if best is None:
+        raise TrainingDiverged(f"every learning rate of train.lr_grid {list(cfg.lr_grid)} diverged") from last_error
+    return best[0], best[1], trials

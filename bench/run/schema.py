@@ -32,7 +32,10 @@ class TrainConfig:
     """How to train one model. Defaults: the fidelity probe's full-batch Adam run."""
 
     optimizer: str = "adam"  # "adam" or "adamw" (decoupled weight decay, as the forum user trained)
-    lr: float = 1e-3  # initial learning rate
+    lr: float = 1e-3  # initial learning rate (the only candidate when lr_grid is empty)
+    # candidate initial learning rates: each cell trains one fresh model (same init) per candidate and keeps the
+    # one with the lowest validation loss, so the choice never sees the test split (empty = lr alone)
+    lr_grid: tuple[float, ...] = ()
     weight_decay: float = 0.0  # L2 (adam) or decoupled (adamw) weight decay
     schedule: str = "cosine"  # "cosine", "exponential" or "constant" decay of lr over the budget
     final_lr_ratio: float = 0.01  # lr at the end of the budget / initial lr (cosine and exponential)
@@ -50,6 +53,14 @@ class TrainConfig:
     jac_chunk_size: int | None = None  # engine chunking to bound memory (None = one chunk)
 
     def __post_init__(self) -> None:
+        grid = self.lr_grid
+        grid = [grid] if isinstance(grid, (int, float)) else grid.split(",") if isinstance(grid, str) else grid
+        try:
+            object.__setattr__(self, "lr_grid", tuple(float(v) for v in grid))
+        except (TypeError, ValueError):
+            raise ValueError(f"lr_grid = {self.lr_grid!r} must be a list of positive learning rates") from None
+        if any(not v > 0 for v in self.lr_grid) or len(set(self.lr_grid)) != len(self.lr_grid):
+            raise ValueError(f"lr_grid = {list(self.lr_grid)} must hold distinct positive learning rates")
         if self.optimizer not in OPTIMIZER_NAMES:
             raise ValueError(f"optimizer {self.optimizer!r} is not one of {sorted(OPTIMIZER_NAMES)}")
         if self.schedule not in SCHEDULES:
@@ -245,3 +256,13 @@ def check(cfg: Config) -> None:
     for key, seq in (("seeds", g.seeds), ("betas", g.betas), ("n_train", g.n_train)):
         if len(set(seq)) != len(seq):
             raise ConfigError(f"grid.{key} has duplicates: {list(seq)}")
+    try:
+        train = TrainConfig(**cfg.train)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"[train]: {err}") from None
+    if train.lr_grid and round(g.val_fraction * min(g.n_train)) < 1:
+        raise ConfigError(
+            f"train.lr_grid = {list(train.lr_grid)} chooses the learning rate on the validation split, but "
+            f"grid.val_fraction = {g.val_fraction} leaves no validation point at n_train = {min(g.n_train)}; "
+            "raise grid.val_fraction or drop train.lr_grid"
+        )
