@@ -24,7 +24,7 @@ from bench.report.leaderboard import leaderboard
 from bench.report.stats import aggregate, fmt_ci
 
 FIGURES = {"fidelity_vs_fit", "entry_heatmaps", "pred_vs_true", "edge_error", "beta_sweep", "n_train", "throughput"}
-FIGURES |= {"accuracy_vs_speed", "learning_curves"}
+FIGURES |= {"accuracy_vs_speed", "learning_curves", "cd_diagram", "win_rates"}
 
 
 @pytest.fixture(scope="module")
@@ -152,6 +152,20 @@ def test_n_train_slopes_recover_the_power_laws_put_in(run, md):
     assert np.isfinite(r["jac_ci"])
     section = md[md.index("## Training-set size") : md.index("## Throughput")]
     assert "log-log slopes against" in section and "| -1.00 ± 0.16 | -0.50 ± 0.16 |" in section
+
+
+def test_the_ranking_across_sets_orders_methods_by_the_errors_put_in(md):
+    # every synthetic set has the same errors, so ranks follow expected_jac_error exactly on both sets
+    from tests.report_fixtures import MODELS, SOBOLEV, expected_jac_error
+
+    methods = [(m, "value", 1.0) for m in MODELS] + [(m, "sobolev", b) for m in MODELS for b in SOBOLEV]
+    best = min(methods, key=lambda c: expected_jac_error(*c))
+    worst = max(methods, key=lambda c: expected_jac_error(*c))
+    section = md.split("## Ranking across equation sets")[1].split("\n## ")[0]
+    table = [line for line in section.splitlines() if line.startswith("| ") and "·" in line][1:]  # after the header
+    assert table[0].startswith(f"| {best[0]} · sobolev β={best[2]:g} | **1.00** |")
+    assert table[-1].startswith(f"| {worst[0]} · value | {len(methods):.2f} |")
+    assert "Friedman test over 2 sets" in section and "Nemenyi critical difference" in section
 
 
 def test_spurious_derivatives_are_shown_in_the_per_entry_section(md):

@@ -9,14 +9,20 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.report import fig_fidelity, fig_speed, fig_training, style
-from bench.report.leaderboard import best_throughput, leaderboard, leaderboard_table
+from bench.report import fig_fidelity, fig_ranking, fig_speed, fig_training, ranking, style
+from bench.report.leaderboard import best_throughput, chosen_lr_table, leaderboard, leaderboard_table
 from bench.report.load import RunData, load_run, speed_key
 from bench.report.render import Code, Note, Section, Table, plot, pretty_json, to_html, to_markdown
 from bench.report.stats import fmt_ci, fmt_key, fmt_num
 from bench.run import results
 
 GUIDES = {  # section title -> one sentence on how to read it (the order is the report's order)
+    "Ranking across equation sets": "Each (architecture, training) is ranked by its median test Jacobian error "
+    "(median over seeds) within every equation set, 1 = lowest; ranks, unlike mean errors, are not dominated by "
+    "the hardest sets. The Friedman test asks whether the methods rank alike at all; in the critical-difference "
+    "diagram (Demšar 2006) a thick bar joins methods whose average ranks differ by less than the Nemenyi critical "
+    "difference, i.e. that this run cannot tell apart; the matrix gives, for each pair, the share of sets on which "
+    "the row's errors are significantly lower than the column's over seeds.",
     "Leaderboard": "One row per architecture and training at its largest training set, mean ± 95% confidence "
     "interval over seeds (t-distribution); bold marks the best value of each score column (highest R², lowest "
     "Jacobian error, most Jacobians/s of the fastest torch engine).",
@@ -82,6 +88,35 @@ def _leaderboard(run: RunData) -> Section:
         s.add(Note("Jacobians/s: the fastest torch engine over batch sizes and dtypes; which engine, and the JAX "
                    "peer, are in the throughput section."))  # fmt: skip
     return s
+
+
+def _ranking(run: RunData) -> Section:
+    s = Section("Ranking across equation sets", GUIDES["Ranking across equation sets"])
+    per_seed = ranking.per_seed_scores(run)
+    r = ranking.rank_methods(per_seed)
+    if r.n_sets < 2 or r.k < 2:
+        return s.add(Note(f"Skipped: ranks need 2 or more equation sets on which 2 or more methods all finished "
+                          f"(this run has {r.n_sets} such set(s)). The per-set leaderboards follow."))  # fmt: skip
+    geo = per_seed.groupby(["equation", "method"])["score"].median().unstack("method")[list(r.average.index)]
+    rows = []
+    for m, avg in r.average.items():
+        wins = (r.ranks[m] == 1).sum()
+        rows.append([m, f"{avg:.2f}", str(int(wins)), fmt_num(float(np.exp(np.log(geo[m].dropna()).mean())))])
+    cols = ["method (architecture · training)", "average rank", "sets ranked first", "geometric mean error"]
+    caption = f"{r.n_sets} equation sets with every method finished, {r.k} methods; the error is the median test "
+    caption += "Jacobian relative error (median over seeds)"
+    s.add(Table(cols, rows, {(0, 1)}, caption=caption))
+    if r.incomplete:
+        s.add(Note(f"Left out of the ranks (some method did not finish there): {', '.join(r.incomplete)}."))
+    if np.isfinite(r.p_value):
+        verdict = "the methods do not all rank alike" if r.p_value < ranking.ALPHA else "no evidence that they differ"
+        s.add(Note(f"Friedman test over {r.n_sets} sets and {r.k} methods: χ² = {r.chi2:.2f}, p = {r.p_value:.2g}; "
+                   f"Iman-Davenport F = {r.f_stat:.2f}, p = {r.f_p_value:.2g} ({verdict} at α = {ranking.ALPHA:g}). "
+                   f"Nemenyi critical difference CD = {r.cd:.2f}."))  # fmt: skip
+    _figure(s, "cd_diagram", lambda: fig_ranking.cd_diagram(r), "critical-difference diagram of average ranks")
+    wins = ranking.win_rates(per_seed, list(r.average.index))
+    _figure(s, "win_rates", lambda: fig_ranking.win_rate_heatmap(wins, list(r.average.index)), "pairwise win rates")
+    return s.add(chosen_lr_table(run))
 
 
 def spurious_table(run: RunData) -> Table | Note:
@@ -171,7 +206,7 @@ def sections(run: RunData) -> list[Section]:
         note = Note("No fidelity grid in this folder (throughput.csv only): `python -m bench run` trains one.")
         fidelity = [t for t in SECTION_TITLES if t not in ("Throughput", "Accuracy vs speed", "Environment and config")]
         return [Section(t, GUIDES[t]).add(note) for t in fidelity[:-1]] + _throughput(run) + [_env(run), _failed(run)]
-    out = [_leaderboard(run)]
+    out = [_ranking(run), _leaderboard(run)]
     s = Section("Fidelity vs fit", GUIDES["Fidelity vs fit"])
     out.append(_figure(s, "fidelity_vs_fit", lambda: fig_fidelity.fidelity_vs_fit(run), "1 - R² vs Jacobian error"))
     s = Section("Per-entry Jacobian error", GUIDES["Per-entry Jacobian error"])

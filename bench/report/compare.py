@@ -39,7 +39,7 @@ KEYS = [k for k in CONFIG_KEYS if k != "family"] + ["model_config"] + ENTRY_KEYS
 HIGHER_IS_BETTER = {"r2", "r2_min", "jac_sign_agree"}
 # Not fidelity: timing, effort, round-off of the chain-rule check, and properties of the data, not the model
 OTHER_METRICS = {"train_seconds", "train_steps", "denorm_check", "jac_fro_scale", "jac_rel_floored", "loss_drop_last10"}
-OTHER_METRICS |= {"still_improving"}
+OTHER_METRICS |= {"still_improving", "lr", "lr_trial_val_loss", "tune_seconds"}
 ALPHA = 0.05  # false-discovery rate of the flags
 SPEED_TOL = 0.10  # throughput ratio beyond 1 ± this is flagged
 SPEED_KEYS = ["model_config", "model", "engine", "device", "dtype", "batch_size"]

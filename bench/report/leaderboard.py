@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from bench.report.load import RunData, largest_n_train, speed_key
-from bench.report.render import Table
+from bench.report.render import Note, Table
 from bench.report.stats import CONFIG_KEYS, aggregate, fmt_ci, fmt_key, fmt_num
 from bench.report.style import training_label
 from bench.run.results import CONVERGENCE_DROP, CONVERGENCE_WINDOW
@@ -73,6 +73,39 @@ def still_improving(run: RunData) -> pd.DataFrame:
     return pd.concat({"improving": g.sum(), "judged": g.count()}, axis=1).reset_index()[cols]
 
 
+def chosen_lr(run: RunData) -> pd.DataFrame:
+    """Per configuration (CONFIG_KEYS): ``lr_chosen``, the initial learning rates the cells trained with, as
+    "value ×seeds" (the choice on the validation split under train.lr_grid, else the one configured)."""
+    m = run.ok[(run.ok["metric"] == "lr") & np.isfinite(run.ok["value"])]
+    if m.empty:
+        return pd.DataFrame(columns=[*CONFIG_KEYS, "lr_chosen"])
+    g = m.groupby(CONFIG_KEYS, dropna=False)["value"]
+    text = g.agg(lambda v: ", ".join(f"{lr:g} ×{n}" for lr, n in sorted(v.value_counts().items())))
+    return text.rename("lr_chosen").reset_index()
+
+
+def chosen_lr_table(run: RunData) -> Table | Note:
+    """How often each candidate learning rate was chosen, per (architecture, training), over all cells."""
+    ok = run.ok
+    lr = ok[(ok["metric"] == "lr") & np.isfinite(ok["value"])]
+    trials = ok[ok["metric"] == "lr_trial_val_loss"]
+    if lr.empty:
+        return Note("Learning rates: this run predates their record.")
+    if trials.empty:
+        fixed = ", ".join(f"{v:g}" for v in sorted(lr["value"].unique()))
+        return Note(f"Learning rates: fixed, none chosen (train.lr = {fixed}; set train.lr_grid to choose one per "
+                    "cell on the validation split).")  # fmt: skip
+    grid = sorted(trials["bin"].dropna().unique())
+    rows = []
+    for (model, variant, beta), d in lr.groupby(["model", "variant", "beta"], sort=True):
+        counts = d["value"].value_counts()
+        rows.append([model, training_label(variant, beta), str(len(d))]
+                    + [f"{counts.get(c, 0) / len(d):.0%}" for c in grid])  # fmt: skip
+    cols = ["architecture", "training", "cells", *[f"lr {c:g}" for c in grid]]
+    return Table(cols, rows, caption="initial learning rate chosen per cell on its validation split (lowest best "
+                 "validation loss among train.lr_grid, same initialization and budget): share of cells")  # fmt: skip
+
+
 def run_dtype(run: RunData) -> str | None:
     """The dtype the run trained and evaluated in (config.json), None where unknown."""
     return (run.config.get("run") or {}).get("dtype") if isinstance(run.config, dict) else None
@@ -113,6 +146,7 @@ def leaderboard(run: RunData) -> pd.DataFrame:
     cost = ok.groupby(["equation", "model"], dropna=False)[["params", "flops", "model_config"]].first().reset_index()
     wide = attach_throughput(wide.merge(cost, on=["equation", "model"], how="left"), run.throughput, run_dtype(run))
     wide = wide.merge(still_improving(run), on=[*CONFIG_KEYS], how="left")
+    wide = wide.merge(chosen_lr(run), on=[*CONFIG_KEYS], how="left")
     wide["training"] = [training_label(v, b) for v, b in zip(wide["variant"], wide["beta"], strict=True)]
     wide["_order"] = training_order(wide)
     jac = wide.get("jac_rel_fro_median_mean", pd.Series(np.nan, index=wide.index))
@@ -141,6 +175,8 @@ def leaderboard_table(board: pd.DataFrame, equation: str) -> Table:
     columns += [f"best Jacobians/s ({d})" for d in devices]
     judged = "judged" in df and df["judged"].notna().any()
     columns += ["converged"] if judged else []
+    show_lr = "lr_chosen" in df and df["lr_chosen"].notna().any()
+    columns += ["lr (×seeds)"] if show_lr else []
     rows = []
     for _, r in df.iterrows():
         row = [r["model"], r["family"], r["training"]]
@@ -154,6 +190,8 @@ def leaderboard_table(board: pd.DataFrame, equation: str) -> Table:
         if judged:
             k, n = r.get("improving", np.nan), r.get("judged", np.nan)
             row.append("–" if not np.isfinite(n) else (f"STILL IMPROVING ({int(k)}/{int(n)} seeds)" if k else "yes"))
+        if show_lr:
+            row.append(r["lr_chosen"] if isinstance(r["lr_chosen"], str) else "–")
         rows.append(row)
     bold = set()
     first_score = columns.index(next(iter(SCORES.values()))[0])

@@ -1,0 +1,89 @@
+"""Rankings across equation sets: known ranks, the Friedman statistic, Demšar's critical values, win rates."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from bench.report import fig_ranking, ranking
+
+# Demšar (JMLR 2006), Table 5(a): q_0.05 of the Nemenyi test for k = 2..10 methods
+DEMSAR_Q05 = {2: 1.960, 3: 2.343, 4: 2.569, 5: 2.728, 6: 2.850, 7: 2.949, 8: 3.031, 9: 3.102, 10: 3.164}
+
+
+def _per_seed(errors: dict[str, list[float]], n_sets: int, seeds=(0, 1, 2), noise=0.0, seed=0) -> pd.DataFrame:
+    """errors: method -> error on each set (cycled); each seed multiplies it by exp(noise * N(0, 1))."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for e in range(n_sets):
+        for method, per_set in errors.items():
+            for s in seeds:
+                score = per_set[e % len(per_set)] * math.exp(noise * rng.standard_normal())
+                rows.append(dict(equation=f"gen:smooth:{e}", method=method, seed=s, score=score))
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("k", sorted(DEMSAR_Q05))
+def test_the_critical_difference_uses_demsars_critical_values(k):
+    n = 14
+    expected = DEMSAR_Q05[k] * math.sqrt(k * (k + 1) / (6 * n))
+    assert ranking.nemenyi_cd(k, n) == pytest.approx(expected, abs=2e-3)  # the table has 3 decimals
+
+
+def test_a_consistent_order_gives_ranks_1_to_k_and_the_friedman_statistic_by_hand():
+    # A < B < C on all 10 sets: ranks 1, 2, 3; chi2 = 12N/(k(k+1)) sum R_j^2 - 3N(k+1) = 140 - 120 = 20
+    r = ranking.rank_methods(_per_seed({"A": [0.01], "B": [0.1], "C": [1.0]}, 10))
+    assert list(r.average.index) == ["A", "B", "C"] and list(r.average) == [1.0, 2.0, 3.0]
+    assert r.chi2 == pytest.approx(20.0, rel=1e-12)
+    assert r.p_value == pytest.approx(stats.chi2.sf(20.0, 2), rel=1e-9)
+    assert r.f_stat == math.inf and r.f_p_value == 0.0  # perfect agreement: Iman-Davenport's F is unbounded
+    assert r.cd == pytest.approx(2.343 * math.sqrt(12 / 60), abs=2e-3)  # 1.048: A-B and B-C within, A-C not
+    assert r.cliques() == [["A", "B"], ["B", "C"]]
+
+
+def test_ties_share_the_average_rank_and_incomplete_sets_are_listed_not_ranked():
+    d = _per_seed({"A": [0.1], "B": [0.1], "C": [1.0]}, 4)
+    d = d[~((d["equation"] == "gen:smooth:3") & (d["method"] == "C"))]  # C has no score on one set
+    r = ranking.rank_methods(d)
+    assert r.n_sets == 3 and r.incomplete == ["gen:smooth:3"]
+    assert r.average.to_dict() == {"A": 1.5, "B": 1.5, "C": 3.0}
+    # Iman-Davenport from the chi-square form, by hand
+    chi2 = 12 * 3 / (3 * 4) * (1.5**2 + 1.5**2 + 3**2) - 3 * 3 * 4
+    # scipy corrects chi2 for ties (divides by 1 - sum(t^3 - t) / (n (k^3 - k)) = 1 - 3*6/(3*24) = 0.75)
+    assert r.chi2 == pytest.approx(chi2 / 0.75, rel=1e-12)
+
+
+def test_no_difference_gives_a_large_friedman_p_value_and_one_clique():
+    r = ranking.rank_methods(_per_seed({m: [0.1] for m in "ABCD"}, 30, noise=0.5, seed=3))
+    assert r.p_value > 0.01  # the null is true; the seed makes it 0.7
+    assert r.cliques() == [list(r.average.index)]
+
+
+def test_win_rates_known_answers():
+    # A is 10x below B on every set (noise 0.1 in log space, 3 seeds): significant on all sets; B never wins.
+    d = _per_seed({"A": [0.01], "B": [0.1]}, 8, noise=0.1)
+    w = ranking.win_rates(d)
+    assert w["significant"].loc["A", "B"] == 1.0 and w["significant"].loc["B", "A"] == 0.0
+    assert w["median"].loc["A", "B"] == 1.0 and w["sets"].loc["A", "B"] == 8 and w["testable"].loc["A", "B"] == 8
+    assert np.isnan(w["significant"].loc["A", "A"])
+    # one seed: medians still compare, but nothing can be significant
+    w1 = ranking.win_rates(_per_seed({"A": [0.01], "B": [0.1]}, 5, seeds=(0,)))
+    assert w1["median"].loc["A", "B"] == 1.0 and w1["significant"].loc["A", "B"] == 0.0
+    assert w1["testable"].loc["A", "B"] == 0
+
+
+def test_win_rates_under_the_null_stay_near_alpha():
+    d = _per_seed({"A": [0.1], "B": [0.1]}, 400, seeds=(0, 1, 2, 3, 4), noise=0.3, seed=11)
+    w = ranking.win_rates(d)
+    assert 0.01 <= w["significant"].loc["A", "B"] <= 0.10  # alpha = 0.05, 400 sets: about +-0.02 by chance
+
+
+def test_the_diagram_and_the_matrix_draw_or_say_why_not():
+    d = _per_seed({"A": [0.01], "B": [0.1], "C": [1.0]}, 6)
+    r = ranking.rank_methods(d)
+    assert fig_ranking.cd_diagram(r).axes
+    assert fig_ranking.win_rate_heatmap(ranking.win_rates(d), list(r.average.index)).axes
+    one = ranking.rank_methods(_per_seed({"A": [0.01], "B": [0.1]}, 1))
+    assert "ranks need 2" in fig_ranking.cd_diagram(one)
