@@ -21,6 +21,19 @@ def test_quick_profile_loads_and_counts_its_cells():
     assert len(C.grid_cells(cfg.grid)) == len(cfg.grid.equations) * len(cfg.grid.models) * 2 * len(cfg.grid.seeds)
 
 
+@pytest.mark.parametrize(("profile", "per_family"), [("quick", 2), ("suite", 10)])
+def test_the_comparison_profiles_train_generated_sets_at_matched_size_with_a_tuned_lr(profile, per_family):
+    from equations.generated import FAMILIES, parse_name
+
+    cfg = load_config(profile, expand=False)
+    generated = [parse_name(e) for e in cfg.grid.equations if e.startswith("gen:")]
+    for family in FAMILIES:
+        assert sum(g[0] == family for g in generated) >= per_family, (profile, family)
+    assert all(g[2:] == (4, 4) for g in generated) and "forum4x4" in cfg.grid.equations
+    assert cfg.grid.match_params and len(cfg.train["lr_grid"]) >= 2 and cfg.grid.val_fraction > 0
+    assert len(cfg.grid.seeds) >= 2 and set(cfg.grid.betas) == {1.0, 0.5}
+
+
 def test_full_profile_loads():
     cfg = load_config("full", expand=False)
     assert cfg.grid.betas == (1.0, 0.9, 0.5, 0.1, 1e-3, 1e-7)
