@@ -322,3 +322,20 @@ def test_committed_example_rebuilds_with_todays_report_code(tmp_path):
     for name in FIGURES - {"n_train"}:  # the quick profile has one training-set size: that section says so
         assert (tmp_path / "figures" / f"{name}.png").exists(), name
     assert "jax_jit_vmap_jacfwd" in md  # the JAX peer is part of the example's throughput table
+
+
+def test_the_points_ratio_recovers_the_power_laws_put_in():
+    # value: err = 0.1 (n/100)^-0.5, Sobolev: 0.02 (n/100)^-0.5 -> Sobolev reaches the value error at n_top with
+    # 25x fewer points (0.02/0.1 = 5 = 25^0.5); seed noise of +-1% keeps the bootstrap interval tight around 25
+    from bench.report.fig_training import points_ratio
+
+    rows = []
+    for training, variant, c in (("value", "value", 0.1), ("sobolev β=0.5", "sobolev", 0.02)):
+        for n in (64, 256, 1024):
+            for f in (0.99, 1.0, 1.01):
+                rows.append(dict(equation="e", model="m", training=training, variant=variant, n_train=n,
+                                 jac=c * f * (n / 100) ** -0.5))  # fmt: skip
+    r = points_ratio(pd.DataFrame(rows)).iloc[0]
+    assert r["k"] == pytest.approx(25.0, rel=1e-9) and r["k_lo"] <= 25.0 <= r["k_hi"] and r["k_hi"] / r["k_lo"] < 1.3
+    assert r["n_sobolev"] == pytest.approx(1024 / 25) and r["extrapolated"]  # 41 < 64: below the sizes run
+    assert r["target_jac"] == pytest.approx(0.1 * (1024 / 100) ** -0.5, rel=1e-3)  # geometric mean of f: 1 - 3e-5

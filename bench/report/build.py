@@ -229,6 +229,15 @@ def sections(run: RunData) -> list[Section]:
         cols = ["equation", "architecture", "training", "sizes", "slope of 1 - R²", "slope of Jacobian error"]
         s.add(Table(cols, rows, caption="log-log slopes against n_train (OLS over sizes and seeds, 95% CI; -0.5: "
                     "the error halves when the training set grows 4x)"))  # fmt: skip
+    ratio = fig_training.points_ratio(fig_training.cell_errors(run))
+    if not ratio.empty:
+        rows = [[r.equation, r.model, r.training, fmt_num(r.target_jac), fmt_num(r.k), f"{fmt_num(r.k_lo)}-"
+                 f"{fmt_num(r.k_hi)}", fmt_num(r.n_sobolev) + (" (extrapolated)" if r.extrapolated else "")]
+                for r in ratio.itertuples()]  # fmt: skip
+        cols = ["equation", "architecture", "Sobolev training", "value training's Jacobian error at its largest "
+                "n_train", "k: times fewer points", "95% CI (bootstrap)", "Sobolev n_train for that error"]  # fmt: skip
+        s.add(Table(cols, rows, caption="how many times fewer training points Sobolev training needs for the "
+                    "Jacobian error value training reaches at its largest size (two log-log fits)"))  # fmt: skip
     out += _throughput(run)
     out += [_env(run), _failed(run)]
     return out

@@ -5,6 +5,7 @@ Each function returns a matplotlib Figure, or a string saying why the run has no
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
@@ -70,7 +71,6 @@ def n_train_slopes(run: RunData) -> pd.DataFrame:
     when the training set grows 4x. Columns: equation, model, family, training, sizes, cells, and
     ``<value_err|jac>_slope`` / ``_ci``.
     """
-    import numpy as np
     from scipy import stats
 
     df = cell_errors(run)
@@ -87,6 +87,60 @@ def n_train_slopes(run: RunData) -> pd.DataFrame:
             half = stats.t.ppf(0.975, len(d) - 2) * fit.stderr if len(d) > 2 else np.nan
             row[f"{y}_slope"], row[f"{y}_ci"] = float(fit.slope), float(half)
         rows.append(row)
+    return pd.DataFrame(rows, columns=cols)
+
+
+def _fit(n: np.ndarray, err: np.ndarray) -> tuple[float, float]:
+    """(intercept, slope) of log(err) = a + b log(n) by least squares."""
+    b, a = np.polyfit(np.log(n), np.log(err), 1)
+    return float(a), float(b)
+
+
+def _ratio(value: tuple[np.ndarray, np.ndarray], sob: tuple[np.ndarray, np.ndarray], n_top: float) -> float:
+    """n_top / the n at which the Sobolev fit reaches the value fit's error at n_top (NaN if it never does)."""
+    (av, bv), (a_s, b_s) = _fit(*value), _fit(*sob)
+    if not b_s < 0:
+        return np.nan
+    return float(n_top / np.exp((av + bv * np.log(n_top) - a_s) / b_s))
+
+
+def _resample(n: np.ndarray, err: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Cells drawn with replacement within each size (every size keeps its count)."""
+    idx = np.concatenate([rng.choice(np.flatnonzero(n == size), (n == size).sum()) for size in np.unique(n)])
+    return n[idx], err[idx]
+
+
+def points_ratio(df: pd.DataFrame, draws: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """How many times fewer training points Sobolev training needs for value training's Jacobian error.
+
+    Per (equation, model) and Sobolev training, both trainings run at 2+ sizes: fit log(error) against log(n_train)
+    for each (OLS over sizes and seeds); take the error the value fit reaches at the largest size n_top; k = n_top /
+    the size at which the Sobolev fit reaches that error. The 95% interval is a percentile bootstrap over cells,
+    resampled within each size (``draws`` resamples, fixed ``seed``). ``extrapolated``: the Sobolev size lies outside
+    the sizes it was run at (the power law is then assumed beyond the data). Input: ``cell_errors`` rows.
+    """
+    cols = ["equation", "model", "training", "target_jac", "k", "k_lo", "k_hi", "n_sobolev", "extrapolated"]
+    rows = []
+    rng = np.random.default_rng(seed)
+    arrays = lambda d: (d["n_train"].to_numpy(float), d["jac"].to_numpy(float))  # noqa: E731
+    for (eq, model), d in df.groupby(["equation", "model"], sort=True):
+        value = arrays(d[d["training"] == "value"])
+        if len(np.unique(value[0])) < 2:
+            continue
+        n_top = float(value[0].max())
+        av, bv = _fit(*value)
+        for training, sob_rows in d[d["variant"] == "sobolev"].groupby("training", sort=True):
+            sob = arrays(sob_rows)
+            if len(np.unique(sob[0])) < 2:
+                continue
+            k = _ratio(value, sob, n_top)
+            boot = np.array([_ratio(_resample(*value, rng), _resample(*sob, rng), n_top) for _ in range(draws)])
+            lo, hi = np.nanpercentile(boot, [2.5, 97.5]) if np.isfinite(boot).any() else (np.nan, np.nan)
+            n_s = n_top / k if np.isfinite(k) and k > 0 else np.nan
+            inside = np.isfinite(n_s) and sob[0].min() <= n_s <= sob[0].max()
+            rows.append({"equation": eq, "model": model, "training": training,
+                         "target_jac": float(np.exp(av + bv * np.log(n_top))), "k": k, "k_lo": float(lo),
+                         "k_hi": float(hi), "n_sobolev": n_s, "extrapolated": not inside})  # fmt: skip
     return pd.DataFrame(rows, columns=cols)
 
 
