@@ -339,3 +339,17 @@ def test_the_points_ratio_recovers_the_power_laws_put_in():
     assert r["k"] == pytest.approx(25.0, rel=1e-9) and r["k_lo"] <= 25.0 <= r["k_hi"] and r["k_hi"] / r["k_lo"] < 1.3
     assert r["n_sobolev"] == pytest.approx(1024 / 25) and r["extrapolated"]  # 41 < 64: below the sizes run
     assert r["target_jac"] == pytest.approx(0.1 * (1024 / 100) ** -0.5, rel=1e-3)  # geometric mean of f: 1 - 3e-5
+
+
+def test_generated_sets_share_one_panel_per_family_and_dimensions():
+    import pandas as pd
+
+    from bench.report.style import set_group, set_panels
+
+    assert set_group("gen:hard:7") == "gen:hard:*" and set_group("gen:hard:3:2x5") == "gen:hard:*:2x5"
+    assert set_group("forum4x4") == "forum4x4" and set_group("file:my.py") == "file:my.py"
+    df = pd.DataFrame({"equation": ["gen:mixed:1", "forum4x4", "gen:mixed:0", "gen:hard:2", "gen:mixed:1"]})
+    panel, order, titles = set_panels(df)
+    assert order == ["forum4x4", "gen:hard:*", "gen:mixed:*"]  # named sets first
+    assert titles["gen:mixed:*"] == "gen:mixed:* (2 sets)" and titles["gen:hard:*"] == "gen:hard:* (1 set)"
+    assert list(panel) == ["gen:mixed:*", "forum4x4", "gen:mixed:*", "gen:hard:*", "gen:mixed:*"]

@@ -56,19 +56,19 @@ def cell_errors(run: RunData) -> pd.DataFrame:
 
 
 def fidelity_vs_fit(run: RunData) -> Figure | str:
-    """1 - R² against Jacobian error, one point per cell, a panel per equation."""
+    """1 - R² against Jacobian error, one point per cell, a panel per equation (generated sets: per family)."""
     df = cell_errors(run)
     if df.empty:
         return "no cell has both r2_min and jac_rel_fro_median on the test split"
-    equations = sorted(df["equation"].unique())
+    panel, panels, titles = style.set_panels(df)
     palette, markers = style.family_palette(df["family"].unique()), style.variant_markers(df["variant"].unique())
-    fig, axes = style.new_figure(*style.grid_shape(len(equations), max_cols=3))
-    for ax, eq in zip(axes.flat, equations, strict=False):
-        d = df[df["equation"] == eq]
+    fig, axes = style.new_figure(*style.grid_shape(len(panels), max_cols=3))
+    for ax, p in zip(axes.flat, panels, strict=False):
+        d = df[panel == p]
         sns.scatterplot(d, x="value_err", y="jac", hue="family", palette=palette, style="variant", markers=markers,
-                        s=40, alpha=0.8, ax=ax, legend=False)  # fmt: skip
-        ax.set(xscale="log", yscale="log", xlabel=style.VALUE_ERR, ylabel=style.JAC_ERR, title=eq)
-    for ax in list(axes.flat)[len(equations) :]:
+                        s=40 if d["equation"].nunique() == 1 else 18, alpha=0.8, ax=ax, legend=False)  # fmt: skip
+        ax.set(xscale="log", yscale="log", xlabel=style.VALUE_ERR, ylabel=style.JAC_ERR, title=titles[p])
+    for ax in list(axes.flat)[len(panels) :]:
         ax.set_visible(False)
     families = style.family_order(df["family"].unique())
     style.legend_outside(fig, style.family_handles(palette, families) + style.marker_handles(markers, "variant"))
@@ -193,15 +193,15 @@ def edge_error(run: RunData) -> Figure | str:
     df = df[np.isfinite(df["value"])]
     if df.empty:
         return "no jac_rel_fro_by_edge rows"
-    equations = sorted(df["equation"].unique())
+    panel, panels, titles = style.set_panels(df)
     palette = style.family_palette(df["family"].unique())
     families = style.family_order(df["family"].unique())
-    fig, axes = style.new_figure(*style.grid_shape(len(equations), max_cols=3))
-    for ax, eq in zip(axes.flat, equations, strict=False):
-        style.mean_ci_lines(ax, df[df["equation"] == eq], "bin", "value", palette)
+    fig, axes = style.new_figure(*style.grid_shape(len(panels), max_cols=3))
+    for ax, p in zip(axes.flat, panels, strict=False):
+        style.mean_ci_lines(ax, df[panel == p], "bin", "value", palette)
         ax.set(yscale="log", xlabel=style.EDGE, ylabel=style.JAC_ERR.replace("median, test", "median in bin, test"))
-        ax.set_title(eq)
-    for ax in list(axes.flat)[len(equations) :]:
+        ax.set_title(titles[p])
+    for ax in list(axes.flat)[len(panels) :]:
         ax.set_visible(False)
     style.legend_outside(fig, style.family_handles(palette, families))
     return fig

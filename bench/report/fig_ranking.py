@@ -72,7 +72,7 @@ def win_rate_heatmap(wins: dict[str, pd.DataFrame], order: list[str]) -> Figure 
     sns.heatmap(sig, ax=ax, vmin=0, vmax=1, cmap="mako_r", annot=annot, fmt="", cbar=True, square=True,
                 linewidths=0.5, annot_kws={"fontsize": "x-small"}, cbar_kws=bar)  # fmt: skip
     ax.set(xlabel="B", ylabel="A")
-    ax.set_title(f"A beats B: significantly (one-sided Welch on log errors over seeds, α = {ALPHA:g}); in "
-                 "brackets, A's median lower", fontsize="small")  # fmt: skip
+    ax.set_title(f"share of sets on which A's Jacobian error is significantly below B's\n(one-sided Welch on log "
+                 f"errors over seeds, α = {ALPHA:g}); in brackets: A's median below B's", fontsize="small")  # fmt: skip
     ax.tick_params(axis="x", labelrotation=60)
     return fig

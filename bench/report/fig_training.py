@@ -18,19 +18,20 @@ PANELS = (("value_err", style.VALUE_ERR), ("jac", style.JAC_ERR))
 
 
 def _panels(df: pd.DataFrame, x: str, xlabel: str, style_col: str | None = None) -> Figure:
-    """Rows: equations; columns: value error and Jacobian error; one line per family (mean and 95% CI)."""
-    equations = sorted(df["equation"].unique())
+    """Rows: equations (generated sets pooled per family); columns: value error and Jacobian error; one line per
+    family (mean and 95% CI over its models, seeds and the row's sets)."""
+    panel, panels, titles = style.set_panels(df)
     palette = style.family_palette(df["family"].unique())
     families = style.family_order(df["family"].unique())
     levels = sorted(df[style_col].unique()) if style_col else []
     dashes = {level: style.DASHES[i % len(style.DASHES)] for i, level in enumerate(levels)}
-    fig, axes = style.new_figure(2, len(equations), width=4.4, height=3.0)
-    for row, eq in enumerate(equations):
-        d = df[df["equation"] == eq]
+    fig, axes = style.new_figure(2, len(panels), width=4.4, height=3.0)
+    for row, p in enumerate(panels):
+        d = df[panel == p]
         for col, (y, ylabel) in enumerate(PANELS):
             ax = axes[row, col]
             style.mean_ci_lines(ax, d, x, y, palette, dashes, by=style_col)
-            ax.set(xscale="log", yscale="log", xlabel=xlabel, ylabel=ylabel, title=eq)
+            ax.set(xscale="log", yscale="log", xlabel=xlabel, ylabel=ylabel, title=titles[p])
             if x == "n_train":
                 style.log_ticks_at(ax, d[x].unique())  # the sizes run, few and far apart
     handles = style.family_handles(palette, families)

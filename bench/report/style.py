@@ -10,6 +10,7 @@ import math
 
 import matplotlib
 import numpy as np
+import pandas as pd
 import seaborn as sns
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -73,6 +74,25 @@ def engine_palette(engines) -> dict[str, str]:
     tab20 = tab20[:14] + tab20[16:]  # no grey: grey is the forward pass's colour in the throughput figure
     colors = tab20[0::2] + tab20[1::2]  # nine distinct colours, then their lighter twins
     return {e: colors[i % len(colors)] for i, e in enumerate(ordered)}
+
+
+def set_group(equation: str) -> str:
+    """The panel an equation set is drawn in: generated sets pool by family (and dimensions), `gen:hard:*`, so a
+    population of sets makes one panel per family; every other set is its own panel."""
+    parts = equation.split(":")
+    if parts[0] != "gen" or len(parts) < 3:
+        return equation
+    return ":".join([*parts[:2], "*", *parts[3:]])
+
+
+def set_panels(df: pd.DataFrame) -> tuple[pd.Series, list[str], dict[str, str]]:
+    """(panel of each row, panels in order, panel -> title with its number of sets) for per-set figures."""
+    panel = df["equation"].map(set_group)
+    order = sorted(panel.unique(), key=lambda p: (p.startswith("gen:"), p))
+    sets = df.groupby(panel)["equation"].nunique()
+    pooled = {p: p.endswith("*") or ":*:" in p for p in order}
+    titles = {p: f"{p} ({sets[p]} set{'s' if sets[p] > 1 else ''})" if pooled[p] else p for p in order}
+    return panel, order, titles
 
 
 def training_label(variant: str, beta: float) -> str:
