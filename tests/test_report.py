@@ -353,3 +353,25 @@ def test_generated_sets_share_one_panel_per_family_and_dimensions():
     assert order == ["forum4x4", "gen:hard:*", "gen:mixed:*"]  # named sets first
     assert titles["gen:mixed:*"] == "gen:mixed:* (2 sets)" and titles["gen:hard:*"] == "gen:hard:* (1 set)"
     assert list(panel) == ["gen:mixed:*", "forum4x4", "gen:mixed:*", "gen:hard:*", "gen:mixed:*"]
+
+
+def test_learning_rates_chosen_at_the_grids_edge_are_flagged():
+    import numpy as np
+    import pandas as pd
+
+    from bench.report.leaderboard import chosen_lr_table
+    from bench.report.load import RunData
+
+    rows = []
+    for model, chosen in (("mlp_tanh", [0.01, 0.01, 0.003]), ("chebykan", [0.003, 0.01, 0.01])):
+        for seed, lr in enumerate(chosen):
+            key = dict(equation="e", model=model, family=model, variant="value", beta=1.0, n_train=64, seed=seed,
+                       status="ok", cell_id=f"e__{model}__{seed}", output="", input="")  # fmt: skip
+            rows.append({**key, "split": "", "metric": "lr", "bin": np.nan, "value": lr})
+            rows += [
+                {**key, "split": "val", "metric": "lr_trial_val_loss", "bin": c, "value": 1.0} for c in (0.003, 0.01)
+            ]
+    t = chosen_lr_table(RunData(Path("."), pd.DataFrame(rows), None))
+    assert t.rows == [["chebykan", "value", "3", "33%", "67%"], ["mlp_tanh", "value", "3", "33%", "67%"]]
+    assert "AT THE GRID'S EDGE: chebykan · value, mlp_tanh · value chose the largest" in t.caption
+    assert "smallest" not in t.caption
