@@ -97,11 +97,11 @@ def _ranking(run: RunData) -> Section:
     if r.n_sets < 2 or r.k < 2:
         return s.add(Note(f"Skipped: ranks need 2 or more equation sets on which 2 or more methods all finished "
                           f"(this run has {r.n_sets} such set(s)). The per-set leaderboards follow."))  # fmt: skip
-    geo = per_seed.groupby(["equation", "method"])["score"].median().unstack("method")[list(r.average.index)]
+    geo = r.scores  # the sets ranked: every method finished there
     rows = []
     for m, avg in r.average.items():
         wins = (r.ranks[m] == 1).sum()
-        rows.append([m, f"{avg:.2f}", str(int(wins)), fmt_num(float(np.exp(np.log(geo[m].dropna()).mean())))])
+        rows.append([m, f"{avg:.2f}", str(int(wins)), fmt_num(float(np.exp(np.log(geo[m]).mean())))])
     cols = ["method (architecture · training)", "average rank", "sets ranked first", "geometric mean error"]
     caption = f"{r.n_sets} equation sets with every method finished, {r.k} methods; the error is the median test "
     caption += "Jacobian relative error (median over seeds)"
