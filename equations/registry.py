@@ -60,9 +60,19 @@ def get(name: str) -> EquationSet:
     if key.startswith("gen:"):
         return generated.generate(key)
     if key.startswith("file:"):
-        return user.load_file(key.removeprefix("file:"))
+        path = key.removeprefix("file:")
+        return user.load_file(_FILE_COPIES.get(path, path))
     hint = HINT.format(families=", ".join(generated.FAMILIES))
     raise UnknownName(f"unknown equation set {name!r}{suggest(key, catalog())}; known: {', '.join(catalog())} ({hint})")
+
+
+_FILE_COPIES: dict[str, str] = {}  # file: path as named -> a local copy of it (see use_file_copy)
+
+
+def use_file_copy(path: str, local: str) -> None:
+    """Resolve ``file:<path>`` to ``local``, a copy of that file on this machine: a cluster worker whose node lacks
+    the driver's files runs the set from the copy it was sent, under the name the grid gave it."""
+    _FILE_COPIES[path] = local
 
 
 def catalog() -> list[str]:

@@ -16,6 +16,7 @@ _GRID_FLAGS = {
 }  # fmt: skip
 _RUN_FLAGS = {
     "workers": "run.workers", "threads": "run.threads", "device": "run.device", "dtype": "run.dtype", "out": "run.out",
+    "executor": "run.executor", "address": "run.address",
 }  # fmt: skip
 
 
@@ -35,7 +36,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, help="optimizer steps per cell (train.steps)")
     p.add_argument("--match-params", dest="match_params", type=int, metavar="N", help="size every model to ~N params")
     p.add_argument("--workers", type=int, help="worker processes (0 = one per core; CUDA: up to 4)")
-    p.add_argument("--threads", type=int, help="torch threads per worker (0 = cores // workers)")
+    p.add_argument("--threads", type=int, help="torch threads per worker (0 = cores // workers; ray: 1 per cell)")
+    p.add_argument("--executor", choices=["local", "ray"],
+                   help="local: a process pool on this machine (default); ray: one Ray task per cell")  # fmt: skip
+    p.add_argument("--address", help="with --executor ray: 'auto' or HOST:PORT of a running Ray cluster "
+                   "(default: start a Ray instance on this machine)")  # fmt: skip
     p.add_argument("--device", help="cpu | cuda | auto")
     p.add_argument("--dtype", help="float32 | float64")
     p.add_argument("--out", metavar="DIR", help="results root (default results); the run goes to DIR/<run-id>")
@@ -53,8 +58,9 @@ def _overrides(args: argparse.Namespace, flags: dict[str, str]) -> dict:
     return {key: getattr(args, flag) for flag, key in flags.items() if getattr(args, flag) is not None}
 
 
-# What --resume can honour: how the run executes (workers, threads), never what it measures or where it goes.
-_RESUMABLE = {"workers": "run.workers", "threads": "run.threads"}
+# What --resume can honour: how the run executes (workers, threads, executor), never what it measures or where it
+# goes. They are not inherited: a resumed run uses the ones given now (defaults: local, one worker per core).
+_RESUMABLE = {"workers": "run.workers", "threads": "run.threads", "executor": "run.executor", "address": "run.address"}
 
 
 def _resume_conflicts(args: argparse.Namespace, sets: dict) -> list[str]:
@@ -79,9 +85,10 @@ def run(args: argparse.Namespace) -> int:
             raise C.ConfigError(
                 f"--resume continues a run with its saved config (grid, training, device, dtype, results folder); "
                 f"it cannot honour {', '.join(bad)}. Drop them, or start a new run without --resume "
-                "(--workers and --threads may change)"
+                "(--workers, --threads, --executor and --address may change)"
             )
         cfg = C.load_config(None, None, {**_overrides(args, _RESUMABLE), **sets}, expand=False)
+        _check_executor(cfg)
         cfg, run_dir = runner.open_run(cfg, resume=args.resume, plugins=plugins, record=not args.dry_run)
         if args.dry_run:
             return _print_plan(cfg, runner.pending_cells(C.grid_cells(cfg.grid), run_dir, args.retry_failed))
@@ -92,12 +99,15 @@ def run(args: argparse.Namespace) -> int:
         cfg = C.load_config(args.profile or DEFAULT_PROFILE, args.config, overrides)
         _check_engines(cfg)
         _check_sizes(cfg)
+        _check_executor(cfg)
         if args.dry_run:
             return _print_plan(cfg)
         cfg, run_dir = runner.open_run(cfg)
     r = cfg.run
     n = len(C.grid_cells(cfg.grid))
-    print(f"{run_dir}: {n} cells, {r.workers} workers x {r.threads} threads, {r.device} {r.dtype}", flush=True)
+    where = f"{r.workers} workers x {r.threads} threads" if r.executor == "local" else (
+        f"Ray {'at ' + r.address if r.address else 'on this machine'}, {r.threads} CPU(s) per cell")  # fmt: skip
+    print(f"{run_dir}: {n} cells, {where}, {r.device} {r.dtype}", flush=True)
     from bench.fidelity.cell import run_cell  # the runner is handed its cell function
 
     summary = runner.run_grid(cfg, run_dir, run_cell, retry_failed=args.retry_failed, progress=not args.no_progress)
@@ -115,6 +125,14 @@ def _check_engines(cfg) -> None:
             check_engine_name(name, ["auto", *ENGINES])
         except UnknownEngine as err:
             raise ConfigError(f"{key}: {err}") from None
+
+
+def _check_executor(cfg) -> None:
+    """--executor ray: Ray is installed and the cluster answers, before any folder is made."""
+    if cfg.run.executor == "ray":
+        from bench.run.ray_executor import preflight
+
+        preflight(cfg.run.address)
 
 
 def _check_sizes(cfg) -> None:

@@ -17,7 +17,7 @@ from bench.run import results  # the runner's side of the folder contract (panda
 from bench.run.results import METRIC_COLUMNS, resolve_run_dir
 
 _TEXT = ["run_id", "cell_id", "equation", "model", "family", "model_config", "variant", "split", "metric"]
-_TEXT += ["output", "input", "status", "error"]
+_TEXT += ["output", "input", "status", "error", "node"]
 _NUMBER = ["n_in", "n_out", "params", "flops", "seed", "beta", "n_train", "bin", "value"]
 
 

@@ -26,7 +26,7 @@ import pandas as pd
 # metrics.csv columns, in order (results/README.md)
 METRIC_COLUMNS = (
     "run_id", "cell_id", "equation", "model", "family", "n_in", "n_out", "model_config", "params", "flops", "seed",
-    "variant", "beta", "n_train", "split", "metric", "output", "input", "bin", "value", "status", "error",
+    "variant", "beta", "n_train", "split", "metric", "output", "input", "bin", "value", "status", "error", "node",
 )  # fmt: skip
 # throughput.csv columns, in order (results/README.md); numbers are the ones THROUGHPUT_NUMBERS lists
 THROUGHPUT_COLUMNS = (
@@ -39,7 +39,7 @@ THROUGHPUT_NUMBERS = (
     "flops_per_jac", "peak_flops", "threads",
 )  # fmt: skip
 # Columns added after the first runs were written: a reader fills them in empty for older tables.
-LATER_COLUMNS = ("n_in", "n_out", "model_config")
+LATER_COLUMNS = ("n_in", "n_out", "model_config", "node")
 # The definitions behind metrics.csv; config.json records it and `compare` warns when two runs differ.
 # 1: the first wave. 2: jac_rel_fro floored at the split's typical norm; jac_fro_scale; jac_spurious*.
 METRICS_VERSION = 2

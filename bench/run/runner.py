@@ -1,8 +1,11 @@
-"""The suite runner: a grid of cells over a process pool, resumable, one atomic file per finished cell.
+"""The suite runner: a grid of cells over a process pool or a Ray cluster, resumable, one atomic file per cell.
 
-Resumption works at the level of cells: a cell is done when ``cells/<cell>.csv`` exists, and that file is
-written atomically by the worker the moment the cell finishes (its ``jacobians/<cell>.csv`` first). A re-run
-of the same folder skips done cells, so a crash, a killed worker or Ctrl-C loses only the cells in flight.
+Workers compute (``compute_cell`` returns the cell's tables); the driver alone writes the run folder
+(``write_payload``), whichever executor runs the cells: ``local`` (this machine's process pool) or ``ray``
+(``bench.run.ray_executor``). Resumption works at the level of cells: a cell is done when ``cells/<cell>.csv``
+exists, and the driver writes that file atomically the moment the cell's result arrives (its
+``jacobians/<cell>.csv`` and ``history/<cell>.csv`` first). A re-run of the same folder, with either executor,
+skips done cells, so a crash, a killed worker or Ctrl-C loses only the cells in flight.
 A cell that raises is recorded as a ``failed`` row with its message (traceback in ``errors/<cell>.txt``) and
 the grid goes on. A worker that dies takes its in-flight cells with it: they are retried one at a time, and
 a cell that kills its worker when running alone is recorded as failed.
@@ -17,6 +20,7 @@ import dataclasses
 import json
 import multiprocessing as mp
 import signal
+import socket
 import sys
 import time
 import traceback
@@ -26,6 +30,8 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import pandas as pd
 
 from bench.run import results
 from bench.run.config import Cell, Config, TrainConfig, grid_cells
@@ -64,6 +70,8 @@ def resolve_parallelism(config: Config, n_cells: int) -> Config:
     """Fill in device, workers and threads (``auto``/0 in the config) for this machine."""
     run = config.run
     device = resolve_device(run.device)
+    if run.executor == "ray":  # the cluster decides how many cells run at once; each declares its threads
+        return dataclasses.replace(config, run=dataclasses.replace(run, device=device, threads=run.threads or 1))
     cores = usable_cores()
     workers = run.workers or (min(4, cores) if device.startswith("cuda") else cores)
     workers = max(1, min(workers, max(n_cells, 1)))
@@ -87,37 +95,67 @@ def _init_worker(threads: int, plugins: tuple[str, ...] = ()) -> None:
     load_plugins(plugins)
 
 
-def _write_failed(cell: Cell, run_dir: Path, run_id: str, error: str, detail: str = "") -> None:
-    stem = results.cell_filename(cell.cell_id)
-    if detail:
-        (run_dir / "errors").mkdir(exist_ok=True)
-        results.atomic_write_text(run_dir / "errors" / f"{stem}.txt", detail)
+def write_failed(cell: Cell, run_dir: Path, run_id: str, error: str, detail: str = "") -> None:
+    """The driver records a cell that produced no result of its own (its worker died, its task was lost)."""
     frame = results.rows_frame(results.failed_rows(cell, run_id, error))
-    results.atomic_write_csv(run_dir / "cells" / f"{stem}.csv", frame)
+    write_payload(run_dir, Payload(cell.cell_id, frame, None, None, detail, 0.0))
 
 
-def execute_cell(cell_fn: CellFn, cell: Cell, config: Config, run_dir: Path, run_id: str) -> Outcome:
-    """Run one cell and write its files atomically (Jacobians first, then the cell table that marks it done)."""
+@dataclass
+class Payload:
+    """One cell's result as a worker sends it back; only the driver writes it (``write_payload``)."""
+
+    cell_id: str
+    frame: pd.DataFrame  # the cell's metrics.csv rows (its one ``failed`` row when it raised)
+    jacobians: pd.DataFrame | None
+    history: pd.DataFrame | None
+    detail: str  # the traceback of a failure, "" when the cell finished
+    seconds: float
+
+
+def node_name() -> str:
+    """Where a cell ran (the ``node`` column): the host name."""
+    return socket.gethostname()
+
+
+def compute_cell(cell_fn: CellFn, cell: Cell, config: Config, run_id: str, node: str | None = None) -> Payload:
+    """Run one cell in this process and return its tables; any exception becomes the cell's failed row."""
     t0 = time.perf_counter()
-    stem = results.cell_filename(cell.cell_id)
+    node = node or node_name()
     try:
         res = cell_fn(cell, config, run_id)
         if not res.rows:
             raise RuntimeError("the cell function returned no rows")
-        frame = results.rows_frame(res.rows)
-        if res.jacobians is not None:
-            results.atomic_write_csv(run_dir / "jacobians" / f"{stem}.csv", res.jacobians)
-        if res.history is not None:
-            (run_dir / "history").mkdir(exist_ok=True)
-            results.atomic_write_csv(run_dir / "history" / f"{stem}.csv", res.history)
-        results.atomic_write_csv(run_dir / "cells" / f"{stem}.csv", frame)
-        failed = frame[frame["status"] == "failed"]
-        error = str(failed["error"].iloc[0]) if len(failed) else ""
-        return Outcome(cell.cell_id, "failed" if len(failed) else "ok", error, time.perf_counter() - t0)
+        frame = results.rows_frame([{**r, "node": node} for r in res.rows])
+        return Payload(cell.cell_id, frame, res.jacobians, res.history, "", time.perf_counter() - t0)
     except Exception as err:  # any failure of a cell is a result, the grid goes on
         msg = f"{type(err).__name__}: {err}"
-        _write_failed(cell, run_dir, run_id, msg, traceback.format_exc())
-        return Outcome(cell.cell_id, "failed", msg, time.perf_counter() - t0)
+        rows = [{**r, "node": node} for r in results.failed_rows(cell, run_id, msg)]
+        return Payload(
+            cell.cell_id, results.rows_frame(rows), None, None, traceback.format_exc(), time.perf_counter() - t0
+        )
+
+
+def write_payload(run_dir: Path, p: Payload) -> Outcome:
+    """The driver writes one cell's files atomically: Jacobians and history first, the cell table (done) last."""
+    stem = results.cell_filename(p.cell_id)
+    if p.jacobians is not None:
+        results.atomic_write_csv(run_dir / "jacobians" / f"{stem}.csv", p.jacobians)
+    if p.history is not None:
+        (run_dir / "history").mkdir(exist_ok=True)
+        results.atomic_write_csv(run_dir / "history" / f"{stem}.csv", p.history)
+    if p.detail:
+        (run_dir / "errors").mkdir(exist_ok=True)
+        results.atomic_write_text(run_dir / "errors" / f"{stem}.txt", p.detail)
+    results.atomic_write_csv(run_dir / "cells" / f"{stem}.csv", p.frame)
+    failed = p.frame[p.frame["status"] == "failed"]
+    error = str(failed["error"].iloc[0]) if len(failed) else ""
+    return Outcome(p.cell_id, "failed" if len(failed) else "ok", error, p.seconds)
+
+
+def execute_cell(cell_fn: CellFn, cell: Cell, config: Config, run_dir: Path, run_id: str) -> Outcome:
+    """Run one cell here and write its files (the sequential path)."""
+    return write_payload(run_dir, compute_cell(cell_fn, cell, config, run_id))
 
 
 def pending_cells(cells: list[Cell], run_dir: Path, retry_failed: bool = False) -> list[Cell]:
@@ -172,7 +210,11 @@ def run_grid(
     summary = RunSummary(run_dir, len(cells), len(cells) - len(todo))
     bar = _Progress(len(todo), progress)
     try:
-        if config.run.workers <= 1:
+        if config.run.executor == "ray":
+            from bench.run.ray_executor import run_ray
+
+            run_ray(cell_fn, todo, config, run_dir, summary, bar)
+        elif config.run.workers <= 1:
             set_threads(config.run.threads or usable_cores())
             load_plugins(config.run.plugins)
             for cell in todo:
@@ -238,20 +280,19 @@ class _Schedule:
             self._submit(pool, self.pending.popleft())
 
     def _submit(self, pool: ProcessPoolExecutor, cell: Cell) -> None:
-        args = (self.config, self.run_dir, self.run_dir.name)
-        self.inflight[pool.submit(execute_cell, self.cell_fn, cell, *args)] = cell
+        self.inflight[pool.submit(compute_cell, self.cell_fn, cell, self.config, self.run_dir.name)] = cell
         self.bar.start(cell.cell_id)
 
     def _collect(self, fut: Future) -> Cell | None:
         """Record a finished future's outcome; returns its cell if its worker died instead."""
         cell = self.inflight.pop(fut)
         try:
-            outcome = fut.result()
+            outcome = write_payload(self.run_dir, fut.result())
         except BrokenProcessPool:
             return cell
         except Exception as err:  # e.g. the cell function could not be pickled
             msg = f"{type(err).__name__}: {err}"
-            _write_failed(cell, self.run_dir, self.run_dir.name, msg, traceback.format_exc())
+            write_failed(cell, self.run_dir, self.run_dir.name, msg, traceback.format_exc())
             outcome = Outcome(cell.cell_id, "failed", msg, 0.0)
         self._record(outcome)
         return None
@@ -270,7 +311,7 @@ def _triage(crashed: list[Cell], run_dir: Path, suspects: deque, bar: _Progress)
             out.append(Outcome(cell.cell_id, results.cell_status(path), "", 0.0))
         elif len(crashed) == 1:
             msg = "the worker process died while running this cell alone (crash or out of memory)"
-            _write_failed(cell, run_dir, run_dir.name, msg)
+            write_failed(cell, run_dir, run_dir.name, msg)
             out.append(Outcome(cell.cell_id, "failed", msg, 0.0))
         else:
             if cell.cell_id in bar.running:
@@ -309,7 +350,6 @@ def open_run(config: Config, resume: str | Path | None = None, plugins=(), recor
     saved ones are loaded here. ``record=False`` (a dry run) leaves env.json as it is.
     """
     from bench.run.config import ConfigError
-    from bench.run.envinfo import collect_env
 
     if resume is not None:
         run_dir = results.resolve_run_dir(resume)
@@ -321,18 +361,36 @@ def open_run(config: Config, resume: str | Path | None = None, plugins=(), recor
                 "(config.json); a resumed run keeps its models. Drop --plugin, or start a new run"
             )
         load_plugins(saved.run.plugins)
-        run = dataclasses.replace(saved.run, workers=config.run.workers, threads=config.run.threads)
+        how = {k: getattr(config.run, k) for k in ("workers", "threads", "executor", "address")}
+        run = dataclasses.replace(saved.run, **how)
         config = resolve_parallelism(dataclasses.replace(saved, run=run), len(grid_cells(saved.grid)))
         if record:
             env = json.loads((run_dir / "env.json").read_text()) if (run_dir / "env.json").exists() else {}
-            env.setdefault("resumed", []).append(collect_env(config.run.device, config.run.dtype, config.run.threads))
+            env.setdefault("resumed", []).append(_env(config))
             results.write_json(run_dir / "env.json", env)
         return config, run_dir
     config = resolve_parallelism(config, len(grid_cells(config.grid)))
     run_dir = results.create_run_dir(config.run.out, config.run.profile)
     results.write_json(run_dir / "config.json", {"run_id": run_dir.name, **_record(config)})
-    results.write_json(run_dir / "env.json", collect_env(config.run.device, config.run.dtype, config.run.threads))
+    results.write_json(run_dir / "env.json", _env(config))
     return config, run_dir
+
+
+def _env(config: Config) -> dict:
+    """env.json (bench.run.envinfo) plus how the cells are executed."""
+    from bench.run.envinfo import collect_env
+
+    env = collect_env(config.run.device, config.run.dtype, config.run.threads)
+    env["executor"] = config.run.executor
+    if config.run.executor == "ray":
+        env["ray_address"] = config.run.address or "local instance"
+        try:
+            from importlib.metadata import version
+
+            env["ray"] = version("ray")
+        except Exception:  # not installed: run_ray says so when it starts
+            env["ray"] = None
+    return env
 
 
 def finish_run(summary: RunSummary, out=None) -> int:

@@ -17,6 +17,7 @@ PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
 SCALINGS = ("model", "forum", "standard")  # see GridConfig.scaling
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("float32", "float64")
+EXECUTORS = ("local", "ray")  # bench.run.runner: this machine's process pool, or one Ray task per cell
 
 
 class ConfigError(ValueError):
@@ -144,6 +145,9 @@ class RunConfig:
     engine: str = "auto"  # bench.engines name for the Jacobians of metrics
     jacobian_rows: int = 1000  # most test samples written to jacobians/<cell>.csv
     plugins: tuple[str, ...] = ()  # --plugin files (absolute paths): every worker loads them, resume too
+    executor: str = "local"  # "local": a process pool on this machine; "ray": one Ray task per cell
+    address: str = ""  # ray: "" starts a Ray instance here; "auto" or HOST:PORT joins a running cluster
+    gpus_per_cell: float = 0.25  # ray on cuda: the GPU fraction each cell declares (4 cells share a GPU)
 
 
 @dataclass(frozen=True)
@@ -230,7 +234,8 @@ _SPECS: dict[str, dict[str, Callable[[Any], Any]]] = {
     "run": {
         "profile": _scalar(str), "out": _scalar(str), "workers": _scalar(int), "threads": _scalar(int),
         "device": _scalar(str, DEVICES), "dtype": _scalar(str, DTYPES), "engine": _scalar(str),
-        "jacobian_rows": _scalar(int), "plugins": _paths,
+        "jacobian_rows": _scalar(int), "plugins": _paths, "executor": _scalar(str, EXECUTORS),
+        "address": _scalar(str), "gpus_per_cell": _scalar(float),
     },
 }  # fmt: skip
 _TABLES = ("grid", "train", "run", "model_overrides")
@@ -253,6 +258,10 @@ def check(cfg: Config) -> None:
         raise ConfigError(f"grid.val_fraction must lie in [0, 1); got {g.val_fraction}")
     if r.workers < 0 or r.threads < 0 or r.jacobian_rows < 0:
         raise ConfigError("run.workers, run.threads and run.jacobian_rows must be >= 0 (0 = auto / none)")
+    if r.address and r.executor != "ray":
+        raise ConfigError(f"run.address = {r.address!r} is a Ray cluster's address: add --executor ray (or drop it)")
+    if not 0 < r.gpus_per_cell <= 1:
+        raise ConfigError(f"run.gpus_per_cell must lie in (0, 1] (a fraction of one GPU); got {r.gpus_per_cell}")
     for key, seq in (("seeds", g.seeds), ("betas", g.betas), ("n_train", g.n_train)):
         if len(set(seq)) != len(seq):
             raise ConfigError(f"grid.{key} has duplicates: {list(seq)}")

@@ -1,0 +1,157 @@
+"""The Ray executor on a real local Ray cluster: the same numbers as the local executor, resumable from either,
+killed workers retried, clear errors. The cluster is a head started here (`ray start --head` on a free loopback
+port, 2 CPUs, no dashboard), joined with --address, and stopped at the end even when a test fails."""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ray = pytest.importorskip("ray", reason="the Ray executor's tests need Ray (pip install 'jacbench[ray]')")
+
+from bench.cli import main  # noqa: E402
+from bench.run import results, runner  # noqa: E402
+from bench.run.config import Cell, Config, GridConfig, RunConfig  # noqa: E402
+from bench.run.ray_executor import RETRIES  # noqa: E402
+from bench.run.results import CellResult  # noqa: E402
+
+pytestmark = pytest.mark.slow
+RAY = str(Path(sys.executable).with_name("ray"))
+TIMING = {"train_seconds", "tune_seconds"}  # wall times: the only numbers that may differ between executors
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """HOST:PORT of a 2-CPU Ray head on loopback; `ray stop` at the end, whatever happened."""
+    port = _free_port()
+    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's socket paths must stay short
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    cmd = [RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2", "--num-gpus=0",
+           "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}"]  # fmt: skip
+    try:
+        subprocess.run(cmd, check=True, env=env, capture_output=True, timeout=180)
+        yield f"127.0.0.1:{port}"
+    finally:
+        subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _grid(out: Path, *extra: str) -> list[str]:
+    return ["run", "--equations", "forum4x4", "--models", "mlp_tanh,chebykan", "--seeds", "0", "--betas", "1,0.5",
+            "--n-train", "32", "--steps", "30", "--set", "grid.n_test=20", "--match-params", "0", "--threads", "1",
+            "--no-progress", "--out", str(out), *extra]  # fmt: skip
+
+
+def _numbers(run_dir: Path) -> pd.DataFrame:
+    m = pd.read_csv(run_dir / "metrics.csv", keep_default_na=False, dtype=str)
+    m = m[~m["metric"].isin(TIMING)].drop(columns=["run_id", "node"])
+    return m.sort_values(list(m.columns)).reset_index(drop=True)
+
+
+def test_a_grid_on_the_cluster_equals_the_local_executor_bitwise(cluster, tmp_path):
+    assert main(_grid(tmp_path / "local", "--workers", "1")) == 0
+    assert main(_grid(tmp_path / "ray", "--executor", "ray", "--address", cluster)) == 0
+    local = results.resolve_run_dir(tmp_path / "local" / "latest")
+    on_ray = results.resolve_run_dir(tmp_path / "ray" / "latest")
+    pd.testing.assert_frame_equal(_numbers(local), _numbers(on_ray))  # CSV text: equal strings = equal bits
+    nodes = pd.read_csv(on_ray / "metrics.csv", keep_default_na=False)["node"]
+    assert nodes.str.contains(r"\(ray [0-9a-f]{8}\)").all()
+    env = json.loads((on_ray / "env.json").read_text())
+    config = json.loads((on_ray / "config.json").read_text())
+    assert env["executor"] == "ray" and env["ray_address"] == cluster and config["run"]["executor"] == "ray"
+    assert json.loads((local / "env.json").read_text())["executor"] == "local"
+
+
+# ---- workers that die: fake cells, the driver in this process ----
+
+
+def dying_cell(cell: Cell, config: Config, run_id: str) -> CellResult:
+    """Model 'once' kills its worker process on its first attempt only; 'always' on every attempt."""
+    marks = Path(config.run.out, "attempts")
+    marks.mkdir(exist_ok=True)
+    (marks / f"{cell.cell_id}.{uuid.uuid4().hex}").touch()
+    tries = len(list(marks.glob(f"{cell.cell_id}.*")))
+    if cell.model == "always" or (cell.model == "once" and tries == 1):
+        os.kill(os.getpid(), signal.SIGKILL)
+    base = results.cell_row(cell, run_id)
+    row = {**base, "family": "fake", "params": 1, "flops": 2, "split": "test", "metric": "r2_min", "value": 0.5,
+           "status": "ok", "error": ""}  # fmt: skip
+    return CellResult([row], None)
+
+
+def test_a_killed_worker_is_retried_and_a_cell_that_always_kills_it_is_recorded(cluster, tmp_path):
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import tests/
+    grid = GridConfig(equations=("eq",), models=("ok", "once", "always"), seeds=(0,), betas=(1.0,))
+    cfg = Config(grid, RunConfig(profile="t", out=str(tmp_path), threads=1, executor="ray", address=cluster))
+    run_dir = tmp_path / "run"
+    (run_dir / "cells").mkdir(parents=True)
+    summary = runner.run_grid(cfg, run_dir, dying_cell, progress=False)
+    status = {o.cell_id.split("__")[1]: o for o in summary.outcomes}
+    assert status["ok"].status == "ok" and status["once"].status == "ok"
+    assert status["always"].status == "failed" and "Ray task failed" in status["always"].error
+    attempts = lambda m: len(list((tmp_path / "attempts").glob(f"eq__{m}__*")))  # noqa: E731
+    assert attempts("once") == 2 and attempts("always") == 1 + RETRIES
+    failed = results.read_cell(run_dir / "cells" / "eq__always__value__n512__s0.csv")
+    assert list(failed["status"]) == ["failed"]
+
+
+# ---- a driver killed mid-run, resumed with either executor ----
+
+
+@pytest.mark.parametrize(("first", "then"), [("ray", "local"), ("local", "ray")])
+def test_a_driver_killed_mid_run_resumes_with_either_executor_and_loses_nothing(cluster, tmp_path, first, then):
+    out = tmp_path / "res"
+    grid = ["run", "--equations", "forum4x4", "--models", "mlp_tanh", "--seeds", "0,1,2,3", "--betas", "1,0.5",
+            "--n-train", "64", "--steps", "300", "--set", "grid.n_test=20", "--match-params", "0", "--threads", "1",
+            "--no-progress", "--out", str(out)]  # fmt: skip
+    how = {"ray": ["--executor", "ray", "--address", cluster], "local": ["--workers", "2"]}
+    driver = subprocess.Popen([sys.executable, "-m", "bench", *grid, *how[first]], cwd=Path(__file__).parents[1],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and not list(out.glob("*/cells/*.csv")):
+            time.sleep(0.2)
+        finished = {p.name: p.read_bytes() for p in out.glob("*/cells/*.csv")}
+        assert finished, "no cell finished within the deadline"
+    finally:
+        driver.kill()
+        driver.wait()
+    run_dir = results.resolve_run_dir(out / "latest")
+    kept = {p.name: p.read_bytes() for p in (run_dir / "cells").glob("*.csv")}
+    assert finished.items() <= kept.items() and len(kept) < 8  # killed before the end, nothing lost
+    assert main(["run", "--resume", str(run_dir), "--no-progress", "--threads", "1", *how[then]]) == 0
+    done = {p.name: p.read_bytes() for p in (run_dir / "cells").glob("*.csv")}
+    assert len(done) == 8 and all(done[name] == data for name, data in kept.items())
+    assert set(pd.read_csv(run_dir / "metrics.csv")["status"]) == {"ok"}
+
+
+# ---- errors ----
+
+
+def test_an_address_where_no_cluster_answers_is_a_clear_error(tmp_path, capsys):
+    port = _free_port()  # nothing listens there
+    assert main(_grid(tmp_path / "res", "--executor", "ray", "--address", f"127.0.0.1:{port}")) != 0
+    err = capsys.readouterr().err
+    assert f"no Ray cluster answers at 127.0.0.1:{port}" in err and "ray start --head" in err
+    assert not (tmp_path / "res").exists()
+
+
+def test_an_address_without_the_ray_executor_is_refused(tmp_path, capsys):
+    assert main(_grid(tmp_path / "res", "--address", "127.0.0.1:6379")) != 0
+    assert "add --executor ray" in capsys.readouterr().err
