@@ -68,9 +68,9 @@ def test_win_rates_known_answers():
     assert w["significant"].loc["A", "B"] == 1.0 and w["significant"].loc["B", "A"] == 0.0
     assert w["median"].loc["A", "B"] == 1.0 and w["sets"].loc["A", "B"] == 8 and w["testable"].loc["A", "B"] == 8
     assert np.isnan(w["significant"].loc["A", "A"])
-    # one seed: medians still compare, but nothing can be significant
+    # one seed: medians still compare, but no set can be tested: n/a, not a loss
     w1 = ranking.win_rates(_per_seed({"A": [0.01], "B": [0.1]}, 5, seeds=(0,)))
-    assert w1["median"].loc["A", "B"] == 1.0 and w1["significant"].loc["A", "B"] == 0.0
+    assert w1["median"].loc["A", "B"] == 1.0 and np.isnan(w1["significant"].loc["A", "B"])
     assert w1["testable"].loc["A", "B"] == 0
 
 
@@ -78,6 +78,30 @@ def test_win_rates_under_the_null_stay_near_alpha():
     d = _per_seed({"A": [0.1], "B": [0.1]}, 400, seeds=(0, 1, 2, 3, 4), noise=0.3, seed=11)
     w = ranking.win_rates(d)
     assert 0.01 <= w["significant"].loc["A", "B"] <= 0.10  # alpha = 0.05, 400 sets: about +-0.02 by chance
+
+
+def test_a_method_that_fails_on_a_set_ranks_last_there_instead_of_dropping_the_set(tmp_path):
+    from bench.report.load import RunData
+
+    rows = []
+    for e in range(4):
+        for model, err in (("good", 0.01), ("flaky", 0.001)):  # flaky is best where it finishes, fails on set 3
+            for seed in (0, 1):
+                key = dict(equation=f"s{e}", model=model, family=model, variant="value", beta=1.0, n_train=64,
+                           seed=seed, cell_id=f"s{e}__{model}__{seed}", split="test", output="", input="")  # fmt: skip
+                if model == "flaky" and e == 3:
+                    rows.append({**key, "split": "", "metric": "failed", "value": np.nan, "status": "failed"})
+                else:
+                    rows.append({**key, "metric": "jac_rel_fro_median", "value": err, "status": "ok"})
+    per_seed = ranking.per_seed_scores(RunData(tmp_path, pd.DataFrame(rows), None))
+    r = ranking.rank_methods(per_seed)
+    assert r.n_sets == 4 and r.incomplete == []  # the failed set stays in
+    assert r.average.to_dict() == {"flaky · value": 1.25, "good · value": 1.75}
+    w = ranking.win_rates(per_seed)
+    assert (
+        w["median"].loc["good · value", "flaky · value"] == 0.25
+        and w["testable"].loc["good · value", "flaky · value"] == 3
+    )
 
 
 def test_the_diagram_and_the_matrix_draw_or_say_why_not():

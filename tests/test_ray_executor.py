@@ -114,31 +114,69 @@ def test_a_killed_worker_is_retried_and_a_cell_that_always_kills_it_is_recorded(
 # ---- a driver killed mid-run, resumed with either executor ----
 
 
-@pytest.mark.parametrize(("first", "then"), [("ray", "local"), ("local", "ray")])
-def test_a_driver_killed_mid_run_resumes_with_either_executor_and_loses_nothing(cluster, tmp_path, first, then):
+@pytest.mark.parametrize(
+    ("first", "then", "stop"),
+    [("ray", "local", signal.SIGKILL), ("local", "ray", signal.SIGKILL), ("ray", "ray", signal.SIGINT)],
+    ids=["ray-killed-then-local", "local-killed-then-ray", "ray-ctrl-c-then-ray"],
+)
+def test_a_stopped_driver_resumes_with_either_executor_and_loses_nothing(cluster, tmp_path, first, then, stop):
     out = tmp_path / "res"
-    grid = ["run", "--equations", "forum4x4", "--models", "mlp_tanh", "--seeds", "0,1,2,3", "--betas", "1,0.5",
-            "--n-train", "64", "--steps", "300", "--set", "grid.n_test=20", "--match-params", "0", "--threads", "1",
+    grid = ["run", "--equations", "forum4x4", "--models", "mlp_tanh", "--seeds", "0,1,2", "--betas", "1,0.5",
+            "--n-train", "64", "--steps", "200", "--set", "grid.n_test=20", "--match-params", "0", "--threads", "1",
             "--no-progress", "--out", str(out)]  # fmt: skip
     how = {"ray": ["--executor", "ray", "--address", cluster], "local": ["--workers", "2"]}
     driver = subprocess.Popen([sys.executable, "-m", "bench", *grid, *how[first]], cwd=Path(__file__).parents[1],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
     try:
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and not list(out.glob("*/cells/*.csv")):
             time.sleep(0.2)
         finished = {p.name: p.read_bytes() for p in out.glob("*/cells/*.csv")}
         assert finished, "no cell finished within the deadline"
+        driver.send_signal(stop)
+        _, err = driver.communicate(timeout=120)
     finally:
         driver.kill()
-        driver.wait()
+    if stop == signal.SIGINT:  # Ctrl-C: pending tasks cancelled, exit 130, the resume hint printed
+        assert driver.returncode == 130 and b"--resume" in err
     run_dir = results.resolve_run_dir(out / "latest")
     kept = {p.name: p.read_bytes() for p in (run_dir / "cells").glob("*.csv")}
-    assert finished.items() <= kept.items() and len(kept) < 8  # killed before the end, nothing lost
+    assert finished.items() <= kept.items() and len(kept) < 6  # stopped before the end, nothing lost
+    assert not list(run_dir.rglob(f"*{results.TMP_MARK}*"))
     assert main(["run", "--resume", str(run_dir), "--no-progress", "--threads", "1", *how[then]]) == 0
     done = {p.name: p.read_bytes() for p in (run_dir / "cells").glob("*.csv")}
-    assert len(done) == 8 and all(done[name] == data for name, data in kept.items())
+    assert len(done) == 6 and all(done[name] == data for name, data in kept.items())
     assert set(pd.read_csv(run_dir / "metrics.csv")["status"]) == {"ok"}
+
+
+def test_plugin_models_and_file_sets_reach_the_workers(cluster, tmp_path):
+    plugin = Path(__file__).parent / "data" / "example_plugin.py"
+    eq = Path(__file__).parents[1] / "equations" / "examples" / "my_equation_set.py"
+    args = ["--plugin", str(plugin), "run", "--equations", f"file:{eq}", "--models", "example_restanh", "--seeds", "0",
+            "--betas", "1", "--n-train", "32", "--steps", "10", "--set", "grid.n_test=10", "--match-params", "0",
+            "--no-progress", "--out", str(tmp_path), "--executor", "ray", "--address", cluster]  # fmt: skip
+    assert main(args) == 0
+    m = pd.read_csv(results.resolve_run_dir(tmp_path / "latest") / "metrics.csv", keep_default_na=False)
+    assert set(m["status"]) == {"ok"} and set(m["model"]) == {"example_restanh"} and m["node"].str.contains("ray").all()
+
+
+def test_a_file_a_node_lacks_runs_from_the_copy_it_was_sent(tmp_path):
+    import equations
+    from bench.run.ray_executor import _local_copy
+
+    src = (Path(__file__).parents[1] / "equations" / "examples" / "my_equation_set.py").read_bytes()
+    same = tmp_path / "here.py"
+    same.write_bytes(src)
+    assert _local_copy(str(same), src) == str(same)  # the node has the file: used in place
+    missing = "/nonexistent/dir/my_equation_set.py"
+    copy = _local_copy(missing, src)
+    assert copy != missing and Path(copy).read_bytes() == src and Path(copy).name == "my_equation_set.py"
+    equations.registry.use_file_copy(missing, copy)
+    try:
+        eq = equations.get(f"file:{missing}")  # the grid's name, resolved to the copy
+        assert eq.n_in == 2 and eq.name == "polar_to_cartesian"
+    finally:
+        equations.registry._FILE_COPIES.pop(missing)
 
 
 # ---- errors ----

@@ -325,20 +325,31 @@ def test_committed_example_rebuilds_with_todays_report_code(tmp_path):
 
 
 def test_the_points_ratio_recovers_the_power_laws_put_in():
-    # value: err = 0.1 (n/100)^-0.5, Sobolev: 0.02 (n/100)^-0.5 -> Sobolev reaches the value error at n_top with
-    # 25x fewer points (0.02/0.1 = 5 = 25^0.5); seed noise of +-1% keeps the bootstrap interval tight around 25
-    from bench.report.fig_training import points_ratio
+    # value: err = 0.1 (n/100)^-0.5, Sobolev: 0.4 (n/100)^-0.5 on sizes 64..1024 -> the value error at 1024 is
+    # 0.03125, which Sobolev reaches at n = 1024 * 16 > its sizes (clipped: k <= 1); Sobolev 0.05 (n/100)^-0.5
+    # reaches it at 1024/4 = 256, inside the sizes: k = 4 exactly (the seed factors are common to both fits)
+    from bench.report.fig_training import points_ratio, pooled_points_ratio
 
-    rows = []
-    for training, variant, c in (("value", "value", 0.1), ("sobolev β=0.5", "sobolev", 0.02)):
-        for n in (64, 256, 1024):
-            for f in (0.99, 1.0, 1.01):
-                rows.append(dict(equation="e", model="m", training=training, variant=variant, n_train=n,
-                                 jac=c * f * (n / 100) ** -0.5))  # fmt: skip
-    r = points_ratio(pd.DataFrame(rows)).iloc[0]
-    assert r["k"] == pytest.approx(25.0, rel=1e-9) and r["k_lo"] <= 25.0 <= r["k_hi"] and r["k_hi"] / r["k_lo"] < 1.3
-    assert r["n_sobolev"] == pytest.approx(1024 / 25) and r["extrapolated"]  # 41 < 64: below the sizes run
-    assert r["target_jac"] == pytest.approx(0.1 * (1024 / 100) ** -0.5, rel=1e-3)  # geometric mean of f: 1 - 3e-5
+    def frame(c_sob):
+        rows = []
+        for training, variant, c in (("value", "value", 0.1), ("sobolev β=0.5", "sobolev", c_sob)):
+            for n in (64, 256, 1024):
+                for f in (0.99, 1.0, 1.01):
+                    rows.append(dict(equation="e", model="m", training=training, variant=variant, n_train=n,
+                                     jac=c * f * (n / 100) ** -0.5))  # fmt: skip
+        return pd.DataFrame(rows)
+
+    r = points_ratio(frame(0.05)).iloc[0]
+    assert r["k"] == pytest.approx(4.0, rel=1e-9) and r["bound"] == "" and r["k_lo"] <= 4.0 <= r["k_hi"] < 4.4
+    assert r["n_sobolev"] == pytest.approx(256.0) and r["target_jac"] == pytest.approx(0.03125, rel=1e-3)
+    worse = points_ratio(frame(0.4)).iloc[0]
+    assert worse["bound"] == "≤" and worse["k"] == 1.0 and worse["k_hi"] <= 1.0  # never extrapolated past 1024
+    flat = frame(0.05)
+    flat.loc[flat["variant"] == "sobolev", "jac"] = 0.001  # far better and flat: already there at 64
+    r = points_ratio(flat).iloc[0]
+    assert r["bound"] == "≥" and r["k"] == 16.0 and np.isfinite([r["k_lo"], r["k_hi"]]).all()
+    pooled = pooled_points_ratio(pd.concat([points_ratio(frame(0.05)).assign(equation=e) for e in "abc"]))
+    assert pooled.iloc[0]["k"] == pytest.approx(4.0) and pooled.iloc[0]["sets"] == 3
 
 
 def test_generated_sets_share_one_panel_per_family_and_dimensions():
@@ -356,22 +367,27 @@ def test_generated_sets_share_one_panel_per_family_and_dimensions():
 
 
 def test_learning_rates_chosen_at_the_grids_edge_are_flagged():
-    import numpy as np
     import pandas as pd
 
     from bench.report.leaderboard import chosen_lr_table
     from bench.report.load import RunData
 
-    rows = []
-    for model, chosen in (("mlp_tanh", [0.01, 0.01, 0.003]), ("chebykan", [0.003, 0.01, 0.01])):
-        for seed, lr in enumerate(chosen):
-            key = dict(equation="e", model=model, family=model, variant="value", beta=1.0, n_train=64, seed=seed,
-                       status="ok", cell_id=f"e__{model}__{seed}", output="", input="")  # fmt: skip
-            rows.append({**key, "split": "", "metric": "lr", "bin": np.nan, "value": lr})
-            rows += [
-                {**key, "split": "val", "metric": "lr_trial_val_loss", "bin": c, "value": 1.0} for c in (0.003, 0.01)
-            ]
-    t = chosen_lr_table(RunData(Path("."), pd.DataFrame(rows), None))
-    assert t.rows == [["chebykan", "value", "3", "33%", "67%"], ["mlp_tanh", "value", "3", "33%", "67%"]]
-    assert "AT THE GRID'S EDGE: chebykan · value, mlp_tanh · value chose the largest" in t.caption
-    assert "smallest" not in t.caption
+    def table(grid, choices):
+        rows = []
+        for model, chosen in choices.items():
+            for seed, lr in enumerate(chosen):
+                key = dict(equation="e", model=model, family=model, variant="value", beta=1.0, n_train=64, seed=seed,
+                           status="ok", cell_id=f"e__{model}__{seed}", output="", input="")  # fmt: skip
+                rows.append({**key, "split": "", "metric": "lr", "bin": np.nan, "value": lr})
+                trial = {**key, "split": "val", "metric": "lr_trial_val_loss", "value": 1.0}
+                rows += [{**trial, "bin": c} for c in grid]
+        return chosen_lr_table(RunData(Path("."), pd.DataFrame(rows), None))
+
+    third = 10**-2.5  # 0.0031622776601683794: more digits than %g keeps, still matched
+    t = table((1e-3, third, 1e-2), {"mlp_tanh": [1e-2, 1e-2, third], "chebykan": [1e-3, 1e-3, 1e-2]})
+    assert t.rows == [["chebykan", "value", "3", "67%", "0%", "33%"], ["mlp_tanh", "value", "3", "0%", "33%", "67%"]]
+    assert "AT THE GRID'S EDGE: mlp_tanh · value (67%) chose the largest candidate in at least 50%" in t.caption
+    assert "chebykan · value (67%) chose the smallest" in t.caption
+    two = table((3e-3, 1e-2), {"mlp_tanh": [1e-2, 1e-2, 3e-3], "fastkan": [1e-2] * 5})
+    assert "EDGE: fastkan · value (100%) chose the largest candidate in at least 80%" in two.caption
+    assert "mlp_tanh" not in two.caption  # 67% of a two-point grid is not lopsided enough to say

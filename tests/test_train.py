@@ -218,6 +218,11 @@ def test_lr_selection_needs_validation_data_and_reports_total_divergence():
     with pytest.raises(TrainingDiverged, match="every learning rate"):
         cfg = TrainConfig(steps=100, lr_grid=(1e30, 1e31), schedule="constant")
         train.fit_selecting_lr(lambda: nn.Linear(2, 1), tr, _data(16, 1), cfg)
-    with pytest.raises(ValueError, match="distinct positive"):
+    with pytest.raises(ValueError, match="distinct, finite, positive"):
         TrainConfig(lr_grid=(1e-3, -1.0))
     assert TrainConfig(lr_grid="1e-3, 3e-3").lr_grid == (1e-3, 3e-3)  # the command line's comma list
+    for bad in ((True,), (1e-3, float("inf"))):
+        with pytest.raises(ValueError, match="learning rates"):
+            TrainConfig(lr_grid=bad)
+    with pytest.raises(ValueError, match="restore_best"):  # the criterion is the best weights' validation loss
+        TrainConfig(lr_grid=(1e-3, 1e-2), restore_best=False)

@@ -152,7 +152,7 @@ def run_cell(cell: Cell, config: Config, run_id: str) -> CellResult:
     rows.append({**base, "split": "", "metric": "train_steps", "value": float(res.steps), "error": ""})
     rows.append({**base, "split": "", "metric": "lr", "value": res.lr, "error": ""})  # initial lr (chosen one)
     for t in trials:  # the selection on the validation split: every candidate's best validation loss
-        rows.append({**base, "split": "val", "metric": "lr_trial_val_loss", "bin": f"{t.lr:g}", "value": t.val_loss,
+        rows.append({**base, "split": "val", "metric": "lr_trial_val_loss", "bin": repr(t.lr), "value": t.val_loss,
                      "error": t.note})  # fmt: skip
     if trials:
         rows.append({**base, "split": "", "metric": "tune_seconds", "value": sum(t.seconds for t in trials),

@@ -100,9 +100,12 @@ def _ranking(run: RunData) -> Section:
     geo = r.scores  # the sets ranked: every method finished there
     rows = []
     for m, avg in r.average.items():
-        wins = (r.ranks[m] == 1).sum()
-        rows.append([m, f"{avg:.2f}", str(int(wins)), fmt_num(float(np.exp(np.log(geo[m]).mean())))])
+        wins = (r.ranks[m] == r.ranks.min(axis=1)).sum()  # ties for first count for each
+        with np.errstate(divide="ignore"):
+            rows.append([m, f"{avg:.2f}", str(int(wins)), fmt_num(float(np.exp(np.log(geo[m]).mean())))])
     cols = ["method (architecture · training)", "average rank", "sets ranked first", "geometric mean error"]
+    if np.isinf(geo.to_numpy()).any():
+        cols[-1] += " (– : a failed cell, ranked last)"
     caption = f"{r.n_sets} equation sets with every method finished, {r.k} methods; the error is the median test "
     caption += "Jacobian relative error (median over seeds)"
     s.add(Table(cols, rows, {(0, 1)}, caption=caption))
@@ -110,9 +113,15 @@ def _ranking(run: RunData) -> Section:
         s.add(Note(f"Left out of the ranks (some method did not finish there): {', '.join(r.incomplete)}."))
     if np.isfinite(r.p_value):
         verdict = "the methods do not all rank alike" if r.p_value < ranking.ALPHA else "no evidence that they differ"
-        s.add(Note(f"Friedman test over {r.n_sets} sets and {r.k} methods: χ² = {r.chi2:.2f}, p = {r.p_value:.2g}; "
-                   f"Iman-Davenport F = {r.f_stat:.2f}, p = {r.f_p_value:.2g} ({verdict} at α = {ranking.ALPHA:g}). "
-                   f"Nemenyi critical difference CD = {r.cd:.2f}."))  # fmt: skip
+        p = lambda v: "< 1e-16" if v < 1e-16 else f"= {v:.2g}"  # noqa: E731
+        f = "∞ (the ranks agree on every set)" if np.isinf(r.f_stat) else f"{r.f_stat:.2f}"
+        note = (f"Friedman test over {r.n_sets} sets and {r.k} methods: χ² = {r.chi2:.2f}, p {p(r.p_value)}; "
+                f"Iman-Davenport F = {f}, p {p(r.f_p_value)} ({verdict} at α = {ranking.ALPHA:g}). "
+                f"Nemenyi critical difference CD = {r.cd:.2f}.")  # fmt: skip
+        if r.n_sets < ranking.FEW_SETS:
+            note += (f" With fewer than {ranking.FEW_SETS} sets these p-values rest on a rough chi-square "
+                     "approximation: read the ranks, and run more sets (the suite profile) first.")  # fmt: skip
+        s.add(Note(note))
     _figure(s, "cd_diagram", lambda: fig_ranking.cd_diagram(r), "critical-difference diagram of average ranks")
     wins = ranking.win_rates(per_seed, list(r.average.index))
     _figure(s, "win_rates", lambda: fig_ranking.win_rate_heatmap(wins, list(r.average.index)), "pairwise win rates")
@@ -231,16 +240,26 @@ def sections(run: RunData) -> list[Section]:
                     "the error halves when the training set grows 4x)"))  # fmt: skip
     ratio = fig_training.points_ratio(fig_training.cell_errors(run))
     if not ratio.empty:
-        rows = [[r.equation, r.model, r.training, fmt_num(r.target_jac), fmt_num(r.k), f"{fmt_num(r.k_lo)}-"
-                 f"{fmt_num(r.k_hi)}", fmt_num(r.n_sobolev) + (" (extrapolated)" if r.extrapolated else "")]
-                for r in ratio.itertuples()]  # fmt: skip
-        cols = ["equation", "architecture", "Sobolev training", "value training's Jacobian error at its largest "
-                "n_train", "k: times fewer points", "95% CI (bootstrap)", "Sobolev n_train for that error"]  # fmt: skip
-        s.add(Table(cols, rows, caption="how many times fewer training points Sobolev training needs for the "
-                    "Jacobian error value training reaches at its largest size (two log-log fits)"))  # fmt: skip
+        s.add(_points_tables(ratio))
     out += _throughput(run)
     out += [_env(run), _failed(run)]
     return out
+
+
+def _points_tables(ratio) -> Table:
+    """k per set and, pooled over sets, per architecture and training (fig_training.points_ratio)."""
+    pooled = fig_training.pooled_points_ratio(ratio)
+    rows = [[r.model, r.training, str(r.sets), fmt_num(r.k), f"{fmt_num(r.k_lo)}-{fmt_num(r.k_hi)}",
+             f"{r.bounded} of {r.sets}"] for r in pooled.itertuples()]  # fmt: skip
+    for r in ratio.itertuples():
+        ci = f"{fmt_num(r.k_lo)}-{fmt_num(r.k_hi)}"
+        rows.append([f"{r.model} ({r.equation})", r.training, "1", f"{r.bound}{fmt_num(r.k)}", ci, r.bound or "no"])
+    cols = ["architecture", "Sobolev training", "sets", "k: times fewer points", "95% CI (bootstrap)", "clipped"]
+    return Table(cols, rows, caption="how many times fewer training points Sobolev training needs for the Jacobian "
+                 "error value training reaches at its largest n_train, from log-log fits of both; k > 1: fewer points, "
+                 "k < 1: more. Pooled rows first (geometric median over sets, bootstrap over sets), then each set "
+                 "(bootstrap over cells). Never extrapolated: ≥ means already as good at its smallest size, ≤ not "
+                 "there by its largest (clipped)", text=True)  # fmt: skip
 
 
 def _intro(run: RunData) -> str:

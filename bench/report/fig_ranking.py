@@ -58,10 +58,10 @@ def win_rate_heatmap(wins: dict[str, pd.DataFrame], order: list[str]) -> Figure 
     """Rows A, columns B: the share of sets on which A's Jacobian error is significantly lower than B's; each
     cell's text also gives the share on which A's median is lower."""
     sig = wins["significant"].reindex(index=order, columns=order)
-    if sig.shape[0] < 2 or not np.isfinite(sig.to_numpy()).any():
-        return "fewer than two methods share an equation set: no pairwise comparison"
     med = wins["median"].reindex(index=order, columns=order)
-    text = lambda s, m: f"{s:.0%}\n({m:.0%})" if np.isfinite(s) else ""  # noqa: E731
+    if sig.shape[0] < 2 or not np.isfinite(med.to_numpy()).any():
+        return "fewer than two methods share an equation set: no pairwise comparison"
+    text = lambda s, m: (f"{s:.0%}" if np.isfinite(s) else "n/a") + f"\n({m:.0%})" if np.isfinite(m) else ""  # noqa: E731
     annot = np.array(
         [[text(s, m) for s, m in zip(rs, rm, strict=True)] for rs, rm in zip(sig.values, med.values, strict=True)]
     )
@@ -72,7 +72,9 @@ def win_rate_heatmap(wins: dict[str, pd.DataFrame], order: list[str]) -> Figure 
     sns.heatmap(sig, ax=ax, vmin=0, vmax=1, cmap="mako_r", annot=annot, fmt="", cbar=True, square=True,
                 linewidths=0.5, annot_kws={"fontsize": "x-small"}, cbar_kws=bar)  # fmt: skip
     ax.set(xlabel="B", ylabel="A")
-    ax.set_title(f"share of sets on which A's Jacobian error is significantly below B's\n(one-sided Welch on log "
-                 f"errors over seeds, α = {ALPHA:g}); in brackets: A's median below B's", fontsize="small")  # fmt: skip
+    n = int(np.nanmax(wins["sets"].to_numpy())) if np.isfinite(wins["sets"].to_numpy()).any() else 0
+    ax.set_title(f"share of the {n} sets on which A's Jacobian error is significantly below B's\n(one-sided Welch "
+                 f"on log errors over seeds, α = {ALPHA:g}; n/a: under 2 seeds); in brackets: A's median below B's",
+                 fontsize="small")  # fmt: skip
     ax.tick_params(axis="x", labelrotation=60)
     return fig

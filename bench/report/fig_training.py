@@ -5,6 +5,8 @@ Each function returns a matplotlib Figure, or a string saying why the run has no
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -97,12 +99,19 @@ def _fit(n: np.ndarray, err: np.ndarray) -> tuple[float, float]:
     return float(a), float(b)
 
 
-def _ratio(value: tuple[np.ndarray, np.ndarray], sob: tuple[np.ndarray, np.ndarray], n_top: float) -> float:
-    """n_top / the n at which the Sobolev fit reaches the value fit's error at n_top (NaN if it never does)."""
+def _ratio(value: tuple[np.ndarray, np.ndarray], sob: tuple[np.ndarray, np.ndarray], n_top: float) -> tuple[float, str]:
+    """(k, bound): n_top / the n at which the Sobolev fit reaches the value fit's error at n_top, never beyond the
+    sizes Sobolev was run at. bound "≥": it is already as good at its smallest size (k is at least n_top / n_min);
+    "≤": it does not get there by its largest size (at most n_top / n_max, flat or rising fits included); "": the
+    size lies within the ones run (interpolated on the fit)."""
     (av, bv), (a_s, b_s) = _fit(*value), _fit(*sob)
-    if not b_s < 0:
-        return np.nan
-    return float(n_top / np.exp((av + bv * np.log(n_top) - a_s) / b_s))
+    target = av + bv * math.log(n_top)
+    n_min, n_max = float(sob[0].min()), float(sob[0].max())
+    if a_s + b_s * math.log(n_min) <= target:
+        return n_top / n_min, "≥"
+    if a_s + b_s * math.log(n_max) > target:
+        return n_top / n_max, "≤"
+    return float(n_top / math.exp((target - a_s) / b_s)), ""
 
 
 def _resample(n: np.ndarray, err: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -115,12 +124,13 @@ def points_ratio(df: pd.DataFrame, draws: int = 2000, seed: int = 0) -> pd.DataF
     """How many times fewer training points Sobolev training needs for value training's Jacobian error.
 
     Per (equation, model) and Sobolev training, both trainings run at 2+ sizes: fit log(error) against log(n_train)
-    for each (OLS over sizes and seeds); take the error the value fit reaches at the largest size n_top; k = n_top /
-    the size at which the Sobolev fit reaches that error. The 95% interval is a percentile bootstrap over cells,
-    resampled within each size (``draws`` resamples, fixed ``seed``). ``extrapolated``: the Sobolev size lies outside
-    the sizes it was run at (the power law is then assumed beyond the data). Input: ``cell_errors`` rows.
+    for each (OLS over sizes and seeds); take the error the value fit reaches at its largest size n_top (the
+    target); k = n_top / the size at which the Sobolev fit reaches the target, k > 1 meaning fewer points. The
+    size is never extrapolated beyond the Sobolev sizes run: ``bound`` "≥" / "≤" marks a k clipped there (see
+    ``_ratio``). The 95% interval is a percentile bootstrap over cells, resampled within each size (``draws``
+    resamples, fixed ``seed``), of the same clipped estimate. Input: ``cell_errors`` rows.
     """
-    cols = ["equation", "model", "training", "target_jac", "k", "k_lo", "k_hi", "n_sobolev", "extrapolated"]
+    cols = ["equation", "model", "training", "target_jac", "k", "bound", "k_lo", "k_hi", "n_sobolev"]
     rows = []
     rng = np.random.default_rng(seed)
     arrays = lambda d: (d["n_train"].to_numpy(float), d["jac"].to_numpy(float))  # noqa: E731
@@ -134,14 +144,27 @@ def points_ratio(df: pd.DataFrame, draws: int = 2000, seed: int = 0) -> pd.DataF
             sob = arrays(sob_rows)
             if len(np.unique(sob[0])) < 2:
                 continue
-            k = _ratio(value, sob, n_top)
-            boot = np.array([_ratio(_resample(*value, rng), _resample(*sob, rng), n_top) for _ in range(draws)])
-            lo, hi = np.nanpercentile(boot, [2.5, 97.5]) if np.isfinite(boot).any() else (np.nan, np.nan)
-            n_s = n_top / k if np.isfinite(k) and k > 0 else np.nan
-            inside = np.isfinite(n_s) and sob[0].min() <= n_s <= sob[0].max()
+            k, bound = _ratio(value, sob, n_top)
+            boot = [_ratio(_resample(*value, rng), _resample(*sob, rng), n_top)[0] for _ in range(draws)]
+            lo, hi = np.percentile(boot, [2.5, 97.5])
             rows.append({"equation": eq, "model": model, "training": training,
-                         "target_jac": float(np.exp(av + bv * np.log(n_top))), "k": k, "k_lo": float(lo),
-                         "k_hi": float(hi), "n_sobolev": n_s, "extrapolated": not inside})  # fmt: skip
+                         "target_jac": float(np.exp(av + bv * np.log(n_top))), "k": k, "bound": bound,
+                         "k_lo": float(lo), "k_hi": float(hi), "n_sobolev": n_top / k})  # fmt: skip
+    return pd.DataFrame(rows, columns=cols)
+
+
+def pooled_points_ratio(ratio: pd.DataFrame, draws: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """One k per (model, training) over the sets: the geometric median of the per-set k, with a percentile
+    bootstrap over sets (95%). Columns: model, training, sets, k, k_lo, k_hi, bounded (sets whose k was clipped)."""
+    cols = ["model", "training", "sets", "k", "k_lo", "k_hi", "bounded"]
+    rng = np.random.default_rng(seed)
+    rows = []
+    for (model, training), d in ratio.groupby(["model", "training"], sort=True):
+        logk = np.log(d["k"].to_numpy(float))
+        boot = [np.median(rng.choice(logk, len(logk))) for _ in range(draws)]
+        lo, hi = np.exp(np.percentile(boot, [2.5, 97.5]))
+        rows.append({"model": model, "training": training, "sets": len(d), "k": float(np.exp(np.median(logk))),
+                     "k_lo": float(lo), "k_hi": float(hi), "bounded": int((d["bound"] != "").sum())})  # fmt: skip
     return pd.DataFrame(rows, columns=cols)
 
 

@@ -26,7 +26,9 @@ STILL_IMPROVING_NOTE = (
     f"over the last {CONVERGENCE_WINDOW:.0%} of the steps; the row compares a model that had not finished "
     "learning, and a longer budget may change it"
 )
-EDGE_SHARE = 0.5  # a tuned learning rate chosen at one end of its grid this often: the grid may be too narrow
+# A tuned learning rate chosen at one end of its grid this often: the grid may be too narrow. A two-point grid
+# always has one end above half, so it is flagged only when the choice is this lopsided.
+EDGE_SHARE = {2: 0.8, 3: 0.5}  # candidates in the grid (3: three or more) -> share of cells
 NOT_MEASURED = "not measured†"
 MISSING_NOTE = (
     "† no throughput row of this exact configuration (model, dimensions, overrides, parameter count); "
@@ -99,19 +101,19 @@ def chosen_lr_table(run: RunData) -> Table | Note:
     grid = sorted(trials["bin"].dropna().unique())
     rows, edges = [], {"largest": [], "smallest": []}
     for (model, variant, beta), d in lr.groupby(["model", "variant", "beta"], sort=True):
-        counts = d["value"].value_counts()
-        rows.append([model, training_label(variant, beta), str(len(d))]
-                    + [f"{counts.get(c, 0) / len(d):.0%}" for c in grid])  # fmt: skip
+        share = {c: float(np.isclose(d["value"], c, rtol=1e-12, atol=0).mean()) for c in grid}
+        rows.append([model, training_label(variant, beta), str(len(d))] + [f"{share[c]:.0%}" for c in grid])
+        limit = EDGE_SHARE[min(len(grid), 3)] if len(grid) > 1 else np.inf
         for edge, c in (("largest", grid[-1]), ("smallest", grid[0])):
-            if len(grid) > 1 and counts.get(c, 0) / len(d) >= EDGE_SHARE:
-                edges[edge].append(f"{model} · {training_label(variant, beta)}")
+            if share[c] >= limit:
+                edges[edge].append(f"{model} · {training_label(variant, beta)} ({share[c]:.0%})")
     cols = ["architecture", "training", "cells", *[f"lr {c:g}" for c in grid]]
     caption = ("initial learning rate chosen per cell on its validation split (lowest best validation loss among "
                "train.lr_grid, same initialization and budget): share of cells")  # fmt: skip
     for edge, who in edges.items():
         if who:
             caption += (f". AT THE GRID'S EDGE: {', '.join(who)} chose the {edge} candidate in at least "
-                        f"{EDGE_SHARE:.0%} of cells, so the best learning rate may lie "
+                        f"{limit:.0%} of cells, so the best learning rate may lie "
                         f"{'above' if edge == 'largest' else 'below'} the grid: widen train.lr_grid")  # fmt: skip
     return Table(cols, rows, caption=caption)
 

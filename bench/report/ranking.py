@@ -31,6 +31,7 @@ from bench.report.load import RunData, largest_n_train
 from bench.report.style import training_label
 
 ALPHA = 0.05
+FEW_SETS = 10  # below this many sets the Friedman chi-square approximation is rough (Demšar 2006)
 SCORE = "jac_rel_fro_median"  # per cell, test split: lower is better
 METHOD_KEYS = ["model", "variant", "beta"]
 
@@ -40,10 +41,16 @@ def method_label(model: str, variant: str, beta: float) -> str:
 
 
 def per_seed_scores(run: RunData, metric: str = SCORE) -> pd.DataFrame:
-    """One row per finished cell: equation, method (label), seed, score (test split, largest n_train per set)."""
+    """One row per cell: equation, method (label), seed, score (test split, largest n_train per set). A failed cell
+    (or one without a finite score) scores +inf: it ranks last, so a set where a method fails stays in the
+    comparison instead of vanishing from it (which would flatter that method)."""
     ok = run.ok
     d = ok[(ok["split"] == "test") & (ok["metric"] == metric) & np.isfinite(ok["value"])]
-    if d.empty:
+    keys = ["equation", "model", "variant", "beta", "n_train", "seed"]
+    cells = run.metrics.drop_duplicates("cell_id")[[*keys, "cell_id"]]
+    lost = cells[~cells["cell_id"].isin(set(d["cell_id"]))].assign(value=np.inf)
+    d = pd.concat([d[[*keys, "cell_id", "value"]], lost[[*keys, "cell_id", "value"]]], ignore_index=True)
+    if not np.isfinite(d["value"]).any():
         return pd.DataFrame(columns=["equation", "method", "seed", "score"])
     d = largest_n_train(d, ["equation"])
     labels = [method_label(m, v, b) for m, v, b in zip(d["model"], d["variant"], d["beta"], strict=True)]
@@ -126,7 +133,7 @@ def rank_methods(per_seed: pd.DataFrame) -> Ranking:
 
 def lower_p(a: np.ndarray, b: np.ndarray) -> float:
     """One-sided Welch t-test p-value of "a is lower than b" on log10 values; NaN below 2 values per side."""
-    a, b = np.log10(a[a > 0]), np.log10(b[b > 0])
+    a, b = np.log10(a[np.isfinite(a) & (a > 0)]), np.log10(b[np.isfinite(b) & (b > 0)])
     if len(a) < 2 or len(b) < 2:
         return math.nan
     if np.ptp(a) == 0 and np.ptp(b) == 0:  # no spread at all: the difference is certain or absent
@@ -139,9 +146,9 @@ def win_rates(
 ) -> dict[str, pd.DataFrame]:
     """Pairwise matrices over the sets where both methods have scores, rows A, columns B:
 
-    ``significant``: share of sets on which A's errors are significantly lower than B's (lower_p < alpha);
-    ``median``: share of sets on which A's median error is lower than B's; ``sets``: the number of such sets;
-    ``testable``: sets on which both had at least 2 seeds (the test needs them).
+    ``significant``: share of the testable sets (both with 2+ finite seeds) on which A's errors are significantly
+    lower than B's (lower_p < alpha), NaN where none is testable; ``median``: share of the sets on which A's
+    median error is lower than B's; ``sets``: the number of such sets; ``testable``: how many could be tested.
     """
     methods = methods or sorted(per_seed["method"].unique())
     groups = {key: g["score"].to_numpy() for key, g in per_seed.groupby(["equation", "method"])}
@@ -159,6 +166,6 @@ def win_rates(
             sets[i, j] = len(pairs)
             testable[i, j] = int(np.isfinite(p).sum())
             med[i, j] = np.mean([np.median(x) < np.median(y) for x, y in pairs])
-            sig[i, j] = np.mean(np.nan_to_num(p, nan=1.0) < alpha)
+            sig[i, j] = np.mean(p[np.isfinite(p)] < alpha) if np.isfinite(p).any() else np.nan
     frame = lambda m: pd.DataFrame(m, index=methods, columns=methods)  # noqa: E731
     return {"significant": frame(sig), "median": frame(med), "sets": frame(sets), "testable": frame(testable)}

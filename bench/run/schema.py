@@ -6,6 +6,7 @@ profiles, files and overrides into these, ``bench.run.names`` expands model and 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ SCALINGS = ("model", "forum", "standard")  # see GridConfig.scaling
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("float32", "float64")
 EXECUTORS = ("local", "ray")  # bench.run.runner: this machine's process pool, or one Ray task per cell
+MIN_TUNING_POINTS = 5  # validation points train.lr_grid needs to choose on
 
 
 class ConfigError(ValueError):
@@ -55,13 +57,21 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         grid = self.lr_grid
-        grid = [grid] if isinstance(grid, (int, float)) else grid.split(",") if isinstance(grid, str) else grid
+        grid = (
+            [grid] if isinstance(grid, (int, float)) else grid.strip("[]").split(",") if isinstance(grid, str) else grid
+        )
         try:
+            if any(isinstance(v, bool) for v in grid):
+                raise TypeError("a boolean is not a learning rate")
             object.__setattr__(self, "lr_grid", tuple(float(v) for v in grid))
         except (TypeError, ValueError):
             raise ValueError(f"lr_grid = {self.lr_grid!r} must be a list of positive learning rates") from None
-        if any(not v > 0 for v in self.lr_grid) or len(set(self.lr_grid)) != len(self.lr_grid):
-            raise ValueError(f"lr_grid = {list(self.lr_grid)} must hold distinct positive learning rates")
+        good = all(math.isfinite(v) and v > 0 for v in self.lr_grid)
+        if not good or len(set(self.lr_grid)) != len(self.lr_grid):
+            raise ValueError(f"lr_grid = {list(self.lr_grid)} must hold distinct, finite, positive learning rates")
+        if self.lr_grid and not self.restore_best:
+            raise ValueError("lr_grid compares the candidates' best validation losses, so each must end on its best "
+                             "weights: keep restore_best = true")  # fmt: skip
         if self.optimizer not in OPTIMIZER_NAMES:
             raise ValueError(f"optimizer {self.optimizer!r} is not one of {sorted(OPTIMIZER_NAMES)}")
         if self.schedule not in SCHEDULES:
@@ -269,9 +279,10 @@ def check(cfg: Config) -> None:
         train = TrainConfig(**cfg.train)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"[train]: {err}") from None
-    if train.lr_grid and round(g.val_fraction * min(g.n_train)) < 1:
+    n_val = round(g.val_fraction * min(g.n_train))
+    if train.lr_grid and n_val < MIN_TUNING_POINTS:
         raise ConfigError(
             f"train.lr_grid = {list(train.lr_grid)} chooses the learning rate on the validation split, but "
-            f"grid.val_fraction = {g.val_fraction} leaves no validation point at n_train = {min(g.n_train)}; "
-            "raise grid.val_fraction or drop train.lr_grid"
+            f"grid.val_fraction = {g.val_fraction} leaves {n_val} validation point(s) at n_train = {min(g.n_train)} "
+            f"(at least {MIN_TUNING_POINTS} needed); raise grid.val_fraction or n_train, or drop train.lr_grid"
         )
