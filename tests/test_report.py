@@ -391,3 +391,16 @@ def test_learning_rates_chosen_at_the_grids_edge_are_flagged():
     two = table((3e-3, 1e-2), {"mlp_tanh": [1e-2, 1e-2, 3e-3], "fastkan": [1e-2] * 5})
     assert "EDGE: fastkan · value (100%) chose the largest candidate in at least 80%" in two.caption
     assert "mlp_tanh" not in two.caption  # 67% of a two-point grid is not lopsided enough to say
+
+
+def test_an_archived_folder_with_metrics_csv_gz_reads_the_same(run, tmp_path):
+    import gzip
+    import shutil
+
+    plain, packed = tmp_path / "plain", tmp_path / "packed"
+    for d in (plain, packed):
+        shutil.copytree(run, d, ignore=shutil.ignore_patterns("cells", "figures", "report.*"))
+    with open(packed / "metrics.csv", "rb") as src, gzip.open(packed / "metrics.csv.gz", "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    (packed / "metrics.csv").unlink()
+    pd.testing.assert_frame_equal(load_run(plain).metrics, load_run(packed).metrics)

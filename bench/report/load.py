@@ -77,9 +77,12 @@ def read_metrics(run: Path) -> pd.DataFrame:
     """All metric rows of a run: the cells/ tables (the resumption unit) where present, else metrics.csv.
 
     A reader: nothing in the folder is written (an interrupted run's metrics.csv is simply not used).
-    A throughput-only folder (``python -m bench throughput`` without a grid) has no metric rows.
+    A throughput-only folder (``python -m bench throughput`` without a grid) has no metric rows. A shared or
+    archived folder may hold ``metrics.csv.gz`` (gzip) instead of metrics.csv.
     """
     path = run / "metrics.csv"
+    if not path.exists() and (run / "metrics.csv.gz").exists():
+        path = run / "metrics.csv.gz"
     cells = results.read_cells(run)
     if cells.empty:
         if not path.exists():
