@@ -64,6 +64,15 @@ def _numbers(run_dir: Path) -> pd.DataFrame:
     return m.sort_values(list(m.columns)).reset_index(drop=True)
 
 
+def test_a_ray_instance_started_here_runs_the_grid(tmp_path):
+    # no --address: jacbench starts (and stops) a Ray instance itself. Ray's own ray.init() also writes a token to
+    # ~/.ray/auth_token, which the cluster tests below must then join with (the rule `ray start` uses)
+    assert main(_grid(tmp_path, "--executor", "ray")) == 0
+    m = pd.read_csv(results.resolve_run_dir(tmp_path / "latest") / "metrics.csv", keep_default_na=False)
+    assert set(m["status"]) == {"ok"} and m["cell_id"].nunique() == 4 and m["node"].str.contains("ray").all()
+    assert not ray.is_initialized()
+
+
 def test_a_grid_on_the_cluster_equals_the_local_executor_bitwise(cluster, tmp_path):
     assert main(_grid(tmp_path / "local", "--workers", "1")) == 0
     assert main(_grid(tmp_path / "ray", "--executor", "ray", "--address", cluster)) == 0

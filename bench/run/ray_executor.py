@@ -96,11 +96,26 @@ def connect(ray, address: str) -> None:
 
         ray.init(num_cpus=usable_cores(), include_dashboard=False, log_to_driver=False, configure_logging=False)
         return
+    _token_auth_like_ray_start()
     try:
         ray.init(address=address, runtime_env={"py_modules": _package_dirs()}, log_to_driver=False,
                  configure_logging=False)  # fmt: skip
     except ConnectionError as err:
         raise RayUnavailable(f"could not join a Ray cluster at {address!r}: {err}") from None
+
+
+def _token_auth_like_ray_start() -> None:
+    """Join with the authentication rule `ray start` applies: token mode when RAY_AUTH_MODE is unset and a token
+    exists (e.g. ~/.ray/auth_token, which a local ``ray.init()`` writes). Without it, a driver on a machine holding a
+    token cannot join a head that `ray start` began in token mode ("InvalidAuthToken"); a token-mode driver also
+    joins a head without authentication."""
+    try:
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available,
+        )
+    except ImportError:  # a Ray without token authentication
+        return
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
 
 
 def shipped_files(config: Config) -> dict[str, bytes]:
