@@ -134,20 +134,23 @@ def test_a_stopped_driver_resumes_with_either_executor_and_loses_nothing(cluster
             "--n-train", "64", "--steps", "200", "--set", "grid.n_test=20", "--match-params", "0", "--threads", "1",
             "--no-progress", "--out", str(out)]  # fmt: skip
     how = {"ray": ["--executor", "ray", "--address", cluster], "local": ["--workers", "2"]}
-    driver = subprocess.Popen([sys.executable, "-m", "bench", *grid, *how[first]], cwd=Path(__file__).parents[1],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
-    try:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and not list(out.glob("*/cells/*.csv")):
-            time.sleep(0.2)
-        finished = {p.name: p.read_bytes() for p in out.glob("*/cells/*.csv")}
-        assert finished, "no cell finished within the deadline"
-        driver.send_signal(stop)
-        _, err = driver.communicate(timeout=120)
-    finally:
-        driver.kill()
+    log = tmp_path / "driver.log"
+    with open(log, "wb") as sink:
+        driver = subprocess.Popen([sys.executable, "-m", "bench", *grid, *how[first]], cwd=Path(__file__).parents[1],
+                                  stdout=sink, stderr=subprocess.STDOUT)  # fmt: skip
+        try:
+            deadline = time.monotonic() + 240
+            while time.monotonic() < deadline and not list(out.glob("*/cells/*.csv")):
+                time.sleep(0.2)
+            finished = {p.name: p.read_bytes() for p in out.glob("*/cells/*.csv")}
+            assert finished, "no cell finished within the deadline"
+            driver.send_signal(stop)
+            driver.wait(timeout=120)
+        finally:
+            driver.kill()
+            driver.wait()
     if stop == signal.SIGINT:  # Ctrl-C: pending tasks cancelled, exit 130, the resume hint printed
-        assert driver.returncode == 130 and b"--resume" in err
+        assert driver.returncode == 130 and b"--resume" in log.read_bytes()
     run_dir = results.resolve_run_dir(out / "latest")
     kept = {p.name: p.read_bytes() for p in (run_dir / "cells").glob("*.csv")}
     assert finished.items() <= kept.items() and len(kept) < 6  # stopped before the end, nothing lost

@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import socket
 import tempfile
+import threading
 import time
 from collections import deque
 from dataclasses import replace
@@ -38,6 +40,7 @@ from bench.run.config import Cell, Config
 RETRIES = 2  # Ray re-runs a task whose worker died this many times before the cell is recorded as failed
 WINDOW_PER_SLOT = 2  # tasks in flight per cell slot of the cluster: enough to keep it busy, few to cancel
 CONNECT_TIMEOUT_S = 5.0
+WAIT_S = 0.5  # the driver's wait for the next result, in slices so that Ctrl-C is seen at once
 
 
 class RayUnavailable(ValueError):
@@ -86,6 +89,16 @@ def _package_dirs() -> list[str]:
     return [str(Path(m.__file__).resolve().parent) for m in (bench, models, equations)]
 
 
+def _keep_ctrl_c(connect_fn) -> None:
+    """Run ``connect_fn`` (ray.init) and put the SIGINT handler back as it was, so that Ctrl-C still raises
+    KeyboardInterrupt in the driver (an inherited SIG_IGN, e.g. under nohup, stays ignored)."""
+    main = threading.current_thread() is threading.main_thread()
+    before = signal.getsignal(signal.SIGINT) if main else None
+    connect_fn()
+    if main and before is not None and signal.getsignal(signal.SIGINT) is not before:
+        signal.signal(signal.SIGINT, before)
+
+
 def connect(ray, address: str) -> None:
     """ray.init: a fresh local instance without ``address``, else join the running cluster at it."""
     if ray.is_initialized():
@@ -94,12 +107,13 @@ def connect(ray, address: str) -> None:
     if not address:
         from bench.run.machine import usable_cores
 
-        ray.init(num_cpus=usable_cores(), include_dashboard=False, log_to_driver=False, configure_logging=False)
+        _keep_ctrl_c(lambda: ray.init(num_cpus=usable_cores(), include_dashboard=False, log_to_driver=False,
+                                      configure_logging=False))  # fmt: skip
         return
     _token_auth_like_ray_start()
     try:
-        ray.init(address=address, runtime_env={"py_modules": _package_dirs()}, log_to_driver=False,
-                 configure_logging=False)  # fmt: skip
+        _keep_ctrl_c(lambda: ray.init(address=address, runtime_env={"py_modules": _package_dirs()},
+                                      log_to_driver=False, configure_logging=False))  # fmt: skip
     except ConnectionError as err:
         raise RayUnavailable(f"could not join a Ray cluster at {address!r}: {err}") from None
 
@@ -189,7 +203,7 @@ def run_ray(cell_fn, todo: list[Cell], config: Config, run_dir: Path, summary, b
                     cell = pending.popleft()
                     inflight[task.remote(cell_fn, cell, config, run_dir.name, files)] = (cell, time.perf_counter())
                     bar.start(cell.cell_id)
-                ready, _ = ray.wait(list(inflight), num_returns=1)
+                ready, _ = ray.wait(list(inflight), num_returns=1, timeout=WAIT_S)  # Ctrl-C lands between waits
                 for ref in ready:
                     cell, t0 = inflight.pop(ref)
                     try:

@@ -19,7 +19,7 @@ SCALINGS = ("model", "forum", "standard")  # see GridConfig.scaling
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("float32", "float64")
 EXECUTORS = ("local", "ray")  # bench.run.runner: this machine's process pool, or one Ray task per cell
-MIN_TUNING_POINTS = 5  # validation points train.lr_grid needs to choose on
+MIN_TUNING_POINTS = 2  # validation points train.lr_grid needs to choose on (a handful is a noisy choice)
 
 
 class ConfigError(ValueError):
