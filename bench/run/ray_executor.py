@@ -90,13 +90,15 @@ def _package_dirs() -> list[str]:
 
 
 def _keep_ctrl_c(connect_fn) -> None:
-    """Run ``connect_fn`` (ray.init) and put the SIGINT handler back as it was, so that Ctrl-C still raises
-    KeyboardInterrupt in the driver (an inherited SIG_IGN, e.g. under nohup, stays ignored)."""
+    """Run ``connect_fn`` (ray.init) and install the SIGINT handler it had again, so that Ctrl-C still raises
+    KeyboardInterrupt in the driver (an inherited SIG_IGN, e.g. under nohup, stays ignored). Always re-installed:
+    a handler replaced below Python (sigaction) is invisible to signal.getsignal."""
     main = threading.current_thread() is threading.main_thread()
     before = signal.getsignal(signal.SIGINT) if main else None
     connect_fn()
-    if main and before is not None and signal.getsignal(signal.SIGINT) is not before:
+    if main and before is not None:
         signal.signal(signal.SIGINT, before)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def connect(ray, address: str) -> None:
