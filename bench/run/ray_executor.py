@@ -24,7 +24,6 @@ already on disk. An address where no cluster answers is a clear error naming it.
 from __future__ import annotations
 
 import hashlib
-import os
 import signal
 import socket
 import tempfile
@@ -152,9 +151,7 @@ def _local_copy(path: str, data: bytes) -> str:
     local = Path(tempfile.gettempdir()) / "jacbench-shipped" / digest / Path(path).name
     if not local.exists():
         local.parent.mkdir(parents=True, exist_ok=True)
-        tmp = local.with_name(f".{local.name}.{os.getpid()}")
-        tmp.write_bytes(data)
-        os.replace(tmp, local)
+        results.atomic_write_bytes(local, data)
     return str(local)
 
 

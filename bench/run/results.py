@@ -174,19 +174,24 @@ def _tmp_path(path: Path) -> Path:
     return path.with_name(f"{path.name}{TMP_MARK}{os.getpid()}")
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write text to path atomically (temporary file in the same folder, fsync, os.replace)."""
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write bytes to path atomically (temporary file in the same folder, fsync, os.replace)."""
     path = Path(path)
     tmp = _tmp_path(path)
     try:
-        with open(tmp, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
+        with open(tmp, "wb") as fh:
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write text (UTF-8, newlines as given) to path atomically."""
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def atomic_write_csv(path: str | Path, df: pd.DataFrame) -> None:
