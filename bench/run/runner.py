@@ -262,7 +262,9 @@ class _Schedule:
             self._fill(pool)
             done, _ = wait(self.inflight, return_when=FIRST_COMPLETED)
             crashed = [cell for fut in done if (cell := self._collect(fut)) is not None]
-            if crashed:  # every cell still in flight went down with the pool
+            if crashed:  # every cell still in flight went down with the pool, except one whose result came back
+                for fut in [f for f in self.inflight if f.done() and not f.cancelled() and f.exception() is None]:
+                    self._collect(fut)
                 crashed += self.inflight.values()
                 self.inflight.clear()
                 for outcome in _triage(crashed, self.run_dir, self.suspects, self.bar):
@@ -305,11 +307,8 @@ class _Schedule:
 def _triage(crashed: list[Cell], run_dir: Path, suspects: deque, bar: _Progress) -> list[Outcome]:
     """A worker died with these cells in flight. One alone is guilty (failed); several are retried alone."""
     out = []
-    for cell in crashed:
-        path = run_dir / "cells" / f"{results.cell_filename(cell.cell_id)}.csv"
-        if path.exists():  # it finished and wrote its file before the pool went down
-            out.append(Outcome(cell.cell_id, results.cell_status(path), "", 0.0))
-        elif len(crashed) == 1:
+    for cell in crashed:  # none has a result: the driver writes a cell only once its result is collected
+        if len(crashed) == 1:
             msg = "the worker process died while running this cell alone (crash or out of memory)"
             write_failed(cell, run_dir, run_dir.name, msg)
             out.append(Outcome(cell.cell_id, "failed", msg, 0.0))
