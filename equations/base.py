@@ -3,8 +3,8 @@
 Every set is written once as a torch function on ``x: (..., n_in) -> (..., n_out)`` using only
 elementwise ops and indexing on the last axis, so the same code runs batched, on a single sample
 under ``torch.func.vmap``, in float32 and float64, on CPU and CUDA. The exact Jacobian is
-``torch.func`` applied to the float64 implementation; a hand-derived Jacobian, where given, is a
-second opinion checked against it in the tests.
+``torch.func`` applied to the float64 implementation, and so are the exact Hessians (B, n_out, n_in, n_in);
+a hand-derived Jacobian or Hessian, where given, is a second opinion checked against them in the self-check.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from torch import Tensor
 
 EquationFn = Callable[[Tensor], Tensor]  # x: (..., n_in) -> (..., n_out)
 JacobianFn = Callable[[Tensor], Tensor]  # x: (B, n_in) -> J: (B, n_out, n_in)
+HessianFn = Callable[[Tensor], Tensor]  # x: (B, n_in) -> H: (B, n_out, n_in, n_in)
 
 
 class DomainError(ValueError):
@@ -36,6 +37,7 @@ class EquationSet:
     doc: str = ""  # formula, domain, and why the set is in the zoo
     jacobian_fn: JacobianFn | None = field(default=None, compare=False)  # hand-derived, optional
     formulas: tuple[str, ...] = ()  # human-readable formula per output (generated sets print these)
+    hessian_fn: HessianFn | None = field(default=None, compare=False)  # hand-derived second derivatives, optional
 
     def __post_init__(self) -> None:
         if len(self.lower) != len(self.upper) or len(self.lower) != len(self.input_names):
@@ -79,6 +81,18 @@ class EquationSet:
         """Exact Jacobian by reverse-mode torch.func in float64: x (B, n_in) -> J (B, n_out, n_in)."""
         x64 = x.to(torch.float64)
         return torch.func.vmap(torch.func.jacrev(self.__call__))(x64)
+
+    def hessian(self, x: Tensor) -> Tensor:
+        """Exact Hessians by torch.func (forward over reverse) in float64: x (B, n_in) -> H (B, n_out, n_in, n_in).
+
+        H[b, i, j, k] = d^2 y_i / dx_j dx_k at x_b, symmetric in (j, k).
+        """
+        x64 = x.to(torch.float64)
+        return torch.func.vmap(torch.func.jacfwd(torch.func.jacrev(self.__call__)))(x64)
+
+    def laplacian(self, x: Tensor) -> Tensor:
+        """Exact Laplacians, the trace of each output's Hessian, in float64: x (B, n_in) -> (B, n_out)."""
+        return torch.diagonal(self.hessian(x), dim1=-2, dim2=-1).sum(-1)
 
     def check_domain(self, x: Tensor, what: str = "samples") -> None:
         """Raise DomainError naming the first offending row and input if x leaves the box or is not finite."""

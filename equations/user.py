@@ -5,8 +5,9 @@ The file defines either
 - ``EQUATION = EquationSet(...)`` (full control: names, doc, a hand-derived Jacobian), or
 - a function ``f(x)`` mapping x: (..., n_in) -> (..., n_out) with torch ops, plus ``DOMAIN = [(lo, hi), ...]``
   (one pair per input), and optionally ``INPUTS`` and ``OUTPUTS`` (names; default x1.., f1..), ``NAME``
-  (default ``file:<path>``), ``JACOBIAN`` (a hand-derived x (..., n_in) -> J (..., n_out, n_in)), ``FORMULAS``
-  (one readable string per output) and a module docstring (the set's description).
+  (default ``file:<path>``), ``JACOBIAN`` (a hand-derived x (..., n_in) -> J (..., n_out, n_in)), ``HESSIAN``
+  (a hand-derived x (..., n_in) -> H (..., n_out, n_in, n_in)), ``FORMULAS`` (one readable string per output)
+  and a module docstring (the set's description).
 
 Use it as ``equations.get("file:path/to/my_eq.py")`` or ``equations.load_file(path)``; see
 ``equations/examples/my_equations.py``. Loading runs the file (it is your code) and evaluates it once at
@@ -94,6 +95,7 @@ def _from_function(path: Path, module: ModuleType) -> EquationSet:
         output_names=tuple(outputs),
         doc=doc,
         jacobian_fn=getattr(module, "JACOBIAN", None),
+        hessian_fn=getattr(module, "HESSIAN", None),
         formulas=tuple(getattr(module, "FORMULAS", ())),
     )
 

@@ -1,5 +1,7 @@
 """The registry (get, list, register, describe) and the self-check, through the API and the CLI."""
 
+import math
+
 import pytest
 import torch
 
@@ -10,7 +12,7 @@ from equations.sets import BUILTINS
 BUILTIN_NAMES = [eq.name for eq in BUILTINS]
 
 
-def _toy(name="toy_square", jacobian_fn=None):
+def _toy(name="toy_square", jacobian_fn=None, hessian_fn=None):
     return equations.EquationSet(
         name,
         lambda x: x**2,
@@ -20,6 +22,7 @@ def _toy(name="toy_square", jacobian_fn=None):
         ("a2", "b2"),
         doc="Squares. Toy.",
         jacobian_fn=jacobian_fn,
+        hessian_fn=hessian_fn,
     )
 
 
@@ -132,6 +135,45 @@ def test_selfcheck_reports_ok_for_every_builtin():
     assert (table["status"] == "ok").all(), table[table["status"] != "ok"][["name", "error"]].to_string()
     assert (table["fd_rel_err"] <= 1e-6).all() and (table["hand_rel_err"] <= 1e-10).all()
     assert table["vmap"].all() and table["float32"].all()
+    assert (table["hess_fd_rel_err"] <= 1e-6).all()  # exact Hessians vs differences of the exact Jacobians
+    rows = table.set_index("name")
+    hand = ["forum4x4", "rosenbrock_grad", "lorenz96", "lorenz96_8", "sine1d", "styblinski_tang_grad"]
+    assert (rows.loc[hand, "hess_hand_rel_err"] <= 1e-10).all()  # two exact float64 computations: rounding only
+
+
+def test_exact_hessians_are_second_derivatives_with_known_values():
+    x = torch.tensor([[1.0, 2.0, 0.5, 4.0]], dtype=torch.float64)
+    H = equations.get("forum4x4").hessian(x)[0]
+    assert H.shape == (4, 4, 4) and H.dtype == torch.float64
+    assert float(H[3, 0, 0]) == pytest.approx(400 + 6 * 1.0, rel=1e-14)  # f4 = 200 x1^2 + x1^3 + ...
+    assert float(H[1, 0, 1]) == pytest.approx(-math.cos(1.0) * math.sin(2.0), rel=1e-14)  # sin x1 cos x2
+    assert float(H[0, 3, 3]) == pytest.approx(0.225 / 2.0, rel=1e-14)  # 0.3 x4^1.5 -> 0.225 x4^-0.5
+    assert float(H[3, 2, 2]) == 0.0  # f4 does not depend on x3
+    L = equations.get("sine1d").laplacian(torch.tensor([[0.7]], dtype=torch.float64))
+    assert float(L[0, 0]) == pytest.approx(-math.sin(0.7), rel=1e-14)
+    lorenz = equations.get("lorenz96").hessian(torch.randn(3, 4, dtype=torch.float64))
+    assert torch.equal(lorenz[0], lorenz[2]) and float(lorenz[0, 0, 1, 3]) == 1.0  # bilinear: d2 f1/dx2 dx4 = 1
+
+
+def test_selfcheck_catches_a_wrong_hand_hessian(registered):
+    registered(_toy("toy_plain", jacobian_fn=lambda x: torch.diag_embed(2 * x)))
+    right = equations.selfcheck("toy_plain").iloc[0]
+    assert right["status"] == "ok" and math.isnan(right["hess_hand_rel_err"])
+    wrong = torch.diag_embed(torch.diag_embed(torch.ones(2, dtype=torch.float64)))  # d2(x^2)/dx^2 is 2, not 1
+    registered(_toy(hessian_fn=lambda x: wrong.expand(*x.shape[:-1], 2, 2, 2)))
+    row = equations.selfcheck("toy_square").iloc[0]
+    assert row["status"] == "FAIL" and "Hessian vs hand-derived" in row["error"]
+    assert row["hess_hand_rel_err"] == pytest.approx(0.5)
+
+
+def test_selfcheck_catches_a_hessian_that_is_not_the_second_derivative(registered):
+    # values and first derivatives right (2x), but autograd's second derivative is 2 + 2 = 4: a term that is
+    # zero in value, (x - x.detach())^2, has a nonzero second derivative. Differences of the Jacobian say 2.
+    registered(equations.EquationSet("toy_curved", lambda x: x * x + (x - x.detach()) ** 2, (0.0,), (1.0,),
+                                     ("x",), ("f",)))  # fmt: skip
+    row = equations.selfcheck("toy_curved").iloc[0]
+    assert row["fd_rel_err"] < 1e-9
+    assert row["status"] == "FAIL" and row["hess_fd_rel_err"] == pytest.approx(0.5, rel=1e-6)  # |2 - 4| / 4
 
 
 def test_selfcheck_catches_a_wrong_hand_jacobian(registered):

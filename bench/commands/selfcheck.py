@@ -1,4 +1,4 @@
-"""`python -m bench selfcheck`: check every equation set's exact Jacobian (finite differences, hand-derived,
+"""`python -m bench selfcheck`: check every equation set's exact Jacobian and Hessian (finite differences, hand-derived,
 vmap, float32) and print one row per set; exit status 1 if any check failed."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 NAME = "selfcheck"
-HELP = "check the equation sets' exact Jacobians (finite differences, hand-derived, vmap, float32)"
+HELP = "check the equation sets' exact Jacobians and Hessians (finite differences, hand-derived, vmap, float32)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -24,4 +24,5 @@ def f(x: torch.Tensor) -> torch.Tensor:
 
 
 # Optional: JACOBIAN = a hand-derived x (..., n_in) -> J (..., n_out, n_in), checked by the self-check;
+# HESSIAN = a hand-derived x (..., n_in) -> H (..., n_out, n_in, n_in), checked by it too;
 # FORMULAS = ("u = ...", "v = ...") readable formulas, one per output.

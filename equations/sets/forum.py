@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from equations.base import EquationSet
-from equations.sets._common import columns, jacobian_from_rows, stack_outputs
+from equations.sets._common import columns, hessian_from_entries, jacobian_from_rows, stack_outputs
 
 FORUM_LOWER, FORUM_UPPER = 0.1, 3.0  # the box [0.1, 3]^4 the project's fidelity probe used
 
@@ -37,6 +37,20 @@ def forum4x4_jacobian(x: Tensor) -> Tensor:
     return jacobian_from_rows(rows, like=x1)
 
 
+def forum4x4_hessian(x: Tensor) -> Tensor:
+    """Hand-derived: x (..., 4) -> H (..., 4, 4, 4); every output is separable but f2's sin(x1) cos(x2)."""
+    x1, x2, x3, x4 = columns(x)
+    s1, c1, s2, c2 = torch.sin(x1), torch.cos(x1), torch.sin(x2), torch.cos(x2)
+    e2, e3, e4 = torch.exp(x2), torch.exp(x3), torch.exp(x4)
+    entries = {
+        (0, 0, 0): 0.8, (0, 1, 1): 0.4, (0, 2, 2): 0.875 * x3**1.5, (0, 3, 3): 0.225 * x4**-0.5,
+        (1, 0, 0): -s1 * c2, (1, 0, 1): -c1 * s2, (1, 1, 1): -s1 * c2,
+        (2, 0, 0): -s1, (2, 1, 1): -c2, (2, 2, 2): 0.05 * e3, (2, 3, 3): 0.1 * e4,
+        (3, 0, 0): 400 + 6 * x1, (3, 1, 1): 6 * e2, (3, 3, 3): 4 * e4,
+    }  # fmt: skip
+    return hessian_from_entries(4, 4, entries, like=x1)
+
+
 FORUM4X4 = EquationSet(
     name="forum4x4",
     fn=forum4x4_fn,
@@ -53,6 +67,7 @@ FORUM4X4 = EquationSet(
         "One structural zero: df4/dx3 = 0."
     ),
     jacobian_fn=forum4x4_jacobian,
+    hessian_fn=forum4x4_hessian,
     formulas=(
         "f1 = 0.4*x1**2 + 0.2*x2**2 + 0.1*x3**3.5 + 0.3*x4**1.5",
         "f2 = 3*x1 + 4*x2 + 5*x3 + 6*x4 + sin(x1)*cos(x2)",
@@ -75,5 +90,6 @@ SINE1D = EquationSet(
         "possible check that a surrogate's derivative is the derivative."
     ),
     jacobian_fn=lambda x: torch.cos(x).unsqueeze(-1),  # (..., 1) -> (..., 1, 1)
+    hessian_fn=lambda x: (-torch.sin(x))[..., None, None],  # (..., 1) -> (..., 1, 1, 1): u'' = -sin x
     formulas=("u = sin(x)",),
 )

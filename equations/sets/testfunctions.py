@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from equations.base import EquationSet
-from equations.sets._common import columns, jacobian_from_rows, stack_outputs
+from equations.sets._common import columns, hessian_from_entries, jacobian_from_rows, stack_outputs
 
 
 def _names(prefix: str, n: int) -> tuple[str, ...]:
@@ -33,6 +33,12 @@ def styblinski_tang_hessian(x: Tensor) -> Tensor:
     return torch.diag_embed(6 * x**2 - 16)
 
 
+def styblinski_tang_third(x: Tensor) -> Tensor:
+    """Hand-derived second derivatives of the gradient: d^2 g_i / dx_i^2 = 12 x_i, all else 0: (..., n, n, n)."""
+    n = x.shape[-1]
+    return hessian_from_entries(n, n, {(i, i, i): 12 * x[..., i] for i in range(n)}, like=x[..., 0])
+
+
 STYBLINSKI_TANG_GRAD = EquationSet(
     name="styblinski_tang_grad",
     fn=styblinski_tang_grad_fn,
@@ -47,6 +53,7 @@ STYBLINSKI_TANG_GRAD = EquationSet(
         "the values but leaks off-diagonal derivatives shows it here."
     ),
     jacobian_fn=styblinski_tang_hessian,
+    hessian_fn=styblinski_tang_third,
     formulas=tuple(f"g{i} = 2*x{i}**3 - 16*x{i} + 2.5" for i in range(1, 5)),
 )
 
@@ -76,6 +83,18 @@ def rosenbrock_hessian(x: Tensor) -> Tensor:
     return jacobian_from_rows(rows, like=x1)
 
 
+def rosenbrock_third(x: Tensor) -> Tensor:
+    """Hand-derived second derivatives of the gradient (third derivatives of f): (..., 4, 4, 4)."""
+    x1, x2, x3, _ = columns(x)
+    entries = {
+        (0, 0, 0): 2400 * x1, (0, 0, 1): -400.0,
+        (1, 0, 0): -400.0, (1, 1, 1): 2400 * x2, (1, 1, 2): -400.0,
+        (2, 1, 1): -400.0, (2, 2, 2): 2400 * x3, (2, 2, 3): -400.0,
+        (3, 2, 2): -400.0,
+    }  # fmt: skip
+    return hessian_from_entries(4, 4, entries, like=x1)
+
+
 ROSENBROCK_GRAD = EquationSet(
     name="rosenbrock_grad",
     fn=rosenbrock_grad_fn,
@@ -91,6 +110,7 @@ ROSENBROCK_GRAD = EquationSet(
         "off it is."
     ),
     jacobian_fn=rosenbrock_hessian,
+    hessian_fn=rosenbrock_third,
     formulas=(
         "g1 = -400*x1*(x2 - x1**2) - 2*(1 - x1)",
         "g2 = 200*(x2 - x1**2) - 400*x2*(x3 - x2**2) - 2*(1 - x2)",
@@ -126,6 +146,16 @@ def _lorenz96_jacobian(x: Tensor) -> Tensor:
     return jacobian_from_rows(rows, like=xs[0])
 
 
+def _lorenz96_hessian(x: Tensor) -> Tensor:
+    """Hand-derived, constant (bilinear map): d2 f_i / dx_{i+1} dx_{i-1} = 1, d2 f_i / dx_{i-2} dx_{i-1} = -1."""
+    n = x.shape[-1]
+    entries: dict[tuple[int, int, int], float] = {}
+    for i in range(n):
+        entries[(i, (i + 1) % n, (i - 1) % n)] = 1.0
+        entries[(i, (i - 2) % n, (i - 1) % n)] = -1.0
+    return hessian_from_entries(n, n, entries, like=x[..., 0])
+
+
 def _lorenz96(n: int, name: str, doc: str) -> EquationSet:
     assert n >= 4, "the stencil i-2, i-1, i, i+1 must hit distinct indices"
     formulas = tuple(
@@ -141,6 +171,7 @@ def _lorenz96(n: int, name: str, doc: str) -> EquationSet:
         output_names=_names("d", n),
         doc=doc,
         jacobian_fn=_lorenz96_jacobian,
+        hessian_fn=_lorenz96_hessian,
         formulas=formulas,
     )
 
