@@ -5,8 +5,10 @@ so a model trained in normalized units has the physical Jacobian (the chain rule
 
     J_phys = diag(y_scale) . J_norm . diag(1 / x_scale),
 
-which lives in ``Scaler._jacobian_factor`` and nowhere else. ``PhysicalModel`` wraps a normalized
-model into a raw-in/raw-out module, so autograd of the wrapper gives physical Jacobians directly.
+which lives in ``Scaler._jacobian_factor`` and nowhere else; its second-order form,
+H_phys[i, j, k] = y_scale_i H_norm[i, j, k] / (x_scale_j x_scale_k), lives in ``Scaler._hessian_factor``.
+``PhysicalModel`` wraps a normalized model into a raw-in/raw-out module, so autograd of the wrapper gives
+physical Jacobians (and Hessians) directly.
 
 Methods (``SCALING_METHODS``):
 - ``"minmax"``: each column's [min, max] to a target range; (0, 1) is the forum user's choice,
@@ -177,6 +179,21 @@ class Scaler:
         """The inverse of ``jacobian_to_physical``: J_norm = diag(1/y_scale) J_phys diag(x_scale)."""
         return J_phys / self._jacobian_factor(J_phys)
 
+    def hessian_to_physical(self, H_norm: Tensor) -> Tensor:
+        """H_norm (..., n_out, n_in, n_in), normalized units -> H_phys = y_scale_i H_norm / (x_scale_j x_scale_k)."""
+        return H_norm * self._hessian_factor(H_norm)
+
+    def hessian_to_normalized(self, H_phys: Tensor) -> Tensor:
+        """The inverse of ``hessian_to_physical``."""
+        return H_phys / self._hessian_factor(H_phys)
+
+    def laplacian_to_physical(self, H_norm: Tensor) -> Tensor:
+        """The physical Laplacian (..., n_out) from a normalized Hessian: the trace of ``hessian_to_physical``.
+
+        (A normalized Laplacian alone does not determine it unless every x_scale is equal.)
+        """
+        return torch.diagonal(self.hessian_to_physical(H_norm), dim1=-2, dim2=-1).sum(-1)
+
     def transform_dataset(self, ds: Any) -> tuple[Tensor, Tensor, Tensor]:
         """(x_n, y_n, J_n) of anything with x, y, J (an ``equations.data.Dataset``), for training."""
         return self.transform_x(ds.x), self.transform_y(ds.y), self.jacobian_to_normalized(ds.J)
@@ -191,6 +208,18 @@ class Scaler:
             )
         return (self.y_scale[:, None] / self.x_scale[None, :]).to(dtype=like.dtype, device=like.device)
 
+    def _hessian_factor(self, like: Tensor) -> Tensor:
+        # The chain rule one derivative up: d2 y_phys,i / dx_j dx_k = y_scale_i / (x_scale_j x_scale_k) x the
+        # normalized second derivative (the affine maps have no curvature of their own). Float64, then cast.
+        if tuple(like.shape[-3:]) != (self.n_out, self.n_in, self.n_in):
+            raise ValueError(
+                f"Hessian of shape {tuple(like.shape)} does not end in (n_out, n_in, n_in) = "
+                f"({self.n_out}, {self.n_in}, {self.n_in})"
+            )
+        inv = 1 / self.x_scale
+        factor = self.y_scale[:, None, None] * (inv[:, None] * inv[None, :])[None]
+        return factor.to(dtype=like.dtype, device=like.device)
+
     def _cast(self, like: Tensor, kind: str, width: int) -> tuple[Tensor, ...]:
         """The four fields in like's dtype and device, cached; never inference tensors (see below)."""
         if like.shape[-1:] != (width,):
@@ -202,7 +231,10 @@ class Scaler:
             # saved for backward later (jacrev of a PhysicalModel after an inference_mode prediction).
             with torch.inference_mode(False):
                 cast = tuple(getattr(self, n).to(dtype=like.dtype, device=like.device, copy=True) for n in _FIELDS)
-            self._cache[key] = cast
+            # Inside a torch.func transform (jacfwd of jacrev: a Hessian) new tensors may carry its level; cached,
+            # they would break the next transform (an internal assert in torch 2.13), so they are not kept then.
+            if torch._C._functorch.peek_interpreter_stack() is None:
+                self._cache[key] = cast
         return cast
 
 

@@ -6,7 +6,11 @@
     J = jacobian(model, x, create_graph=True)                # differentiable J for Sobolev training
 
 `ENGINES[name].fn(model, x, create_graph=False)` is the bare engine (no chunking, no coupling check);
-`jacobian` adds the support check, the coupling check for batch-sum engines and chunking.
+`jacobian` adds the support check, the coupling check for batch-sum engines and chunking. Second derivatives
+have the same contract (`bench.engines.hessians`):
+
+    H = hessian(model, x)                                    # (B, n_out, n_in, n_in)
+    L = laplacian(model, x)                                  # (B, n_out)
 """
 
 from __future__ import annotations
@@ -24,9 +28,11 @@ from bench.engines import (  # noqa: F401 (kan_tangents registers rules)
 )
 from bench.engines.base import Engine, UnknownEngine, UnsupportedEngine, check_engine_name, model_name
 from bench.engines.chunking import chunked, default_chunk_size
+from bench.engines.hessians import HESSIAN_ENGINES, LAPLACIAN_ENGINES, choose_hessian, hessian, laplacian
 
 __all__ = [
-    "AUTO_ORDER", "ENGINES", "Engine", "UnknownEngine", "UnsupportedEngine", "choose", "jacobian",
+    "AUTO_ORDER", "ENGINES", "HESSIAN_ENGINES", "LAPLACIAN_ENGINES", "Engine", "UnknownEngine", "UnsupportedEngine",
+    "choose", "choose_hessian", "hessian", "jacobian", "laplacian",
 ]  # fmt: skip
 
 ENGINES: dict[str, Engine] = {

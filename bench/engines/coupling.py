@@ -119,12 +119,19 @@ def check_coupling(model: nn.Module, x_small: torch.Tensor, tol: float = 0.0) ->
     )
 
 
-def verify_batch_independent(model: nn.Module, x: torch.Tensor, seed: int = 0) -> CouplingReport:
+def verify_batch_independent(model: nn.Module, x: torch.Tensor, seed: int = 0, order: int = 1) -> CouplingReport:
     """Check every ordered pair of rows of x (B, n_in) for cross-sample derivatives (see the module doc).
 
     max_cross: the largest |gradient| a row receives from the other rows' randomly weighted outputs (exactly 0
     when samples do not interact); max_diag: the largest |gradient| of the weighted rows themselves, for scale.
+
+    order=2 checks the second derivatives a batch-sum Hessian relies on: each pass differentiates once more,
+    along a random direction v (B, n_in), so row c gets sum_{a, b in S} w_b v_a d2 y_b / dx_a dx_c. For c outside
+    the weighted set S that is zero unless some second derivative couples two different rows (by the symmetry
+    of second derivatives every such term, whichever of a, b, c differ, reaches an unweighted row in some pass).
     """
+    if order not in (1, 2):
+        raise ValueError(f"order must be 1 or 2, got {order}")
     B = x.shape[0]
     saved = [b.detach().clone() for b in model.buffers()]
     try:
@@ -138,13 +145,18 @@ def verify_batch_independent(model: nn.Module, x: torch.Tensor, seed: int = 0) -
                 )
             gen = torch.Generator().manual_seed(seed)
             w = torch.randn(y.shape, generator=gen, dtype=torch.float64).to(device=y.device, dtype=y.dtype)
+            v = torch.randn(x.shape, generator=gen, dtype=torch.float64).to(device=y.device, dtype=y.dtype)
             rows = torch.arange(B, device=y.device)
             max_cross = max_diag = 0.0
-            passes = [(rows >> k) & 1 == v for k in range(max(1, math.ceil(math.log2(B)))) for v in (1, 0)]
+            passes = [(rows >> k) & 1 == bit for k in range(max(1, math.ceil(math.log2(B)))) for bit in (1, 0)]
             for n, weighted in enumerate(passes):
+                keep = order == 2 or n < len(passes) - 1
                 (g,) = torch.autograd.grad(
-                    y, xg, grad_outputs=w * weighted[:, None], retain_graph=n < len(passes) - 1, allow_unused=True
-                )
+                    y, xg, grad_outputs=w * weighted[:, None], retain_graph=keep, create_graph=order == 2,
+                    allow_unused=True,
+                )  # fmt: skip
+                if g is not None and order == 2:
+                    (g,) = torch.autograd.grad(g, xg, grad_outputs=v, retain_graph=True, allow_unused=True)
                 if g is None:  # the outputs do not depend on x at all
                     continue
                 g = g.detach().abs()
@@ -162,11 +174,14 @@ def verify_batch_independent(model: nn.Module, x: torch.Tensor, seed: int = 0) -
     return CouplingReport(model=model_name(model), batch=B, max_cross=max_cross, max_diag=max_diag, tol=0.0)
 
 
-def require_batch_independent(model: nn.Module, x: torch.Tensor, engine: str) -> CouplingReport | None:
-    """Raise UnsupportedEngine unless no row of x depends on another (every pair checked, never cached)."""
+def require_batch_independent(model: nn.Module, x: torch.Tensor, engine: str, order: int = 1) -> CouplingReport | None:
+    """Raise UnsupportedEngine unless no row of x depends on another (every pair checked, never cached).
+
+    order=2: the second derivatives too (what a batch-sum Hessian needs; see verify_batch_independent).
+    """
     if x.shape[0] < 2:
         return None  # one sample cannot be mixed with another
-    report = verify_batch_independent(model, x)
+    report = verify_batch_independent(model, x, order=order)
     if report.coupled:
         raise UnsupportedEngine(report.message(engine))
     return report
