@@ -225,3 +225,46 @@ def test_mismatched_shapes_and_names_are_clear_errors(forum):
         metrics.jac_rel_fro(J, J[:, :3])
     with pytest.raises(ValueError, match="output names"):
         metrics.fidelity_rows(x, J[:, :, 0], J[:, :, 0], J, J, [0.1] * 4, [3.0] * 4, ("x1",) * 4, ("f1",) * 3)
+
+
+# --- second derivatives --------------------------------------------------------------------------------------
+
+
+def test_hessian_metrics_have_known_answers():
+    from bench.fidelity.hessian_metrics import hess_entry_nrmse, hess_rel_fro, hessian_rows, lap_nrmse
+
+    B = 40
+    rng = np.random.default_rng(0)
+    H_true = rng.normal(size=(B, 2, 3, 3))
+    H_true = H_true + H_true.transpose(0, 1, 3, 2)
+    H_true[:, 1] = 0.0  # output 2 is linear: no curvature at all
+    H_pred = H_true * 1.1  # 10% too curved everywhere on output 1
+    err, _ = hess_rel_fro(H_true, H_pred, floor=0.0)
+    assert np.allclose(err, 0.1)  # ||0.1 H|| / ||H||: output 2 adds nothing
+    nrmse, notes = hess_entry_nrmse(H_true, H_pred)
+    assert np.allclose(nrmse[0], 0.1) and np.allclose(nrmse[1], 0.0)
+    assert "RMS of the whole true Jacobian" in notes[1][0]  # a zero row falls back (entry_scales' wording)
+    L_true = np.trace(H_true, axis1=2, axis2=3)
+    lap, lap_notes = lap_nrmse(H_true, L_true + np.array([0.0, 0.5]))
+    assert lap[0] == 0.0 and lap[1] == 0.5 and "no curvature" in lap_notes[1]  # absolute where there is none
+    x = rng.uniform(size=(B, 3))
+    rows = hessian_rows(x, H_true, H_pred, L_true, [0] * 3, [1] * 3, ("a", "b", "c"), ("f", "g"))
+    by = {(r["metric"], r["output"], r["input"]): r["value"] for r in rows}
+    assert by[("hess_rel_fro_max", "", "")] == pytest.approx(0.1)  # samples above the floor: exactly 10%
+    assert by[("hess_rel_fro_median", "", "")] < 0.1  # those below it are judged against the typical norm
+    assert by[("hess_entry_nrmse", "f", "a,c")] == pytest.approx(0.1)
+    assert ("hess_entry_nrmse", "f", "c,a") not in by  # the distinct pairs j <= k only: 6 per output
+    assert sum(1 for r in rows if r["metric"] == "hess_entry_nrmse") == 2 * 6
+    assert {r["bin"] for r in rows if r["metric"] == "hess_rel_fro_by_edge"} == {0.1, 0.2, 0.3, 0.4, 0.5}
+
+
+def test_hessian_floor_keeps_a_near_zero_curvature_sample_from_exploding():
+    from bench.fidelity.hessian_metrics import hess_rel_fro
+
+    H_true = np.ones((10, 1, 1, 1))
+    H_true[0] = 1e-9  # sin x near 0: almost no curvature at this sample
+    H_pred = H_true + 1e-3
+    err, floored = hess_rel_fro(H_true, H_pred)
+    assert err[0] < 2e-3 and floored[0] and not floored[1:].any()
+    plain, _ = hess_rel_fro(H_true, H_pred, floor=0.0)
+    assert plain[0] > 1e5

@@ -3,6 +3,7 @@
     make_dataset(eq, n_train + n_val + n_test, seed) -> split -> Scaler.fit(train) -> create_model(seed)
       -> fit(normalized train/val, TrainConfig(beta)) -> PhysicalModel(model, scaler)
       -> y and J on train and test (bench.engines.jacobian) -> bench.fidelity.metrics.fidelity_rows -> rows
+      -> H and the Laplacian on test (bench.engines.hessian / laplacian) -> bench.fidelity.hessian_metrics -> rows
 
 Every metric sees the raw-in/raw-out wrapper only, so de-normalization happens in exactly one place
 (``equations.scaling``) and is checked on every cell (``denorm_check``).
@@ -97,10 +98,22 @@ def predict(model: nn.Module, x: Tensor, engine: str = "auto", what: str = "samp
     return y, J
 
 
+def second_derivatives(model: nn.Module, x: Tensor, what: str = "samples") -> tuple[Tensor, Tensor]:
+    """Hessians (B, n_out, n_in, n_in) and Laplacians (B, n_out) of ``model`` at x; NonFiniteModel on NaN/inf."""
+    from bench.engines import hessian, laplacian
+
+    H, L = hessian(model, x).detach(), laplacian(model, x).detach()
+    bad = ~torch.isfinite(H.reshape(len(H), -1)).all(dim=1)
+    if bool(bad.any()):
+        raise NonFiniteModel(f"the model returned NaN/inf Hessians for {int(bad.sum())} of {len(H)} {what}")
+    return H, L
+
+
 def run_cell(cell: Cell, config: Config, run_id: str) -> CellResult:
     """Train and measure one cell; raises on failure (the runner records the error and goes on)."""
     import equations
     import models
+    from bench.fidelity.hessian_metrics import hessian_rows
     from bench.fidelity.metrics import denorm_check, fidelity_rows
     from bench.fidelity.train import TrainConfig, convergence, fit_selecting_lr
     from bench.run.results import CONVERGENCE_DROP
@@ -141,10 +154,16 @@ def run_cell(cell: Cell, config: Config, run_id: str) -> CellResult:
             ds.x, ds.y, y_pred, ds.J, J_pred, eq.lower, eq.upper, eq.input_names, eq.output_names
         )
         rows += [{**base, "split": split_name, **r} for r in metric_rows]
-        if split_name == "test":
+        if split_name == "test":  # second derivatives on the test split: the exact ones from the set, in float64
+            H_true = eq.hessian(ds.x)
+            H_pred, L_pred = second_derivatives(pm, ds.x.to(device, dtype), "test samples")
+            H_pred = H_pred.cpu().double()
+            rows += [{**base, "split": split_name, **r} for r in hessian_rows(
+                ds.x, H_true, H_pred, L_pred.cpu().double(), eq.lower, eq.upper, eq.input_names, eq.output_names,
+            )]  # fmt: skip
             jac = results.jacobian_frame(
                 ds.x.numpy(), J_pred.cpu().double().numpy(), ds.J.numpy(), eq.input_names, eq.output_names,
-                run.jacobian_rows,
+                run.jacobian_rows, H_pred.numpy(), H_true.numpy(),
             )  # fmt: skip
     x_check = data.test.x[: min(len(data.test), 128)].to(device)
     rows.append({**base, "split": "test", "metric": "denorm_check", "value": denorm_check(pm, x_check), "error": ""})

@@ -252,13 +252,22 @@ def write_metrics(run_dir: str | Path) -> pd.DataFrame:
 
 
 def jacobian_frame(
-    x: Any, J_pred: Any, J_true: Any, input_names: Sequence[str], output_names: Sequence[str], max_rows: int = 1000
+    x: Any,
+    J_pred: Any,
+    J_true: Any,
+    input_names: Sequence[str],
+    output_names: Sequence[str],
+    max_rows: int = 1000,
+    H_pred: Any = None,
+    H_true: Any = None,
 ) -> pd.DataFrame:
     """Per-sample Jacobians in the forum layout: inputs, then ``df1_dx1, df1_dx1_true, df1_dx2, ...``, then the
     per-sample norms ``jac_norm_true`` (||J_true||_F) and ``jac_norm_err`` (||J_pred - J_true||_F).
 
     x (B, n_in), J_pred and J_true (B, n_out, n_in) as numpy arrays in physical units; the first
-    ``max_rows`` samples. Columns are named ``d<output>_d<input>`` from the equation set's names.
+    ``max_rows`` samples. Columns are named ``d<output>_d<input>`` from the equation set's names. With Hessians
+    (B, n_out, n_in, n_in), their distinct entries follow: ``d2<output>_d<input j>_d<input k>`` (j <= k) and
+    ``..._true``, then ``hess_norm_true`` and ``hess_norm_err``.
     """
     n = min(len(x), max_rows)
     cols: dict[str, Any] = {name: x[:n, k] for k, name in enumerate(input_names)}
@@ -270,4 +279,14 @@ def jacobian_frame(
     flat_true = np.asarray(J_true[:n]).reshape(n, -1)
     cols["jac_norm_true"] = np.linalg.norm(flat_true, axis=1)
     cols["jac_norm_err"] = np.linalg.norm(np.asarray(J_pred[:n]).reshape(n, -1) - flat_true, axis=1)
+    if H_pred is not None:
+        m = len(input_names)
+        for i, out in enumerate(output_names):
+            for j in range(m):
+                for k in range(j, m):
+                    name = f"d2{out}_d{input_names[j]}_d{input_names[k]}"
+                    cols[name], cols[f"{name}_true"] = H_pred[:n, i, j, k], H_true[:n, i, j, k]
+        flat_h = np.asarray(H_true[:n]).reshape(n, -1)
+        cols["hess_norm_true"] = np.linalg.norm(flat_h, axis=1)
+        cols["hess_norm_err"] = np.linalg.norm(np.asarray(H_pred[:n]).reshape(n, -1) - flat_h, axis=1)
     return pd.DataFrame(cols)

@@ -1,0 +1,134 @@
+"""Second-derivative fidelity: how well a surrogate's Hessians and Laplacians match the truth, in physical units.
+
+Pure functions like `bench.fidelity.metrics`, whose rules they reuse one derivative up. Shapes: x (B, n_in),
+H (B, n_out, n_in, n_in) symmetric in its last two axes, L (B, n_out) = trace of H per output.
+
+- ``hess_rel_fro``: per sample ||H_pred - H_true||_F / max(||H_true||_F, REL_FLOOR x the split's RMS of
+  ||H_true||_F): the Jacobian metric's floor rule, so a sample whose true curvature is ~0 is judged against the
+  curvature the set typically has.
+- ``hess_entry_nrmse``: per entry (i, j <= k) RMSE over samples divided by the RMS of the true entry, with the
+  Jacobian entries' fallbacks (`metrics.entry_scales`: a structurally zero entry by its output's RMS curvature).
+- ``lap_nrmse``: per output RMSE of the Laplacian divided by the RMS of the true Laplacian (its output's RMS
+  Hessian entry where the true Laplacian is ~0, as for a harmonic output; 1 where the output has no curvature).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from bench.fidelity.metrics import (
+    EDGE_BIN_WIDTH,
+    REL_FLOOR,
+    ZERO_REL_TOL,
+    _f64,
+    _row,
+    _summarize,
+    edge_distance,
+    entry_scales,
+)
+
+
+def _pair(H_true: Any, H_pred: Any) -> tuple[np.ndarray, np.ndarray]:
+    t, p = _f64(H_true, "H_true"), _f64(H_pred, "H_pred")
+    if t.ndim != 4 or t.shape != p.shape or t.shape[2] != t.shape[3]:
+        raise ValueError(f"H_true {t.shape} and H_pred {p.shape} must both be (B, n_out, n_in, n_in)")
+    return t, p
+
+
+def hess_fro_scale(H_true: Any) -> float:
+    """The split's typical Hessian norm: RMS over samples of ||H_true||_F."""
+    t = _f64(H_true, "H_true")
+    return float(np.sqrt(np.mean(np.sum(t.reshape(len(t), -1) ** 2, axis=1))))
+
+
+def hess_rel_fro(H_true: Any, H_pred: Any, floor: float = REL_FLOOR) -> tuple[np.ndarray, np.ndarray]:
+    """Per-sample relative Frobenius error of the Hessians, (B,), and which samples were divided by the floor.
+
+    A split whose true Hessians are all exactly zero (a linear map) has no curvature to be relative to: the
+    error is then the absolute ||H_pred||_F.
+    """
+    t, p = _pair(H_true, H_pred)
+    ref = np.linalg.norm(t.reshape(len(t), -1), axis=1)
+    diff = np.linalg.norm((p - t).reshape(len(t), -1), axis=1)
+    scale = floor * hess_fro_scale(t)
+    denom = np.maximum(ref, scale)
+    floored = ref < scale if scale > 0 else ref == 0.0
+    return diff / np.where(denom > 0, denom, 1.0), floored
+
+
+def hess_entry_nrmse(H_true: Any, H_pred: Any) -> tuple[np.ndarray, list[list[str]]]:
+    """RMSE of each entry over the samples / its scale: (n_out, n_in, n_in) and a note per (i, j * n_in + k)."""
+    t, p = _pair(H_true, H_pred)
+    B, n_out, n, _ = t.shape
+    scale, notes = entry_scales(t.reshape(B, n_out, n * n))
+    rmse = np.sqrt(np.mean((p - t) ** 2, axis=0)).reshape(n_out, n * n)
+    return (rmse / scale).reshape(n_out, n, n), notes
+
+
+def lap_nrmse(H_true: Any, L_pred: Any) -> tuple[np.ndarray, list[str]]:
+    """Per output RMSE of the predicted Laplacian L_pred (B, n_out) against the trace of H_true, normalized."""
+    t = _f64(H_true, "H_true")
+    lp = _f64(L_pred, "L_pred")
+    lt = np.trace(t, axis1=2, axis2=3)
+    if lp.shape != lt.shape:
+        raise ValueError(f"L_pred {lp.shape} must be (B, n_out) = {lt.shape}")
+    rmse = np.sqrt(np.mean((lp - lt) ** 2, axis=0))
+    scale = np.sqrt(np.mean(lt**2, axis=0))
+    entry = np.sqrt(np.mean(t**2, axis=(0, 2, 3)))
+    notes = [""] * len(scale)
+    for i in range(len(scale)):
+        if scale[i] > ZERO_REL_TOL * entry[i] and scale[i] > 0:
+            continue
+        if entry[i] > 0:
+            scale[i], notes[i] = entry[i], "true Laplacian ~0: scaled by the RMS of the output's true Hessian entries"
+        else:
+            scale[i], notes[i] = 1.0, "output has no curvature: absolute RMSE"
+    return rmse / scale, notes
+
+
+def pair_names(input_names: list[str] | tuple[str, ...]) -> list[tuple[int, int, str]]:
+    """(j, k, "xj,xk") for every pair j <= k: the ``input`` column of a Hessian entry's row."""
+    n = len(input_names)
+    return [(j, k, f"{input_names[j]},{input_names[k]}") for j in range(n) for k in range(j, n)]
+
+
+def hessian_rows(
+    x: Any,
+    H_true: Any,
+    H_pred: Any,
+    L_pred: Any,
+    lower: Any,
+    upper: Any,
+    input_names: tuple[str, ...] | list[str],
+    output_names: tuple[str, ...] | list[str],
+) -> list[dict]:
+    """Second-derivative metrics as metrics.csv rows (metric, output, input, bin, value, error), physical units."""
+    t, _ = _pair(H_true, H_pred)
+    if len(output_names) != t.shape[1] or len(input_names) != t.shape[2]:
+        raise ValueError(f"Hessians are {t.shape} but got outputs {list(output_names)} and inputs {list(input_names)}")
+    rows = []
+    err, floored = hess_rel_fro(H_true, H_pred)
+    stats, note = _summarize(err)
+    rows += [_row(f"hess_rel_fro_{k}", v, error=note) for k, v in stats.items()]
+    rows.append(_row("hess_fro_scale", hess_fro_scale(H_true)))
+    rows.append(_row("hess_rel_floored", float(floored.mean())))
+    nrmse, notes = hess_entry_nrmse(H_true, H_pred)
+    n = len(input_names)
+    for i, o in enumerate(output_names):
+        for j, k, pair in pair_names(input_names):
+            rows.append(_row("hess_entry_nrmse", nrmse[i, j, k], output=o, input=pair, error=notes[i][j * n + k]))
+    lap, lap_notes = lap_nrmse(H_true, L_pred)
+    rows += [_row("lap_nrmse", lap[i], output=o, error=lap_notes[i]) for i, o in enumerate(output_names)]
+    d = edge_distance(x, lower, upper)
+    n_bins = round(0.5 / EDGE_BIN_WIDTH)
+    idx = np.minimum((d / EDGE_BIN_WIDTH).astype(int), n_bins - 1)
+    for b in range(n_bins):
+        m = idx == b
+        edge = round((b + 1) * EDGE_BIN_WIDTH, 12)
+        if m.any():
+            rows.append(_row("hess_rel_fro_by_edge", float(np.median(err[m])), bin=edge))
+        else:
+            rows.append(_row("hess_rel_fro_by_edge", float("nan"), bin=edge, error="no samples in this bin"))
+    return rows
