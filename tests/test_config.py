@@ -179,3 +179,24 @@ def test_expand_equations_against_the_registry():
     assert C.expand_equations("forum4x4,gen:smooth:3") == ("forum4x4", "gen:smooth:3")
     with pytest.raises(ConfigError, match="forum4x4"):
         C.expand_equations("forum4x5")
+
+
+def test_hessian_weights_are_a_grid_dimension_restricted_to_their_sets():
+    cfg = load_config("quick", overrides={"grid.hess_weights": [0.0, 0.1], "grid.hess_equations": "forum4x4",
+                                          "grid.equations": "forum4x4,gen:smooth:0"}, expand=True)  # fmt: skip
+    cells = C.grid_cells(cfg.grid)
+    hess = [c for c in cells if c.variant == "hessian"]
+    per_set = len(cfg.grid.models) * len(cfg.grid.betas) * len(cfg.grid.seeds)
+    assert len(cells) == 3 * per_set and len(hess) == per_set and {c.equation for c in hess} == {"forum4x4"}
+    ids = {c.cell_id for c in hess}
+    assert "forum4x4__mlp_tanh__sobolev0.5_h0.1__n256__s0" in ids and "forum4x4__mlp_tanh__value_h0.1__n256__s0" in ids
+    assert len({c.cell_id for c in cells}) == len(cells)
+    assert Config.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ConfigError, match=r"grid\.hess_weights"):
+        load_config("quick", overrides={"train.hess_weight": 0.1}, expand=False)
+    with pytest.raises(ConfigError, match="at most one weight"):
+        C.check(load_config("quick", overrides={"grid.hess_weights": [0.1, 0.2]}, expand=False))
+    with pytest.raises(ConfigError, match=r"not in grid\.equations"):
+        C.check(load_config("quick", overrides={"grid.hess_equations": "sine1d", "grid.hess_weights": [0, 0.1]}))
+    with pytest.raises(ConfigError, match="finite weights >= 0"):
+        C.check(load_config("quick", overrides={"grid.hess_weights": [-1.0]}, expand=False))

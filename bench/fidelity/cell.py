@@ -139,9 +139,15 @@ def run_cell(cell: Cell, config: Config, run_id: str) -> CellResult:
         return models.create_model(cell.model, eq.n_in, eq.n_out, seed=cell.seed, **kw).to(device, dtype)
 
     scaler = make_scaler(data.train, g.scaling, make_model().input_range)
-    train_cfg = TrainConfig(**config.train, beta=cell.beta)
-    val = scaler.transform_dataset(data.val) if len(data.val) else None
-    model, res, trials = fit_selecting_lr(make_model, scaler.transform_dataset(data.train), val, train_cfg, cell.seed)
+    train_cfg = TrainConfig(**config.train, beta=cell.beta, hess_weight=cell.hess_weight)
+
+    def normalized(part):  # (x_n, y_n, J_n[, H_n]): exact training Hessians from the set only when a term uses them
+        if cell.hess_weight == 0:
+            return scaler.transform_dataset(part)
+        return (*scaler.transform_dataset(part), scaler.hessian_to_normalized(eq.hessian(part.x)))
+
+    val = normalized(data.val) if len(data.val) else None
+    model, res, trials = fit_selecting_lr(make_model, normalized(data.train), val, train_cfg, cell.seed)
 
     pm = PhysicalModel(model, scaler).eval()
     base = {**results.cell_row(cell, run_id), "family": model.family, "params": model.param_count(),

@@ -4,13 +4,15 @@
 seeded mini-batches), optionally polishes with L-BFGS, stops early on the validation loss and restores
 the best weights. The loss is
 
-    beta * mean((y_model - y)²) + (1 - beta) * mean((J_model - J)²)
+    beta * mean((y_model - y)²) + (1 - beta) * mean((J_model - J)²) + hess_weight * mean((H_model - H)²)
 
-over samples and outputs (and inputs for J), all in normalized units: J is the exact Jacobian of the
-equation set mapped by the scaler (``Scaler.jacobian_to_normalized``). The model's Jacobian comes from the
-batched engines with ``create_graph=True`` so the optimizer differentiates through it; beta == 1 never
-computes it. efficient-KAN grid updates and regularization are opt-in and used only if the model has
-``update_grid(x)`` / ``regularization_loss()``.
+over samples and outputs (and inputs for J and H), all in normalized units: J and H are the exact derivatives
+of the equation set mapped by the scaler (``Scaler.jacobian_to_normalized`` / ``hessian_to_normalized``); the
+model's Hessian comes from ``bench.engines.hessian`` with ``create_graph=True`` (``forward_hessian`` on the zoo).
+The model's Jacobian comes from the batched engines with ``create_graph=True`` so the optimizer
+differentiates through it; beta == 1 never computes it (nor hess_weight == 0 the Hessian). efficient-KAN
+grid updates and regularization are opt-in and used only if the model has ``update_grid(x)`` /
+``regularization_loss()``.
 
 ``fit_selecting_lr(make_model, train, val, cfg, seed)`` is the tuning protocol: with ``cfg.lr_grid`` it trains one
 fresh model (the same initialization) per candidate learning rate under the same budget and keeps the one with the
@@ -36,7 +38,8 @@ from torch import Tensor, nn
 from bench import engines
 from bench.run.config import OPTIMIZER_NAMES, TrainConfig
 
-Data = tuple[Tensor, Tensor, Tensor | None]  # (x_n (B, n_in), y_n (B, n_out), J_n (B, n_out, n_in) or None)
+# (x_n (B, n_in), y_n (B, n_out), J_n (B, n_out, n_in) or None[, H_n (B, n_out, n_in, n_in) or None])
+Data = tuple
 
 # TrainConfig (bench.run.config, torch-free) validates the names; here they become torch optimizers
 OPTIMIZERS = dict(zip(OPTIMIZER_NAMES, (torch.optim.Adam, torch.optim.AdamW), strict=True))
@@ -87,13 +90,22 @@ def _engine_jacobian(model: nn.Module, x: Tensor, cfg: TrainConfig, create_graph
     return engines.jacobian(model, x, cfg.jac_engine, cfg.jac_chunk_size, create_graph=create_graph)
 
 
-def sobolev_loss(model: nn.Module, x: Tensor, y: Tensor, J: Tensor | None, cfg: TrainConfig) -> Tensor:
-    """beta * value MSE + (1 - beta) * Jacobian MSE (+ the opt-in regularization), normalized units."""
+def _hessian_term(model: nn.Module, x: Tensor, H: Tensor, cfg: TrainConfig, create_graph: bool) -> Tensor:
+    H_model = engines.hessian(model, x, cfg.hess_engine, cfg.jac_chunk_size, create_graph=create_graph)
+    return cfg.hess_weight * torch.mean((H_model - H) ** 2)
+
+
+def sobolev_loss(
+    model: nn.Module, x: Tensor, y: Tensor, J: Tensor | None, cfg: TrainConfig, H: Tensor | None = None
+) -> Tensor:
+    """beta * value MSE + (1 - beta) * Jacobian MSE + hess_weight * Hessian MSE (+ the opt-in regularization)."""
     loss = x.new_zeros(())
     if cfg.beta > 0:
         loss = loss + cfg.beta * torch.mean((model(x) - y) ** 2)
     if cfg.beta < 1:  # beta == 1: the Jacobian is never computed
         loss = loss + (1 - cfg.beta) * torch.mean((_engine_jacobian(model, x, cfg, True) - J) ** 2)
+    if cfg.hess_weight > 0:
+        loss = loss + _hessian_term(model, x, H, cfg, True)
     if cfg.reg_weight > 0 and hasattr(model, "regularization_loss"):
         loss = loss + cfg.reg_weight * model.regularization_loss()
     return loss
@@ -101,12 +113,14 @@ def sobolev_loss(model: nn.Module, x: Tensor, y: Tensor, J: Tensor | None, cfg: 
 
 def _val_loss(model: nn.Module, val: Data, cfg: TrainConfig) -> float:
     """The training objective on the validation split, without the regularization term."""
-    x, y, J = val
+    x, y, J, H = _four(val)
     model.eval()
     with torch.no_grad():
         loss = cfg.beta * torch.mean((model(x) - y) ** 2) if cfg.beta > 0 else x.new_zeros(())
     if cfg.beta < 1 and J is not None:  # outside no_grad: some engines need autograd
         loss = loss + (1 - cfg.beta) * torch.mean((_engine_jacobian(model, x, cfg, False).detach() - J) ** 2)
+    if cfg.hess_weight > 0 and H is not None:
+        loss = loss + _hessian_term(model, x, H, cfg, False).detach()
     model.train()
     return float(loss)
 
@@ -139,11 +153,20 @@ def _check_finite(value: float, where: str, step: int, cfg: TrainConfig) -> None
         )
 
 
+def _four(data: Data) -> tuple:
+    """(x, y, J, H) of a 3- or 4-tuple (H None when absent)."""
+    return (*data, None) if len(data) == 3 else tuple(data)
+
+
 def _prepare(data: Data | None, cfg: TrainConfig, like: Tensor, what: str) -> Data | None:
-    """Move data to the model's device and dtype, checking shapes and that J is there when needed."""
+    """Move data to the model's device and dtype, checking shapes and that J (and H) are there when needed."""
     if data is None:
         return None
-    x, y, J = data
+    x, y, J, H = _four(data)
+    if H is None and cfg.hess_weight > 0 and what == "train":
+        raise ValueError(f"hess_weight = {cfg.hess_weight} > 0 trains on Hessians: the training data needs H_n")
+    if H is not None and tuple(H.shape) != (len(x), y.shape[1], x.shape[1], x.shape[1]):
+        raise ValueError(f"{what}: H {tuple(H.shape)} must be (B, n_out, n_in, n_in)")
     if x.ndim != 2 or y.ndim != 2 or len(x) != len(y):
         raise ValueError(f"{what}: x {tuple(x.shape)} and y {tuple(y.shape)} must be (B, n_in) and (B, n_out)")
     if J is None and cfg.beta < 1 and what == "train":
@@ -151,7 +174,7 @@ def _prepare(data: Data | None, cfg: TrainConfig, like: Tensor, what: str) -> Da
     if J is not None and tuple(J.shape) != (len(x), y.shape[1], x.shape[1]):
         raise ValueError(f"{what}: J {tuple(J.shape)} must be (B, n_out, n_in) = {(len(x), y.shape[1], x.shape[1])}")
     kw = {"device": like.device, "dtype": like.dtype}
-    return x.to(**kw), y.to(**kw), None if J is None else J.to(**kw)
+    return x.to(**kw), y.to(**kw), None if J is None else J.to(**kw), None if H is None else H.to(**kw)
 
 
 def _polish(model: nn.Module, train: Data, cfg: TrainConfig) -> None:
@@ -168,7 +191,7 @@ def _polish(model: nn.Module, train: Data, cfg: TrainConfig) -> None:
 
     def closure() -> Tensor:
         opt.zero_grad()
-        loss = sobolev_loss(model, *train, cfg)
+        loss = sobolev_loss(model, *train[:3], cfg, train[3])
         loss.backward()
         return loss
 
@@ -185,7 +208,7 @@ def fit(model: nn.Module, train: Data, val: Data | None, cfg: TrainConfig, seed:
     like = next(model.parameters())
     train = _prepare(train, cfg, like, "train")
     val = _prepare(val, cfg, like, "val")
-    x, y, J = train
+    x, y, J, H = train
     opt = OPTIMIZERS[cfg.optimizer](model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(seed)
     batches = _batches(len(x), cfg.batch_size, gen)
@@ -210,9 +233,9 @@ def fit(model: nn.Module, train: Data, val: Data | None, cfg: TrainConfig, seed:
             with torch.no_grad():
                 model.update_grid(x)
         idx = next(batches)
-        batch = train if idx is None else (x[idx], y[idx], None if J is None else J[idx])
+        batch = train if idx is None else (x[idx], y[idx], *(None if t is None else t[idx] for t in (J, H)))
         opt.zero_grad(set_to_none=True)
-        loss = sobolev_loss(model, *batch, cfg)
+        loss = sobolev_loss(model, *batch[:3], cfg, batch[3])
         loss_value = float(loss.detach())  # one host sync per step; also catches NaN at once
         _check_finite(loss_value, "training", step, cfg)
         loss.backward()

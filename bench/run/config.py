@@ -77,8 +77,9 @@ def _coerce(table: str, key: str, value: Any, where: str) -> Any:
         return dict(value)
     if table == "train":
         known = _train_fields()
-        if key == "beta":
-            raise ConfigError(f"{where}: train.beta is set per cell from grid.betas; set grid.betas instead")
+        if key in ("beta", "hess_weight"):
+            grid_key = {"beta": "betas", "hess_weight": "hess_weights"}[key]
+            raise ConfigError(f"{where}: train.{key} is set per cell from grid.{grid_key}; set grid.{grid_key} instead")
         if key not in known:
             hint = suggest(key, known)
             raise ConfigError(f"{where}: unknown key train.{key}{hint}; keys: {', '.join(sorted(known))}")
@@ -174,6 +175,8 @@ def load_config(
     if expand:
         grid["models"] = expand_models(grid.get("models", GridConfig.models))
         grid["equations"] = expand_equations(grid.get("equations", GridConfig.equations))
+        if grid.get("hess_equations"):
+            grid["hess_equations"] = expand_equations(grid["hess_equations"])
     cfg = Config(
         grid=GridConfig(**grid),
         run=RunConfig(**run),

@@ -27,6 +27,7 @@ import pandas as pd
 METRIC_COLUMNS = (
     "run_id", "cell_id", "equation", "model", "family", "n_in", "n_out", "model_config", "params", "flops", "seed",
     "variant", "beta", "n_train", "split", "metric", "output", "input", "bin", "value", "status", "error", "node",
+    "hess_weight",
 )  # fmt: skip
 # throughput.csv columns, in order (results/README.md); numbers are the ones THROUGHPUT_NUMBERS lists
 THROUGHPUT_COLUMNS = (
@@ -39,7 +40,7 @@ THROUGHPUT_NUMBERS = (
     "flops_per_jac", "peak_flops", "threads",
 )  # fmt: skip
 # Columns added after the first runs were written: a reader fills them in empty for older tables.
-LATER_COLUMNS = ("n_in", "n_out", "model_config", "node")
+LATER_COLUMNS = ("n_in", "n_out", "model_config", "node", "hess_weight")
 # The definitions behind metrics.csv; config.json records it and `compare` warns when two runs differ.
 # 1: the first wave. 2: jac_rel_fro floored at the split's typical norm; jac_fro_scale; jac_spurious*.
 METRICS_VERSION = 2
@@ -99,6 +100,7 @@ def cell_row(cell: Any, run_id: str) -> dict:
     return {
         "run_id": run_id, "cell_id": cell.cell_id, "equation": cell.equation, "model": cell.model,
         "seed": cell.seed, "variant": cell.variant, "beta": cell.beta, "n_train": cell.n_train,
+        "hess_weight": getattr(cell, "hess_weight", 0.0),
     }  # fmt: skip
 
 

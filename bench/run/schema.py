@@ -45,6 +45,7 @@ class TrainConfig:
     steps: int | None = 4000  # optimizer steps (not epochs); None = until max_seconds
     batch_size: int | None = None  # None = full batch; else shuffled mini-batches from the seeded generator
     beta: float = 1.0  # weight of the value loss; 1 - beta weighs the Jacobian loss (1.0 = value only)
+    hess_weight: float = 0.0  # weight of the Hessian loss, added to the value and Jacobian terms (0 = none)
     lbfgs_steps: int = 0  # L-BFGS iterations after the first-order phase, full batch (0 = no polish)
     patience: int = 0  # stop after this many steps without a better validation loss (0 = never stop early)
     eval_every: int = 10  # steps between validation-loss evaluations (early stopping and history)
@@ -54,6 +55,7 @@ class TrainConfig:
     reg_weight: float = 0.0  # efficient-KAN: add reg_weight * model.regularization_loss() (0 = off)
     jac_engine: str = "auto"  # bench.engines engine for the Jacobian in the Sobolev loss
     jac_chunk_size: int | None = None  # engine chunking to bound memory (None = one chunk)
+    hess_engine: str = "auto"  # bench.engines Hessian engine for the Hessian term (forward_hessian on the zoo)
 
     def __post_init__(self) -> None:
         grid = self.lr_grid
@@ -78,6 +80,8 @@ class TrainConfig:
             raise ValueError(f"schedule {self.schedule!r} is not one of {list(SCHEDULES)}")
         if not 0.0 <= self.beta <= 1.0:
             raise ValueError(f"beta = {self.beta} must lie in [0, 1] (1 = value loss only, 0 = Jacobian only)")
+        if not (math.isfinite(self.hess_weight) and self.hess_weight >= 0):
+            raise ValueError(f"hess_weight = {self.hess_weight} must be a finite weight >= 0 (0 = no Hessian term)")
         if self.steps is None and self.max_seconds is None:
             raise ValueError("give a budget: steps, max_seconds or both")
         if (self.steps or 0) < 0 or (self.max_seconds or 1.0) <= 0:
@@ -98,6 +102,9 @@ class GridConfig:
     models: tuple[str, ...] = ("mlp_tanh",)  # registered model names, patterns expanded at load time
     seeds: tuple[int, ...] = (0,)  # one cell per seed: sampling, split, init and training all use it
     betas: tuple[float, ...] = (1.0,)  # value-loss weight per variant: 1.0 = value only, < 1 = Sobolev
+    # Hessian-loss weight per variant (0 = none), crossed with betas; > 0 runs only on hess_equations (empty: all)
+    hess_weights: tuple[float, ...] = (0.0,)
+    hess_equations: tuple[str, ...] = ()
     n_train: tuple[int, ...] = (512,)  # training-set sizes (the size sweep)
     n_test: int = 500  # held-out points per cell: test metrics and jacobians/<cell>.csv
     val_fraction: float = 0.15  # validation points as a fraction of n_train (early stopping)
@@ -118,25 +125,37 @@ class Cell:
     beta: float  # value-loss weight; 1.0 = value only
     n_train: int
     seed: int
+    hess_weight: float = 0.0  # Hessian-loss weight; > 0 makes the variant "hessian"
 
     @property
     def variant(self) -> str:
+        """``value`` (values only), ``sobolev`` (values and Jacobians) or ``hessian`` (a Hessian term too)."""
+        if self.hess_weight > 0:
+            return "hessian"
         return "value" if self.beta == 1.0 else "sobolev"
 
     @property
     def cell_id(self) -> str:
-        """Stable id ``<equation>__<model>__<variant>__n<n_train>__s<seed>``; Sobolev variants carry beta."""
+        """Stable id ``<equation>__<model>__<variant>__n<n_train>__s<seed>``; Sobolev variants carry beta, Hessian
+        ones beta and the Hessian weight (``sobolev0.5_h0.1``)."""
         variant = "value" if self.beta == 1.0 else f"sobolev{float(self.beta)!r}"
+        if self.hess_weight > 0:
+            variant += f"_h{float(self.hess_weight)!r}"
         return f"{self.equation}__{self.model}__{variant}__n{self.n_train}__s{self.seed}"
 
 
 def grid_cells(grid: GridConfig) -> list[Cell]:
-    """The grid in a stable order: equation, model, beta, n_train, seed (seeds innermost)."""
+    """The grid in a stable order: equation, model, beta, Hessian weight, n_train, seed (seeds innermost).
+
+    A Hessian weight > 0 is crossed with the equations of ``grid.hess_equations`` only (all when empty).
+    """
     return [
-        Cell(eq, model, float(beta), int(n), int(seed))
+        Cell(eq, model, float(beta), int(n), int(seed), float(hw))
         for eq in grid.equations
         for model in grid.models
         for beta in grid.betas
+        for hw in grid.hess_weights
+        if hw == 0 or not grid.hess_equations or eq in grid.hess_equations
         for n in grid.n_train
         for seed in grid.seeds
     ]
@@ -179,8 +198,9 @@ class Config:
     def from_dict(cls, d: Mapping[str, Any]) -> Config:
         """Rebuild a resolved config (config.json of a run); names are not re-expanded."""
         g = dict(d["grid"])
-        for key in ("equations", "models", "seeds", "betas", "n_train"):
-            g[key] = tuple(g[key])
+        for key in ("equations", "models", "seeds", "betas", "n_train", "hess_weights", "hess_equations"):
+            if key in g:  # the Hessian keys are absent from runs written before they existed
+                g[key] = tuple(g[key])
         run = dict(d["run"])
         run["plugins"] = tuple(run.get("plugins", ()))
         return cls(GridConfig(**g), RunConfig(**run), dict(d.get("train", {})), dict(d.get("source", {})))
@@ -238,6 +258,7 @@ def _scalar(kind: type, choices: tuple[str, ...] | None = None, optional: bool =
 _SPECS: dict[str, dict[str, Callable[[Any], Any]]] = {
     "grid": {
         "equations": _names, "models": _names, "seeds": _numbers(int), "betas": _numbers(float),
+        "hess_weights": _numbers(float), "hess_equations": _names,
         "n_train": _numbers(int), "n_test": _scalar(int), "val_fraction": _scalar(float),
         "sampler": _scalar(str), "scaling": _scalar(str, SCALINGS), "match_params": _scalar(int, optional=True),
     },
@@ -252,8 +273,8 @@ _TABLES = ("grid", "train", "run", "model_overrides")
 
 
 def _train_fields() -> set[str]:
-    """TrainConfig's field names (beta excluded: each cell takes it from grid.betas)."""
-    return {f.name for f in dataclasses.fields(TrainConfig)} - {"beta"}
+    """TrainConfig's field names (beta and hess_weight excluded: each cell takes them from the grid)."""
+    return {f.name for f in dataclasses.fields(TrainConfig)} - {"beta", "hess_weight"}
 
 
 def check(cfg: Config) -> None:
@@ -272,7 +293,18 @@ def check(cfg: Config) -> None:
         raise ConfigError(f"run.address = {r.address!r} is a Ray cluster's address: add --executor ray (or drop it)")
     if not 0 < r.gpus_per_cell <= 1:
         raise ConfigError(f"run.gpus_per_cell must lie in (0, 1] (a fraction of one GPU); got {r.gpus_per_cell}")
-    for key, seq in (("seeds", g.seeds), ("betas", g.betas), ("n_train", g.n_train)):
+    bad = [w for w in g.hess_weights if not (math.isfinite(w) and w >= 0)]
+    if bad or not g.hess_weights:
+        raise ConfigError(f"grid.hess_weights must be finite weights >= 0 (0 = no Hessian term); got {bad or []}")
+    if len([w for w in g.hess_weights if w > 0]) > 1:
+        raise ConfigError(
+            f"grid.hess_weights = {list(g.hess_weights)}: at most one weight > 0 per run (the report names a "
+            "Hessian variant by its beta); run other weights as separate runs"
+        )
+    stray = [e for e in g.hess_equations if e not in g.equations]
+    if stray:
+        raise ConfigError(f"grid.hess_equations {stray} are not in grid.equations {list(g.equations)}")
+    for key, seq in (("seeds", g.seeds), ("betas", g.betas), ("n_train", g.n_train), ("hess_weights", g.hess_weights)):
         if len(set(seq)) != len(seq):
             raise ConfigError(f"grid.{key} has duplicates: {list(seq)}")
     try:

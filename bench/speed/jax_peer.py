@@ -185,3 +185,41 @@ def version() -> str:
     """'jax <version> (<backend>)' or 'jax not installed'."""
     jax = _jax()
     return "jax not installed" if jax is None else f"jax {jax.__version__} ({jax.default_backend()})"
+
+
+HESSIAN_ENGINE = "jax_jit_vmap_hessian"
+# max |H_jax - H_torch64| / max |H_torch64|: float32 rounding one derivative further than the Jacobian's
+HESSIAN_TOLERANCE = {torch.float32: 1e-3, torch.float64: 1e-10}
+
+
+def reference_hessian(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """torch's float64 Hessians (B, n_out, n_in, n_in) on the CPU (bench.engines.hessian, reverse over reverse)."""
+    from bench.engines import hessian
+
+    ref = copy.deepcopy(model).to(device="cpu", dtype=torch.float64).requires_grad_(False)
+    return hessian(ref, x.detach().to(device="cpu", dtype=torch.float64), engine="vmap_jacrev_jacrev").detach()
+
+
+def prepare_hessian(model: nn.Module, x: torch.Tensor) -> Callable[[], Any]:
+    """Compile `jax.jit(jax.vmap(jax.hessian(f)))` for `x`'s shape, check it against torch in float64, return the
+    call to time (H (B, n_out, n_in, n_in) for the whole batch, blocking until ready)."""
+    jax = _jax()
+    reason = supports(model, x.device, x.dtype)
+    if reason is not None:
+        raise ValueError(reason)
+    device = _jax_device(x.device)
+    with _precision_context(x.dtype):
+        f, params = to_jax(model, device)
+        hes = jax.jit(jax.vmap(jax.hessian(f, argnums=1), in_axes=(None, 0)))
+        xj = jax.device_put(x.detach().cpu().numpy(), device)
+        h_first = hes(params, xj).block_until_ready()
+    n = min(CHECK_SAMPLES, x.shape[0])
+    err = relative_error(torch.from_numpy(jax.device_get(h_first)[:n].copy()), reference_hessian(model, x[:n]))
+    if not err <= HESSIAN_TOLERANCE[x.dtype]:
+        raise AssertionError(f"JAX Hessian differs from torch's by {err:.3g} relative ({HESSIAN_TOLERANCE[x.dtype]})")
+
+    def call():
+        with _precision_context(x.dtype):
+            return hes(params, xj).block_until_ready()
+
+    return call
