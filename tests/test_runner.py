@@ -316,3 +316,31 @@ def test_a_real_cell_whose_model_returns_nan_fails_and_the_grid_goes_on(tmp_path
     assert failure.cell_id == "forum4x4__nan_net__value__n32__s0" and "nan" in failure.error.lower()
     table = results.read_cells(run_dir)
     assert set(table.loc[table["model"] == "mlp_tanh", "status"]) == {"ok"}
+
+
+def test_a_pool_that_broke_before_a_submit_gets_the_cell_back_unrun(tmp_path):
+    """The race CI met: a worker dies between the wait and the next submit; that cell must go back, not crash."""
+    from collections import deque
+    from concurrent.futures.process import BrokenProcessPool
+
+    from bench.run.runner import _Schedule
+
+    class BrokenPool:
+        def submit(self, *args, **kwargs):
+            raise BrokenProcessPool("a child process terminated abruptly")
+
+    cfg = make_config(tmp_path, models=("a", "z"), seeds=(0,), betas=(1.0,), workers=2)
+    cells = grid_cells(cfg.grid)
+
+    class Bar:
+        def __init__(self):
+            self.running = []
+
+        def start(self, cell_id):
+            self.running.append(cell_id)
+
+    sched = _Schedule(fake_cell, cells, cfg, tmp_path, runner.RunSummary(tmp_path, len(cells), 0), Bar())
+    assert sched._fill(BrokenPool()) is False
+    assert list(sched.pending) == cells and not sched.inflight  # nothing lost, nothing marked as running
+    sched.pending, sched.suspects = deque(), deque(cells[:1])
+    assert sched._fill(BrokenPool()) is False and list(sched.suspects) == cells[:1]

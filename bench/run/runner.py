@@ -259,7 +259,8 @@ class _Schedule:
     def drain(self, pool: ProcessPoolExecutor) -> None:
         """Run cells on ``pool`` until none is left or a worker dies (the pool is broken: the caller makes another)."""
         while self.pending or self.suspects or self.inflight:
-            self._fill(pool)
+            if not self._fill(pool) and not self.inflight:
+                return  # the pool broke with nothing of ours in flight: the caller makes another
             done, _ = wait(self.inflight, return_when=FIRST_COMPLETED)
             crashed = [cell for fut in done if (cell := self._collect(fut)) is not None]
             if crashed:  # every cell still in flight went down with the pool, except one whose result came back
@@ -271,19 +272,31 @@ class _Schedule:
                     self._record(outcome)
                 return
 
-    def _fill(self, pool: ProcessPoolExecutor) -> None:
-        """Submit a suspect alone (a second crash convicts it), else pending cells up to the worker count."""
+    def _fill(self, pool: ProcessPoolExecutor) -> bool:
+        """Submit a suspect alone (a second crash convicts it), else pending cells up to the worker count.
+
+        False when the pool turned out broken (a worker died since the last wait): the cell goes back unrun.
+        """
         if self.suspects and not self.inflight:
             cell = self.suspects.popleft()
             self.quarantined.add(cell.cell_id)
-            self._submit(pool, cell)
+            if not self._submit(pool, cell, self.suspects):
+                return False
         solo = self.suspects or any(c.cell_id in self.quarantined for c in self.inflight.values())
         while self.pending and not solo and len(self.inflight) < self.config.run.workers:
-            self._submit(pool, self.pending.popleft())
+            if not self._submit(pool, self.pending.popleft(), self.pending):
+                return False
+        return True
 
-    def _submit(self, pool: ProcessPoolExecutor, cell: Cell) -> None:
-        self.inflight[pool.submit(compute_cell, self.cell_fn, cell, self.config, self.run_dir.name)] = cell
+    def _submit(self, pool: ProcessPoolExecutor, cell: Cell, origin: deque) -> bool:
+        try:
+            fut = pool.submit(compute_cell, self.cell_fn, cell, self.config, self.run_dir.name)
+        except BrokenProcessPool:  # a worker died between the last wait and this submit: the cell never ran
+            origin.appendleft(cell)
+            return False
+        self.inflight[fut] = cell
         self.bar.start(cell.cell_id)
+        return True
 
     def _collect(self, fut: Future) -> Cell | None:
         """Record a finished future's outcome; returns its cell if its worker died instead."""
