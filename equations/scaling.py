@@ -187,13 +187,6 @@ class Scaler:
         """The inverse of ``hessian_to_physical``."""
         return H_phys / self._hessian_factor(H_phys)
 
-    def laplacian_to_physical(self, H_norm: Tensor) -> Tensor:
-        """The physical Laplacian (..., n_out) from a normalized Hessian: the trace of ``hessian_to_physical``.
-
-        (A normalized Laplacian alone does not determine it unless every x_scale is equal.)
-        """
-        return torch.diagonal(self.hessian_to_physical(H_norm), dim1=-2, dim2=-1).sum(-1)
-
     def transform_dataset(self, ds: Any) -> tuple[Tensor, Tensor, Tensor]:
         """(x_n, y_n, J_n) of anything with x, y, J (an ``equations.data.Dataset``), for training."""
         return self.transform_x(ds.x), self.transform_y(ds.y), self.jacobian_to_normalized(ds.J)

@@ -26,7 +26,7 @@ from bench.engines import (  # noqa: F401 (kan_tangents registers rules)
     kan_tangents,
     tangents,
 )
-from bench.engines.base import Engine, UnknownEngine, UnsupportedEngine, check_engine_name, model_name
+from bench.engines.base import Engine, UnknownEngine, UnsupportedEngine, model_name, resolve_in
 from bench.engines.chunking import chunked, default_chunk_size
 from bench.engines.hessians import HESSIAN_ENGINES, LAPLACIAN_ENGINES, choose_hessian, hessian, laplacian
 
@@ -62,17 +62,7 @@ def choose(model: nn.Module, x: torch.Tensor, create_graph: bool = False) -> Eng
 
 def resolve(model: nn.Module, x: torch.Tensor, engine: str | Engine, create_graph: bool) -> Engine:
     """The Engine for `engine` ("auto", a name or an Engine), or UnsupportedEngine saying why not."""
-    if engine == "auto":
-        return choose(model, x, create_graph)
-    if isinstance(engine, str):
-        check_engine_name(engine, [*ENGINES, "auto"])
-        engine = ENGINES[engine]
-    reason = engine.supports(model, x.device, x.dtype)
-    if reason is not None:
-        raise UnsupportedEngine(f"engine '{engine.name}' does not support model {model_name(model)}: {reason}")
-    if create_graph and not engine.differentiable:
-        raise UnsupportedEngine(f"engine '{engine.name}' cannot keep the graph (create_graph=True)")
-    return engine
+    return resolve_in(ENGINES, engine, lambda: choose(model, x, create_graph), model, x, create_graph)
 
 
 def jacobian(

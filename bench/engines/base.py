@@ -58,6 +58,27 @@ class Engine:
         return self.fn(model, x, create_graph=create_graph)
 
 
+def resolve_in(
+    table: dict[str, Engine], engine: str | Engine, auto: Callable[[], Engine], model: nn.Module, x, create_graph: bool
+) -> Engine:
+    """The Engine for `engine` ("auto": `auto()`, a name in `table` or an Engine), or UnsupportedEngine saying why not.
+
+    One copy for the Jacobian and the Hessian registries: the name check with close names, the support check and
+    the graph check.
+    """
+    if engine == "auto":
+        return auto()
+    if isinstance(engine, str):
+        check_engine_name(engine, [*table, "auto"])
+        engine = table[engine]
+    reason = engine.supports(model, x.device, x.dtype)
+    if reason is not None:
+        raise UnsupportedEngine(f"engine '{engine.name}' does not support model {model_name(model)}: {reason}")
+    if create_graph and not engine.differentiable:
+        raise UnsupportedEngine(f"engine '{engine.name}' cannot keep the graph (create_graph=True)")
+    return engine
+
+
 def model_name(model: nn.Module) -> str:
     """A readable name for messages: the zoo name if the model has one, else its class name."""
     return str(getattr(model, "name", None) or type(model).__name__)

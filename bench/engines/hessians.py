@@ -16,8 +16,6 @@ and n_out reverse passes; the per-sample loop runs n_out double-backward Hessian
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 from torch.autograd.functional import hessian as autograd_hessian
@@ -25,23 +23,11 @@ from torch.func import hessian as func_hessian
 from torch.func import jacrev, vmap
 
 from bench.engines import coupling, kan_second  # noqa: F401 (kan_second registers rules)
-from bench.engines.base import (
-    Engine,
-    UnsupportedEngine,
-    check_engine_name,
-    check_output,
-    grad_mode,
-    model_name,
-    per_sample,
-)
+from bench.engines.base import Engine, UnsupportedEngine, check_output, grad_mode, model_name, per_sample, resolve_in
 from bench.engines.blocks import split_over_cores
-from bench.engines.chunking import MEMORY_BUDGET_BYTES, TEMPORARIES, activation_floats, chunked, memory_budget
+from bench.engines.chunking import TEMPORARIES, activation_floats, chunked, memory_budget
 from bench.engines.second_order import rule_reason, second_order_pass, to_hessian, to_laplacian
-
-# CPU without a graph: rows per block so that (1 + n_in + P) copies of the widest layer stay near 2 MiB (as for
-# forward_tangents, bench.engines.tangents.CPU_BLOCK_BYTES).
-CPU_BLOCK_BYTES = 2 * 2**20
-
+from bench.engines.tangents import CPU_BLOCK_BYTES, widest
 
 # torch 2.13's autograd gets the third derivative through LayerNorm wrong: a loss on a Hessian computed by
 # autograd's double backward (the loop, vmap(jacrev(jacrev)), the batch sum; forward over reverse too) has
@@ -130,10 +116,6 @@ def batch_sum_hessian(model: nn.Module, x: torch.Tensor, create_graph: bool = Fa
     return torch.stack(rows, dim=1)
 
 
-def _widest(model: nn.Module) -> int:
-    return max((max(p.shape[0], math.prod(p.shape[1:])) for p in model.parameters() if p.dim() >= 1), default=1)
-
-
 def _second_order(model: nn.Module, x: torch.Tensor, create_graph: bool, laplacian: bool) -> torch.Tensor:
     """H (B, n_out, n_in, n_in) or the Laplacian (B, n_out) of a model with second-order rules throughout."""
     B = x.shape[0]
@@ -148,7 +130,8 @@ def _second_order(model: nn.Module, x: torch.Tensor, create_graph: bool, laplaci
     if create_graph or x.device.type != "cpu":
         return run(x)
     rows_per_sample = 1 + x.shape[1] + (1 if laplacian else pair_count(x.shape[1]))
-    rows = max(64, CPU_BLOCK_BYTES // (rows_per_sample * _widest(model) * x.element_size()))
+    # rows per block so that (1 + n_in + P) copies of the widest layer stay near forward_tangents' 2 MiB
+    rows = max(64, CPU_BLOCK_BYTES // (rows_per_sample * widest(model) * x.element_size()))
     if B <= rows:
         return split_over_cores(run, x, rows)
     return split_over_cores(lambda xs: chunked(run, xs, rows, False), x, rows)
@@ -210,18 +193,6 @@ def choose_hessian(model: nn.Module, x: torch.Tensor, create_graph: bool = False
     return HESSIAN_ENGINES["forward_hessian" if rule_reason(model) is None else "vmap_jacrev_jacrev"]
 
 
-def _resolve(table: dict[str, Engine], engine: str | Engine, auto: Engine, model, x, create_graph) -> Engine:
-    if engine == "auto":
-        return auto
-    if isinstance(engine, str):
-        check_engine_name(engine, [*table, "auto"])
-        engine = table[engine]
-    reason = engine.supports(model, x.device, x.dtype)
-    if reason is not None:
-        raise UnsupportedEngine(f"engine '{engine.name}' does not support model {model_name(model)}: {reason}")
-    return engine
-
-
 def hessian_chunk_size(model: nn.Module, x: torch.Tensor, budget_bytes: int | None = None) -> int:
     """Samples per chunk so that one chunk's intermediates stay within the budget (bench.engines.chunking)."""
     budget_bytes = memory_budget(x.device) if budget_bytes is None else budget_bytes
@@ -231,9 +202,6 @@ def hessian_chunk_size(model: nn.Module, x: torch.Tensor, budget_bytes: int | No
 
 
 def _run(eng: Engine, model, x, chunk_size, create_graph, order_check: bool) -> torch.Tensor:
-    if x.dim() != 2:
-        raise ValueError(f"x must be (B, n_in), got shape {tuple(x.shape)}")
-
     def one_chunk(xc: torch.Tensor) -> torch.Tensor:
         if order_check and eng.batch_sum:
             coupling.require_batch_independent(model, xc, eng.name, order=2)
@@ -262,7 +230,7 @@ def hessian(
     """
     if x.dim() != 2:
         raise ValueError(f"x must be (B, n_in), got shape {tuple(x.shape)}")
-    eng = _resolve(HESSIAN_ENGINES, engine, choose_hessian(model, x, create_graph), model, x, create_graph)
+    eng = resolve_in(HESSIAN_ENGINES, engine, lambda: choose_hessian(model, x, create_graph), model, x, create_graph)
     return _run(eng, model, x, chunk_size, create_graph, order_check=True)
 
 
@@ -279,12 +247,14 @@ def laplacian(
     """
     if x.dim() != 2:
         raise ValueError(f"x must be (B, n_in), got shape {tuple(x.shape)}")
-    auto = LAPLACIAN_ENGINES["forward_laplacian" if rule_reason(model) is None else "hessian_trace"]
-    eng = _resolve(LAPLACIAN_ENGINES, engine, auto, model, x, create_graph)
+
+    def auto() -> Engine:
+        return LAPLACIAN_ENGINES["forward_laplacian" if rule_reason(model) is None else "hessian_trace"]
+
+    eng = resolve_in(LAPLACIAN_ENGINES, engine, auto, model, x, create_graph)
     return _run(eng, model, x, chunk_size, create_graph, order_check=False)
 
 
 __all__ = [
-    "HESSIAN_ENGINES", "LAPLACIAN_ENGINES", "MEMORY_BUDGET_BYTES", "choose_hessian", "hessian", "ideal_passes",
-    "laplacian",
+    "HESSIAN_ENGINES", "LAPLACIAN_ENGINES", "choose_hessian", "hessian", "ideal_passes", "laplacian",
 ]  # fmt: skip

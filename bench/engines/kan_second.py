@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bench.engines.kan_tangents import bspline_with_derivative, chebyshev_with_derivative
+from bench.engines.kan_tangents import _input_layernorm_reason, bspline_with_derivative, chebyshev_with_derivative
 from bench.engines.second_order import (
     Pairs,
     affine,
@@ -62,11 +62,6 @@ def _kan_output(basis_state, base_state, w_basis, w_base, bias):
 
 def _silu_branch(h, t, s, pairs: Pairs):
     return apply_activation2(*silu2(h), t, s, pairs)
-
-
-def _input_layernorm_reason(m: nn.Module) -> str | None:
-    ln = m.layernorm
-    return None if ln is None or len(ln.normalized_shape) == 1 else f"{type(m).__name__}: LayerNorm over several axes"
 
 
 @register_second_rule(FastKANLayer, reason=_input_layernorm_reason)

@@ -166,7 +166,7 @@ def run_tangents(model: nn.Module, x: torch.Tensor, create_graph: bool) -> torch
     return tangents_to_jacobian(t, x.shape[0])
 
 
-def _widest(model: nn.Module) -> int:
+def widest(model: nn.Module) -> int:
     """Widest activation per sample: the larger side of a weight (a KAN layer's in x basis size)."""
     return max((max(p.shape[0], math.prod(p.shape[1:])) for p in model.parameters() if p.dim() >= 1), default=1)
 
@@ -185,7 +185,7 @@ def forward_tangents(model: nn.Module, x: torch.Tensor, create_graph: bool = Fal
         return run_tangents(model, x, False) if mods is None else fused_mlp_jacobian(mods, x, x.shape[0])
     # CPU: blocks of rows that fit in cache are several times faster than one pass over a large batch,
     # and each core takes its own share of the blocks (bench.engines.blocks).
-    rows = max(64, CPU_BLOCK_BYTES // ((1 + x.shape[1]) * _widest(model) * x.element_size()))
+    rows = max(64, CPU_BLOCK_BYTES // ((1 + x.shape[1]) * widest(model) * x.element_size()))
     mods = fusable(model)
     if mods is not None:
         return split_over_cores(lambda xs: fused_mlp_jacobian(mods, xs, rows), x, rows)

@@ -7,7 +7,7 @@ H (B, n_out, n_in, n_in) symmetric in its last two axes, L (B, n_out) = trace of
   ||H_true||_F): the Jacobian metric's floor rule, so a sample whose true curvature is ~0 is judged against the
   curvature the set typically has.
 - ``hess_entry_nrmse``: per entry (i, j <= k) RMSE over samples divided by the RMS of the true entry, with the
-  Jacobian entries' fallbacks (`metrics.entry_scales`: a structurally zero entry by its output's RMS curvature).
+  Jacobian entries' fallbacks (`metrics.jac_entry_nrmse`: a structurally zero entry by its output's RMS curvature).
 - ``lap_nrmse``: per output RMSE of the Laplacian divided by the RMS of the true Laplacian (its output's RMS
   Hessian entry where the true Laplacian is ~0, as for a harmonic output; 1 where the output has no curvature).
 """
@@ -19,14 +19,15 @@ from typing import Any
 import numpy as np
 
 from bench.fidelity.metrics import (
-    EDGE_BIN_WIDTH,
     REL_FLOOR,
     ZERO_REL_TOL,
     _f64,
     _row,
     _summarize,
-    edge_distance,
-    entry_scales,
+    errors_by_edge,
+    jac_entry_nrmse,
+    jac_fro_scale,
+    jac_rel_fro,
 )
 
 
@@ -37,10 +38,14 @@ def _pair(H_true: Any, H_pred: Any) -> tuple[np.ndarray, np.ndarray]:
     return t, p
 
 
+def _flat(H: np.ndarray) -> np.ndarray:
+    """(B, n_out, n_in, n_in) -> (B, n_out, n_in * n_in): Frobenius norms and entry rules are the Jacobian's."""
+    return H.reshape(*H.shape[:2], -1)
+
+
 def hess_fro_scale(H_true: Any) -> float:
     """The split's typical Hessian norm: RMS over samples of ||H_true||_F."""
-    t = _f64(H_true, "H_true")
-    return float(np.sqrt(np.mean(np.sum(t.reshape(len(t), -1) ** 2, axis=1))))
+    return jac_fro_scale(_flat(_f64(H_true, "H_true")))
 
 
 def hess_rel_fro(H_true: Any, H_pred: Any, floor: float = REL_FLOOR) -> tuple[np.ndarray, np.ndarray]:
@@ -50,21 +55,14 @@ def hess_rel_fro(H_true: Any, H_pred: Any, floor: float = REL_FLOOR) -> tuple[np
     error is then the absolute ||H_pred||_F.
     """
     t, p = _pair(H_true, H_pred)
-    ref = np.linalg.norm(t.reshape(len(t), -1), axis=1)
-    diff = np.linalg.norm((p - t).reshape(len(t), -1), axis=1)
-    scale = floor * hess_fro_scale(t)
-    denom = np.maximum(ref, scale)
-    floored = ref < scale if scale > 0 else ref == 0.0
-    return diff / np.where(denom > 0, denom, 1.0), floored
+    return jac_rel_fro(_flat(t), _flat(p), floor)
 
 
 def hess_entry_nrmse(H_true: Any, H_pred: Any) -> tuple[np.ndarray, list[list[str]]]:
     """RMSE of each entry over the samples / its scale: (n_out, n_in, n_in) and a note per (i, j * n_in + k)."""
     t, p = _pair(H_true, H_pred)
-    B, n_out, n, _ = t.shape
-    scale, notes = entry_scales(t.reshape(B, n_out, n * n))
-    rmse = np.sqrt(np.mean((p - t) ** 2, axis=0)).reshape(n_out, n * n)
-    return (rmse / scale).reshape(n_out, n, n), notes
+    nrmse, notes = jac_entry_nrmse(_flat(t), _flat(p))
+    return nrmse.reshape(t.shape[1:]), notes
 
 
 def lap_nrmse(H_true: Any, L_pred: Any) -> tuple[np.ndarray, list[str]]:
@@ -121,14 +119,6 @@ def hessian_rows(
             rows.append(_row("hess_entry_nrmse", nrmse[i, j, k], output=o, input=pair, error=notes[i][j * n + k]))
     lap, lap_notes = lap_nrmse(H_true, L_pred)
     rows += [_row("lap_nrmse", lap[i], output=o, error=lap_notes[i]) for i, o in enumerate(output_names)]
-    d = edge_distance(x, lower, upper)
-    n_bins = round(0.5 / EDGE_BIN_WIDTH)
-    idx = np.minimum((d / EDGE_BIN_WIDTH).astype(int), n_bins - 1)
-    for b in range(n_bins):
-        m = idx == b
-        edge = round((b + 1) * EDGE_BIN_WIDTH, 12)
-        if m.any():
-            rows.append(_row("hess_rel_fro_by_edge", float(np.median(err[m])), bin=edge))
-        else:
-            rows.append(_row("hess_rel_fro_by_edge", float("nan"), bin=edge, error="no samples in this bin"))
+    for edge, med, _count, note in errors_by_edge(x, lower, upper, err):
+        rows.append(_row("hess_rel_fro_by_edge", med, bin=edge, error=note))
     return rows

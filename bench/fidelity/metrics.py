@@ -244,10 +244,17 @@ def jac_error_by_edge(
     Bins [0, w), [w, 2w), ... with the last one closed at 0.5. Returns one ``(upper edge, median error,
     samples in bin, note)`` per bin; an empty bin has NaN and says so.
     """
-    d = edge_distance(x, lower, upper)
     err, _ = jac_rel_fro(J_true, J_pred, floor)  # floored against the whole split's typical norm, then binned
+    return errors_by_edge(x, lower, upper, err, width)
+
+
+def errors_by_edge(
+    x: Any, lower: Any, upper: Any, err: np.ndarray, width: float = EDGE_BIN_WIDTH
+) -> list[tuple[float, float, int, str]]:
+    """Median of per-sample errors err (B,) per bin of ``edge_distance``: (upper edge, median, count, note)."""
+    d = edge_distance(x, lower, upper)
     if len(d) != len(err):
-        raise ValueError(f"x has {len(d)} samples but the Jacobians have {len(err)}")
+        raise ValueError(f"x has {len(d)} samples but the derivatives have {len(err)}")
     n_bins = round(0.5 / width)
     idx = np.minimum((d / width).astype(int), n_bins - 1)
     out = []

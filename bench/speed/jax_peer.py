@@ -156,11 +156,9 @@ def check_against_torch(model: nn.Module, x: torch.Tensor, j_jax: torch.Tensor, 
     return err
 
 
-def prepare(model: nn.Module, x: torch.Tensor) -> Callable[[], Any]:
-    """Compile the JAX Jacobian for `x`'s shape, check it against torch, return the call to time.
-
-    The returned callable computes J (B, n_out, n_in) for the whole batch and blocks until it is ready.
-    """
+def _compiled(model: nn.Module, x: torch.Tensor, transform: Callable, check: Callable) -> Callable[[], Any]:
+    """jit(vmap(transform(f))) of the rebuilt MLP for `x`'s shape, compiled, checked by `check(x_first, out_first)`
+    against torch, and the call to time (the whole batch, blocking until ready)."""
     jax = _jax()
     reason = supports(model, x.device, x.dtype)
     if reason is not None:
@@ -168,17 +166,25 @@ def prepare(model: nn.Module, x: torch.Tensor) -> Callable[[], Any]:
     device = _jax_device(x.device)
     with _precision_context(x.dtype):
         f, params = to_jax(model, device)
-        jac = jax.jit(jax.vmap(jax.jacfwd(f, argnums=1), in_axes=(None, 0)))
+        fn = jax.jit(jax.vmap(transform(f, argnums=1), in_axes=(None, 0)))
         xj = jax.device_put(x.detach().cpu().numpy(), device)
-        j_first = jac(params, xj).block_until_ready()  # compiles for this shape
+        first = fn(params, xj).block_until_ready()  # compiles for this shape
     n = min(CHECK_SAMPLES, x.shape[0])
-    check_against_torch(model, x[:n], torch.from_numpy(jax.device_get(j_first)[:n].copy()), x.dtype)
+    check(x[:n], torch.from_numpy(jax.device_get(first)[:n].copy()))
 
     def call():
         with _precision_context(x.dtype):
-            return jac(params, xj).block_until_ready()
+            return fn(params, xj).block_until_ready()
 
     return call
+
+
+def prepare(model: nn.Module, x: torch.Tensor) -> Callable[[], Any]:
+    """Compile the JAX Jacobian for `x`'s shape, check it against torch, return the call to time.
+
+    The returned callable computes J (B, n_out, n_in) for the whole batch and blocks until it is ready.
+    """
+    return _compiled(model, x, _jax().jacfwd, lambda xs, j: check_against_torch(model, xs, j, x.dtype))
 
 
 def version() -> str:
@@ -203,23 +209,12 @@ def reference_hessian(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 def prepare_hessian(model: nn.Module, x: torch.Tensor) -> Callable[[], Any]:
     """Compile `jax.jit(jax.vmap(jax.hessian(f)))` for `x`'s shape, check it against torch in float64, return the
     call to time (H (B, n_out, n_in, n_in) for the whole batch, blocking until ready)."""
-    jax = _jax()
-    reason = supports(model, x.device, x.dtype)
-    if reason is not None:
-        raise ValueError(reason)
-    device = _jax_device(x.device)
-    with _precision_context(x.dtype):
-        f, params = to_jax(model, device)
-        hes = jax.jit(jax.vmap(jax.hessian(f, argnums=1), in_axes=(None, 0)))
-        xj = jax.device_put(x.detach().cpu().numpy(), device)
-        h_first = hes(params, xj).block_until_ready()
-    n = min(CHECK_SAMPLES, x.shape[0])
-    err = relative_error(torch.from_numpy(jax.device_get(h_first)[:n].copy()), reference_hessian(model, x[:n]))
-    if not err <= HESSIAN_TOLERANCE[x.dtype]:
-        raise AssertionError(f"JAX Hessian differs from torch's by {err:.3g} relative ({HESSIAN_TOLERANCE[x.dtype]})")
 
-    def call():
-        with _precision_context(x.dtype):
-            return hes(params, xj).block_until_ready()
+    def check(xs: torch.Tensor, h: torch.Tensor) -> None:
+        err = relative_error(h, reference_hessian(model, xs))
+        if not err <= HESSIAN_TOLERANCE[x.dtype]:
+            raise AssertionError(
+                f"JAX Hessian differs from torch's by {err:.3g} relative ({HESSIAN_TOLERANCE[x.dtype]})"
+            )
 
-    return call
+    return _compiled(model, x, _jax().hessian, check)
