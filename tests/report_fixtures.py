@@ -33,6 +33,10 @@ SEEDS = (0, 1, 2)
 SEED_FACTOR = {0: 0.9, 1: 1.0, 2: 1.1}  # mean over the seeds is exactly 1
 N_TRAIN = (256, 1024)  # value training at both sizes; Sobolev at the largest only
 SOBOLEV = {0.5: (1.2, 0.5), 1e-3: (2.0, 0.2), 1e-7: (5.0, 0.15)}  # beta -> (value-error, Jacobian-error) factor
+HESS_BASE = {"mlp_tanh": 0.1, "mlp_sigmoid": 0.2, "fastkan": 0.8, "efficient_kan": 0.6, "chebykan": 0.3}
+HESSIAN = (0.5, 0.1, "forum4x4")  # the Hessian variant: beta, Hessian weight, its one equation set
+HESSIAN_FACTOR = {"value": 1.0, "sobolev": 0.7, "hessian": 0.25}  # Hessian error relative to value training
+HESSIAN_JAC_FACTOR = 0.4  # the Hessian variant's Jacobian error relative to value training (Sobolev 0.5: 0.5)
 EDGE_BINS = (0.1, 0.2, 0.3, 0.4, 0.5)
 EDGE_FACTOR = (3.0, 1.8, 1.2, 1.0, 0.9)  # worse near the boundary
 FAILED = ("gen:smooth:3", "efficient_kan", "sobolev", 1e-7, 1024, 2)
@@ -51,7 +55,8 @@ DEVICES = {  # device -> (device_name, peak FLOP/s, half-saturation batch size)
 
 def cell_id(equation: str, model: str, variant: str, beta: float, n_train: int, seed: int) -> str:
     """The runner's cell id (bench.run.config.Cell.cell_id): the Sobolev beta is part of the variant."""
-    tag = variant if variant == "value" else f"{variant}{float(beta)!r}"
+    tag = variant if variant == "value" else f"sobolev{float(beta)!r}"
+    tag += f"_h{HESSIAN[1]!r}" if variant == "hessian" else ""
     return f"{equation}__{model}__{tag}__n{n_train}__s{seed}"
 
 
@@ -63,19 +68,25 @@ def grid() -> list[tuple[str, str, str, float, int, int]]:
             for seed in SEEDS:
                 cells += [(eq, model, "value", 1.0, n, seed) for n in N_TRAIN]
                 cells += [(eq, model, "sobolev", b, max(N_TRAIN), seed) for b in SOBOLEV]
+                cells += [(eq, model, "hessian", HESSIAN[0], max(N_TRAIN), seed)] if eq == HESSIAN[2] else []
     return cells
 
 
 def expected_value_error(model: str, variant: str = "value", beta: float = 1.0, n_train: int = 1024) -> float:
     """Mean over seeds of 1 - r2_min (test) for a cell configuration (any equation)."""
     base = MODELS[model][2] * (1024 / n_train)
-    return base * (SOBOLEV[beta][0] if variant == "sobolev" else 1.0)
+    return base * (SOBOLEV[beta][0] if variant != "value" else 1.0)
 
 
 def expected_jac_error(model: str, variant: str = "value", beta: float = 1.0, n_train: int = 1024) -> float:
     """Mean over seeds of jac_rel_fro_median (test) for a cell configuration (any equation)."""
     base = MODELS[model][3] * (1024 / n_train) ** 0.5
-    return base * (SOBOLEV[beta][1] if variant == "sobolev" else 1.0)
+    return base * {"value": 1.0, "sobolev": SOBOLEV.get(beta, (0, 0))[1], "hessian": HESSIAN_JAC_FACTOR}[variant]
+
+
+def expected_hess_error(model: str, variant: str = "value", beta: float = 1.0, n_train: int = 1024) -> float:
+    """Mean over seeds of hess_rel_fro_median (test) for a cell configuration (any equation)."""
+    return HESS_BASE[model] * (1024 / n_train) ** 0.3 * HESSIAN_FACTOR[variant]
 
 
 def entry_pattern(model: str, n_out: int, n_in: int) -> np.ndarray:
@@ -118,9 +129,24 @@ def _cell_rows(eq: str, model: str, variant: str, beta: float, n_train: int, see
         add("test", "jac_entry_spurious", share, output="f4", input="x3")
         add("test", "jac_spurious", share)
         add("test", "jac_spurious_max", 10 * share)
+    hess = expected_hess_error(model, variant, beta, n_train) * f
+    for metric, m in (("median", 1.0), ("mean", 1.4), ("p90", 3.0), ("max", 10.0)):
+        add("test", f"hess_rel_fro_{metric}", hess * m)
+    for i, o in enumerate(outputs):
+        for j, a in enumerate(inputs):
+            for k in range(j, len(inputs)):
+                add(
+                    "test",
+                    "hess_entry_nrmse",
+                    hess * (0.5 + ((i + j + 2 * k) % 5) / 2),
+                    output=o,
+                    input=f"{a},{inputs[k]}",
+                )
+        add("test", "lap_nrmse", hess * (0.8 + 0.1 * i), output=o)
     edge_scale = 2.0 if MODELS[model][0] == "fastkan" else 1.0  # the RBF KAN degrades most near the boundary
     for b, e in zip(EDGE_BINS, EDGE_FACTOR, strict=True):
         add("test", "jac_rel_fro_by_edge", jac * (1 + (e - 1) * edge_scale), bin=b)
+        add("test", "hess_rel_fro_by_edge", hess * (1 + (e - 1) * edge_scale), bin=b)
     add("", "denorm_check", 1e-13)
     add("", "train_seconds", 10.0 + params_of(model, eq) / 1000 * f)
     add("", "train_steps", 3000.0)
@@ -149,6 +175,7 @@ def metrics_table(run_id: str) -> pd.DataFrame:
             variant=variant,
             beta=beta,
             n_train=n_train,
+            hess_weight=HESSIAN[1] if variant == "hessian" else 0.0,
         )
         if (eq, model, variant, beta, n_train, seed) == FAILED:
             rows = [dict(split="", metric="failed", output="", input="", bin=np.nan, value=np.nan)]
@@ -161,7 +188,8 @@ def metrics_table(run_id: str) -> pd.DataFrame:
 
 
 def jacobian_table(eq: str, model: str, n: int = 200, seed: int = 0) -> pd.DataFrame:
-    """Per-sample test Jacobians in the forum layout: x1..xn, then df{i}_dx{j}, df{i}_dx{j}_true."""
+    """Per-sample test Jacobians in the forum layout: x1..xn, then df{i}_dx{j}, df{i}_dx{j}_true, their norms,
+    then the Hessian entries d2f{i}_dx{j}_dx{k} (j <= k) with their _true twins and norms."""
     inputs, outputs, lower, upper = EQUATIONS[eq]
     rng = np.random.default_rng(sorted(MODELS).index(model) + 10 * seed)
     lo, hi = np.array(lower), np.array(upper)
@@ -178,6 +206,18 @@ def jacobian_table(eq: str, model: str, n: int = 200, seed: int = 0) -> pd.DataF
             noise = rng.normal(size=n) * jac * pattern[i, j] * scale * (1 + 2 * (edge < 0.1))
             table[f"df{i + 1}_dx{j + 1}"] = true + noise
             table[f"df{i + 1}_dx{j + 1}_true"] = true
+    table["jac_norm_true"] = np.ones(n)  # (not used by the report: any positive numbers)
+    table["jac_norm_err"] = np.full(n, jac)
+    hess = expected_hess_error(model) * SEED_FACTOR[seed]
+    for i in range(len(outputs)):
+        for j in range(len(inputs)):
+            for k in range(j, len(inputs)):
+                true = -(i + 1) * (j + 1) * np.sin((i + 1) * x[:, j]) * (j == k) + 0.1 * (i + j - k)
+                noise = rng.normal(size=n) * hess * (0.5 + ((i + j + 2 * k) % 5) / 2) * (np.std(true) + 0.1)
+                table[f"d2f{i + 1}_dx{j + 1}_dx{k + 1}"] = true + noise
+                table[f"d2f{i + 1}_dx{j + 1}_dx{k + 1}_true"] = true
+    table["hess_norm_true"] = np.ones(n)
+    table["hess_norm_err"] = np.full(n, hess)
     return pd.DataFrame(table)
 
 
@@ -269,6 +309,7 @@ def make_run(root: Path, run_id: str = "synthetic", throughput: bool = True, jac
         profile="synthetic",
         grid=dict(equations=list(EQUATIONS), models=list(MODELS), seeds=list(SEEDS), n_train=list(N_TRAIN)),
         sobolev_betas=list(SOBOLEV),
+        hess_weights=[0.0, HESSIAN[1]],
         train=dict(optimizer="adamw", lr=1e-3, steps=3000, batch_size=None),
     )
     (run / "config.json").write_text(json.dumps(config, indent=2))

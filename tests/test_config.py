@@ -18,7 +18,8 @@ def test_quick_profile_loads_and_counts_its_cells():
     cfg = load_config("quick", expand=False)
     assert cfg.run.profile == "quick"
     assert set(cfg.grid.betas) == {1.0, 0.5}
-    assert len(C.grid_cells(cfg.grid)) == len(cfg.grid.equations) * len(cfg.grid.models) * 2 * len(cfg.grid.seeds)
+    per_variant = len(cfg.grid.models) * len(cfg.grid.seeds)  # value, Sobolev on every set; Hessian on forum4x4
+    assert len(C.grid_cells(cfg.grid)) == len(cfg.grid.equations) * per_variant * 2 + per_variant == 120
 
 
 @pytest.mark.parametrize(("profile", "per_family"), [("quick", 2), ("suite", 10)])
@@ -183,7 +184,8 @@ def test_expand_equations_against_the_registry():
 
 def test_hessian_weights_are_a_grid_dimension_restricted_to_their_sets():
     cfg = load_config("quick", overrides={"grid.hess_weights": [0.0, 0.1], "grid.hess_equations": "forum4x4",
-                                          "grid.equations": "forum4x4,gen:smooth:0"}, expand=True)  # fmt: skip
+                                          "grid.equations": "forum4x4,gen:smooth:0", "grid.hess_betas": [1.0, 0.5]},
+                      expand=True)  # fmt: skip
     cells = C.grid_cells(cfg.grid)
     hess = [c for c in cells if c.variant == "hessian"]
     per_set = len(cfg.grid.models) * len(cfg.grid.betas) * len(cfg.grid.seeds)
@@ -196,7 +198,25 @@ def test_hessian_weights_are_a_grid_dimension_restricted_to_their_sets():
         load_config("quick", overrides={"train.hess_weight": 0.1}, expand=False)
     with pytest.raises(ConfigError, match="at most one weight"):
         C.check(load_config("quick", overrides={"grid.hess_weights": [0.1, 0.2]}, expand=False))
-    with pytest.raises(ConfigError, match=r"not in grid\.equations"):
-        C.check(load_config("quick", overrides={"grid.hess_equations": "sine1d", "grid.hess_weights": [0, 0.1]}))
+    # hess_equations and hess_betas are filters: a set or beta the grid lacks selects no cell (so a profile's
+    # Hessian variant follows --equations / --betas), but an unknown name is still an error
+    cfg = load_config("quick", overrides={"grid.hess_equations": "sine1d", "grid.hess_weights": [0, 0.1]})
+    C.check(cfg)
+    assert not [c for c in C.grid_cells(cfg.grid) if c.variant == "hessian"]
+    with pytest.raises(ConfigError, match="forum4x4"):
+        load_config("quick", overrides={"grid.hess_equations": "forum4x5"})
     with pytest.raises(ConfigError, match="finite weights >= 0"):
         C.check(load_config("quick", overrides={"grid.hess_weights": [-1.0]}, expand=False))
+    cfg = load_config("quick", overrides={"grid.hess_betas": [0.1]})
+    assert not [c for c in C.grid_cells(cfg.grid) if c.variant == "hessian"]
+
+
+def test_hessian_betas_restrict_the_hessian_variant_to_those_betas():
+    # the quick profile: the Hessian term on forum4x4 with the Sobolev beta only (value + Jacobian + Hessian)
+    cfg = load_config("quick", expand=True)
+    hess = [c for c in C.grid_cells(cfg.grid) if c.variant == "hessian"]
+    assert cfg.grid.hess_betas == (0.5,) and {(c.equation, c.beta, c.hess_weight) for c in hess} == {
+        ("forum4x4", 0.5, 0.1)
+    }
+    assert len(hess) == len(cfg.grid.models) * len(cfg.grid.seeds)
+    assert Config.from_dict(cfg.to_dict()) == cfg

@@ -111,3 +111,12 @@ def test_the_diagram_and_the_matrix_draw_or_say_why_not():
     assert fig_ranking.win_rate_heatmap(ranking.win_rates(d), list(r.average.index)).axes
     one = ranking.rank_methods(_per_seed({"A": [0.01], "B": [0.1]}, 1))
     assert "ranks need 2" in fig_ranking.cd_diagram(one)
+
+
+def test_a_method_run_on_few_sets_is_left_out_instead_of_the_sets():
+    # a Hessian variant on 1 of 6 sets (grid.hess_equations): dropping 5 sets would leave 1, so the method goes
+    d = _per_seed({"A": [0.1], "B": [0.2], "C": [1.0], "H": [0.05]}, 6)
+    d = d[(d["method"] != "H") | (d["equation"] == d["equation"].min())]
+    r = ranking.rank_methods(d)
+    assert r.n_sets == 6 and r.incomplete == [] and r.partial == ["H"]
+    assert list(r.average.index) == ["A", "B", "C"] and r.average.to_dict() == {"A": 1.0, "B": 2.0, "C": 3.0}

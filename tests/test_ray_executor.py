@@ -55,7 +55,7 @@ def cluster():
 def _grid(out: Path, *extra: str) -> list[str]:
     return ["run", "--equations", "forum4x4", "--models", "mlp_tanh,chebykan", "--seeds", "0", "--betas", "1,0.5",
             "--n-train", "32", "--steps", "30", "--set", "grid.n_test=20", "--match-params", "0", "--threads", "1",
-            "--no-progress", "--out", str(out), *extra]  # fmt: skip
+            "--set", "grid.hess_weights=0", "--no-progress", "--out", str(out), *extra]  # fmt: skip
 
 
 def _numbers(run_dir: Path) -> pd.DataFrame:
@@ -134,7 +134,7 @@ def test_a_stopped_driver_resumes_with_either_executor_and_loses_nothing(cluster
     out = tmp_path / "res"
     grid = ["run", "--equations", "forum4x4", "--models", "mlp_tanh", "--seeds", "0,1,2", "--betas", "1,0.5",
             "--n-train", "64", "--steps", "200", "--set", "grid.n_test=20", "--match-params", "0", "--threads", "1",
-            "--no-progress", "--out", str(out)]  # fmt: skip
+            "--set", "grid.hess_weights=0", "--no-progress", "--out", str(out)]  # fmt: skip
     how = {"ray": ["--executor", "ray", "--address", cluster], "local": ["--workers", "2"]}
     log = tmp_path / "driver.log"
     with open(log, "wb") as sink:

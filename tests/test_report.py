@@ -25,6 +25,7 @@ from bench.report.stats import aggregate, fmt_ci
 
 FIGURES = {"fidelity_vs_fit", "entry_heatmaps", "pred_vs_true", "edge_error", "beta_sweep", "n_train", "throughput"}
 FIGURES |= {"accuracy_vs_speed", "learning_curves", "cd_diagram", "win_rates"}
+FIGURES |= {"hessian_heatmaps", "pred_vs_true_hessian", "edge_error_hessian", "training_comparison"}
 
 
 @pytest.fixture(scope="module")
@@ -261,7 +262,10 @@ def test_sections_without_data_are_skipped_with_a_note(tmp_path, capsys):
         "fidelity_vs_fit.png",
         "entry_heatmaps.png",
         "edge_error.png",
+        "hessian_heatmaps.png",
+        "edge_error_hessian.png",
     }
+    assert "one training only (value)" in md
 
 
 def test_missing_run_folder_is_a_clear_error(tmp_path, capsys):
@@ -319,7 +323,11 @@ def test_committed_example_rebuilds_with_todays_report_code(tmp_path):
     md = (tmp_path / "report.md").read_text(encoding="utf-8")
     for title in SECTION_TITLES:
         assert title in md, title
-    for name in FIGURES - {"n_train"}:  # the quick profile has one training-set size: that section says so
+    # one training-set size: that section says so; and the example predates second-derivative metrics
+    hessian = {"hessian_heatmaps", "pred_vs_true_hessian", "edge_error_hessian"}
+    for note in ("predates second-derivative metrics", "with Hessian entries", "no hess_rel_fro_by_edge rows"):
+        assert note in md, note
+    for name in FIGURES - {"n_train"} - hessian:
         assert (tmp_path / "figures" / f"{name}.png").exists(), name
     assert "jax_jit_vmap_jacfwd" in md  # the JAX peer is part of the example's throughput table
 
@@ -404,3 +412,61 @@ def test_an_archived_folder_with_metrics_csv_gz_reads_the_same(run, tmp_path):
         shutil.copyfileobj(src, dst)
     (packed / "metrics.csv").unlink()
     pd.testing.assert_frame_equal(load_run(plain).metrics, load_run(packed).metrics)
+
+
+def test_leaderboard_has_the_hessian_error_put_in(board, md):
+    for model in rf.MODELS:
+        for variant, beta in (("value", 1.0), ("sobolev", 0.5), ("hessian", 0.5)):
+            r = _row(board, model, variant, beta)
+            assert r["hess_rel_fro_median_mean"] == pytest.approx(rf.expected_hess_error(model, variant), rel=1e-12)
+    board_md = md.split("## Leaderboard")[1].split("\n## ")[0]
+    assert board_md.count("Hessian rel. err. median") == 2  # both sets measured it
+    # the Hessian variant exists on forum4x4 only: gen:smooth:3 has no such row, and the ranking leaves it out
+    assert not ((board["equation"] == "gen:smooth:3") & (board["variant"] == "hessian")).any()
+    ranking_section = md.split("## Ranking across equation sets")[1].split("\n## ")[0]
+    assert "Methods left out of the ranks (the grid ran them on some equation sets only" in ranking_section
+    assert "mlp_tanh · hessian β=0.5" in ranking_section and "Friedman test over 2 sets" in ranking_section
+
+
+def test_the_second_derivative_section_shows_the_hessian_entries(run, md):
+    from bench.report import fig_fidelity
+
+    data = load_run(run)
+    section = md.split("## Second derivatives")[1].split("\n## ")[0]
+    for name in ("hessian_heatmaps", "pred_vs_true_hessian", "edge_error_hessian"):
+        assert f"figures/{name}.png" in section
+    # the heatmap matrix is symmetric, each distinct pair from its one row, mean over seeds
+    d = fig_fidelity.reference_rows(fig_fidelity.test_metric(data, "hess_entry_nrmse"))
+    d = d[(d["equation"] == "forum4x4") & (d["model"] == "chebykan") & (d["output"] == "f2")]
+    mat = fig_fidelity._hessian_matrix(d, ["x1", "x2", "x3", "x4"])
+    hess = rf.expected_hess_error("chebykan")
+    assert np.allclose(mat, mat.T) and mat[0, 3] == pytest.approx(hess * (0.5 + ((1 + 0 + 6) % 5) / 2), rel=1e-12)
+    # the worst Hessian entries are Hessian columns (and the Jacobian figure's are Jacobian ones)
+    cid = rf.cell_id("forum4x4", "fastkan", "value", 1.0, max(rf.N_TRAIN), 0)
+    jac = data.jacobians(cid)
+    inputs, jac_cols, hess_cols = fig_fidelity.entry_columns(jac)
+    assert inputs == ["x1", "x2", "x3", "x4"] and len(jac_cols) == 16 and len(hess_cols) == 4 * 10
+    worst = fig_fidelity.worst_entries(jac, 3, fig_fidelity.cell_entry_nrmse(data, cid, 2), hess_cols)
+    assert all(c.startswith("d2f") for c, _ in worst)
+    # the runner's nRMSE of the worst pair: fastkan's error (seed 0) times the pattern's largest factor, 2.5
+    assert worst[0][1] == pytest.approx(rf.expected_hess_error("fastkan") * rf.SEED_FACTOR[0] * 2.5, rel=1e-12)
+    assert all(c in jac_cols for c, _ in fig_fidelity.worst_entries(jac, 3, None, jac_cols))
+    assert fig_fidelity.entry_label("d2f1_dx1_dx3", inputs, order=2) == "∂²f1/∂x1∂x3"
+    assert fig_fidelity.entry_label("df2_dx3", inputs) == "∂f2/∂x3"
+
+
+def test_value_sobolev_and_hessian_training_are_compared_side_by_side(md):
+    section = md.split("## Value, Sobolev and Hessian training")[1].split("\n## ")[0]
+    assert "figures/training_comparison.png" in section
+    rows = {line.split(" | ")[2]: line for line in section.splitlines() if line.startswith("| mlp_tanh |")}
+    assert set(rows) == {"value", "sobolev β=0.5", "sobolev β=0.001", "sobolev β=1e-07", "hessian β=0.5 γ=0.1"}
+    hess = fmt_ci(
+        rf.expected_hess_error("mlp_tanh", "hessian"), *_seed_ci(rf.expected_hess_error("mlp_tanh", "hessian"))
+    )
+    assert hess in rows["hessian β=0.5 γ=0.1"]
+
+
+def _seed_ci(mean: float) -> tuple[float, int]:
+    """(95% CI half-width, n) of the three synthetic seeds of a configuration whose mean is ``mean``."""
+    seeds = [mean * rf.SEED_FACTOR[s] for s in rf.SEEDS]
+    return stats.t.ppf(0.975, 2) * np.std(seeds, ddof=1) / math.sqrt(3), 3

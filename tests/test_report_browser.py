@@ -63,7 +63,7 @@ def test_every_image_loads_in_chromium(chromium, tmp_path_factory, tmp_path):
     found = re.search(r'<pre id="probe">(.*?)</pre>', dom, re.S)
     assert found, "the page did not finish loading (no probe output in the DOM)"
     images = json.loads(found.group(1))
-    assert len(images) == html.count("<img") == 11  # the figures of tests/test_report.py FIGURES
+    assert len(images) == html.count("<img") == 15  # the figures of tests/test_report.py FIGURES
     for complete, width, height in images:
         assert complete and width > 0 and height > 0
     assert "Leaderboard" in dom and "Failed cells" in dom

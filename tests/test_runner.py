@@ -265,7 +265,9 @@ def test_tiny_real_grid_end_to_end(tmp_path, capsys):
     assert main(args) == 0
     run_dir = results.resolve_run_dir(tmp_path / "latest")
     table = pd.read_csv(run_dir / "metrics.csv", keep_default_na=False)
-    assert set(table["status"]) == {"ok"} and set(table["variant"]) == {"value", "sobolev"}
+    # the default (quick) profile's Hessian variant comes along: Sobolev plus a Hessian term on forum4x4
+    assert set(table["status"]) == {"ok"} and set(table["variant"]) == {"value", "sobolev", "hessian"}
+    assert "hess_rel_fro_median" in set(table["metric"]) and set(table["hess_weight"].astype(float)) == {0.0, 0.1}
     assert set(table["family"]) == {"mlp"} and (table["params"].astype(int) > 0).all()
     for metric in ("r2", "r2_min", "rmse", "jac_rel_fro_median", "jac_rel_fro_mean", "jac_rel_fro_p90",
                    "jac_rel_fro_max", "jac_entry_nrmse", "jac_sign_agree", "jac_rel_fro_by_edge", "denorm_check",
@@ -280,7 +282,7 @@ def test_tiny_real_grid_end_to_end(tmp_path, capsys):
     assert config["grid"]["models"] == ["mlp_tanh"] and config["train_resolved"]["steps"] == 30
     capsys.readouterr()
     assert main(["run", "--resume", str(tmp_path / "latest"), "--no-progress"]) == 0  # nothing left to do
-    assert "2 already done, 0 finished now" in capsys.readouterr().out
+    assert "3 already done, 0 finished now" in capsys.readouterr().out
 
 
 @pytest.mark.slow

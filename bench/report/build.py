@@ -11,9 +11,9 @@ import numpy as np
 
 from bench.report import fig_fidelity, fig_ranking, fig_speed, fig_training, ranking, style
 from bench.report.leaderboard import best_throughput, chosen_lr_table, leaderboard, leaderboard_table
-from bench.report.load import RunData, load_run, speed_key
+from bench.report.load import RunData, largest_n_train, load_run, speed_key
 from bench.report.render import Code, Note, Section, Table, plot, pretty_json, to_html, to_markdown
-from bench.report.stats import fmt_ci, fmt_key, fmt_num
+from bench.report.stats import CONFIG_KEYS, aggregate, fmt_ci, fmt_key, fmt_num
 from bench.run import results
 
 GUIDES = {  # section title -> one sentence on how to read it (the order is the report's order)
@@ -38,8 +38,17 @@ GUIDES = {  # section title -> one sentence on how to read it (the order is the 
     "Error near the domain boundary": "Median Jacobian error of test samples binned by normalized distance to the "
     "nearest face of the input box (0 = on the boundary, 0.5 = the centre), mean and 95% CI over the "
     "family's models and seeds: a curve rising to the left means derivatives degrade near the boundary.",
+    "Second derivatives": "Hessians of the same models (value training, largest n_train, mean over seeds): the "
+    "heatmaps give the normalized RMSE of each entry ∂²f_i/∂x_j∂x_k per output (a symmetric matrix, each distinct "
+    "pair measured once), then each architecture's three worst entries predicted against true, and the Hessian "
+    "error by distance to the boundary. Value training never sees curvature, and cubic B-spline KANs are only C² "
+    "(piecewise linear second derivatives): these are the numbers a PINN or a Newton step would use.",
     "Sobolev beta sweep": "β weighs the value loss against the Jacobian loss (β = 1 is value-only training, "
     "β = 1e-7 almost derivative-only): the left column shows what the fit pays, the right what the derivatives gain.",
+    "Value, Sobolev and Hessian training": "The Jacobian and Hessian errors of each family under each training "
+    "of the same set: value only, Sobolev (values and Jacobians, β), and Sobolev plus a Hessian term (weight γ, "
+    "exact training Hessians): mean and 95% CI over the family's models and seeds, largest n_train. What each "
+    "supervised order buys, and what it costs in fit and training time, is in the table.",
     "Learning curves": "Validation loss against optimizer step for each cell of the reference training on the main "
     "equation set, one panel per family (a line per model and seed): a curve still falling at the right edge had "
     'not finished learning, and the leaderboard\'s "converged" column flags such rows.',
@@ -111,6 +120,9 @@ def _ranking(run: RunData) -> Section:
     s.add(Table(cols, rows, {(0, 1)}, caption=caption))
     if r.incomplete:
         s.add(Note(f"Left out of the ranks (some method did not finish there): {', '.join(r.incomplete)}."))
+    if r.partial:
+        s.add(Note(f"Methods left out of the ranks (the grid ran them on some equation sets only; their numbers are "
+                   f"in the leaderboards): {', '.join(r.partial)}."))  # fmt: skip
     if np.isfinite(r.p_value):
         verdict = "the methods do not all rank alike" if r.p_value < ranking.ALPHA else "no evidence that they differ"
         p = lambda v: "< 1e-16" if v < 1e-16 else f"= {v:.2g}"  # noqa: E731
@@ -225,8 +237,10 @@ def sections(run: RunData) -> list[Section]:
     out.append(_figure(s, "pred_vs_true", lambda: fig_fidelity.pred_vs_true(run, eq), f"worst entries, {eq}"))
     s = Section("Error near the domain boundary", GUIDES["Error near the domain boundary"])
     out.append(_figure(s, "edge_error", lambda: fig_fidelity.edge_error(run), "Jacobian error by boundary distance"))
+    out.append(_second_derivatives(run, eq))
     s = Section("Sobolev beta sweep", GUIDES["Sobolev beta sweep"])
     out.append(_figure(s, "beta_sweep", lambda: fig_training.beta_sweep(run), "errors against beta"))
+    out.append(_training_comparison(run, eq))
     s = Section("Learning curves", GUIDES["Learning curves"])
     out.append(_figure(s, "learning_curves", lambda: fig_training.learning_curves(run, eq), f"learning curves, {eq}"))
     s = Section("Training-set size", GUIDES["Training-set size"])
@@ -244,6 +258,76 @@ def sections(run: RunData) -> list[Section]:
     out += _throughput(run)
     out += [_env(run), _failed(run)]
     return out
+
+
+def _second_derivatives(run: RunData, eq: str | None) -> Section:
+    s = Section("Second derivatives", GUIDES["Second derivatives"])
+    _figure(s, "hessian_heatmaps", lambda: fig_fidelity.hessian_heatmaps(run, eq), f"Hessian entry nRMSE, {eq}")
+    _figure(s, "pred_vs_true_hessian", lambda: fig_fidelity.pred_vs_true(run, eq, order=2),
+            f"worst Hessian entries, {eq}")  # fmt: skip
+    return _figure(s, "edge_error_hessian", lambda: fig_fidelity.edge_error(run, order=2),
+                   "Hessian error by boundary distance")  # fmt: skip
+
+
+COMPARED = {  # metric (test split) -> column title of the training comparison
+    "r2_min": "fit R² (min)",
+    "jac_rel_fro_median": "Jacobian rel. err. median",
+    "hess_rel_fro_median": "Hessian rel. err. median",
+    "lap_nrmse": "Laplacian nRMSE (mean over outputs)",
+    "train_seconds": "training s",
+}
+
+
+def hessian_sets(run: RunData) -> list[str]:
+    """Equation sets with Hessian-supervised cells (variant "hessian")."""
+    return sorted(run.ok.loc[run.ok["variant"] == "hessian", "equation"].unique())
+
+
+def training_comparison_table(run: RunData, equation: str) -> Table | Note:
+    """Per architecture and training on one set: fit, Jacobian, Hessian and Laplacian errors and training time,
+    mean ± 95% CI over seeds at the largest n_train."""
+    ok = run.ok[(run.ok["equation"] == equation) & run.ok["metric"].isin(list(COMPARED))]
+    ok = ok[(ok["split"] == "test") | (ok["metric"] == "train_seconds")]
+    if ok.empty:
+        return Note(f"Skipped: no test scores for {equation}.")
+    ok = largest_n_train(ok, ["equation", "model", "variant", "beta"])
+    per_cell = ok.groupby([*CONFIG_KEYS, "seed", "metric"], dropna=False)["value"].mean().reset_index()  # lap: outputs
+    agg = aggregate(per_cell, [*CONFIG_KEYS, "metric"])
+    weights = run.ok.loc[run.ok["variant"] == "hessian", "hess_weight"] if "hess_weight" in run.ok else []
+    gamma = ", ".join(f"{w:g}" for w in sorted(set(weights)))
+    rows = []
+    configs = agg.drop_duplicates(["model", "variant", "beta"])
+    configs = configs.assign(_o=configs["variant"].map({"value": 0, "sobolev": 1, "hessian": 2}).fillna(3))
+    configs = configs.sort_values(["model", "_o", "beta"], ascending=[True, True, False])
+    for c in configs.itertuples():
+        d = agg[(agg["model"] == c.model) & (agg["variant"] == c.variant) & (agg["beta"] == c.beta)]
+        d = d.set_index("metric")
+        label = style.training_label(c.variant, c.beta) + (f" γ={gamma}" if c.variant == "hessian" and gamma else "")
+        row = [c.model, c.family, label]
+        for metric in COMPARED:
+            row.append(fmt_ci(d.at[metric, "mean"], d.at[metric, "ci"], int(d.at[metric, "n"])) if metric in d.index
+                       else "–")  # fmt: skip
+        rows.append(row)
+    cols = ["architecture", "family", "training", *COMPARED.values()]
+    return Table(cols, rows, caption=f"{equation}: each training side by side (test split; training seconds of the "
+                 "chosen learning rate, per cell)")  # fmt: skip
+
+
+def _training_comparison(run: RunData, eq: str | None) -> Section:
+    s = Section("Value, Sobolev and Hessian training", GUIDES["Value, Sobolev and Hessian training"])
+    sets = hessian_sets(run)
+    if not sets:
+        s.add(Note("This run has no Hessian-supervised cells (set grid.hess_weights, e.g. "
+                   "`--set grid.hess_weights=0,0.1 --set grid.hess_equations=forum4x4`): value and Sobolev training "
+                   f"only, on {eq}."))  # fmt: skip
+        sets = [eq] if eq else []
+    for i, name in enumerate(sets[:3]):
+        _figure(s, "training_comparison" + (f"_{i}" if i else ""),
+                lambda n=name: fig_fidelity.training_comparison(run, n), f"errors by training, {name}")  # fmt: skip
+        s.add(training_comparison_table(run, name))
+    if len(sets) > 3:
+        s.add(Note(f"{len(sets) - 3} more sets with Hessian-supervised cells: {', '.join(sets[3:])} (not drawn)."))
+    return s
 
 
 def _points_tables(ratio) -> Table:

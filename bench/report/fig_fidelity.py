@@ -1,4 +1,5 @@
-"""Figures on derivative fidelity: fidelity vs fit, per-entry heatmaps, predicted vs true, error by boundary distance.
+"""Figures on derivative fidelity: fidelity vs fit, per-entry heatmaps, predicted vs true, error by boundary distance,
+for Jacobians and Hessians, and the errors of each training (value, Sobolev, Hessian term) side by side.
 
 Each function returns a matplotlib Figure, or a string saying why the run has nothing to draw.
 """
@@ -121,22 +122,44 @@ def _reference_cell(run: RunData, equation: str, model: str) -> str | None:
     return cells.sort_values(["_v", "n_train", "seed"], ascending=[True, False, True])["cell_id"].iloc[0]
 
 
-def entry_label(column: str, inputs: list[str]) -> str:
-    """``df2_dx3`` (the forum layout, ``d<output>_d<input>``) -> ``∂f2/∂x3``, using the file's input names."""
-    for name in sorted(inputs, key=len, reverse=True):
+def entry_label(column: str, inputs: list[str], order: int = 1) -> str:
+    """``df2_dx3`` (the forum layout, ``d<output>_d<input>``) -> ``∂f2/∂x3``, and with ``order=2`` a Hessian entry
+    ``d2f1_dx1_dx3`` -> ``∂²f1/∂x1∂x3``, using the file's input names."""
+    names = sorted(inputs, key=len, reverse=True)
+    if order == 2 and column.startswith("d2"):
+        for a in names:
+            for b in names:
+                if column.endswith(f"_d{a}_d{b}") and len(column) > len(a) + len(b) + 6:
+                    return f"∂²{column[2 : -len(a) - len(b) - 4]}/∂{a}∂{b}"
+    for name in names:
         if column.startswith("d") and column.endswith(f"_d{name}"):
             return f"∂{column[1 : -len(name) - 2]}/∂{name}"
     return column
 
 
-def worst_entries(jac: pd.DataFrame, k: int = 3, nrmse: dict[str, float] | None = None) -> list[tuple[str, float]]:
-    """The k entries (columns with a ``<column>_true`` twin) with the largest normalized RMSE.
+def entry_columns(jac: pd.DataFrame) -> tuple[list[str], list[str], list[str]]:
+    """(inputs, Jacobian entries, Hessian entries) of a jacobians/<cell>.csv, from its column order
+    (bench.run.results.jacobian_frame): inputs, Jacobian entries with their ``_true`` twins, ``jac_norm_*``,
+    then the Hessian entries and ``hess_norm_*``. A file without ``jac_norm_true`` has Jacobian entries only."""
+    cols = list(jac.columns)
+    entries = [c for c in cols if f"{c}_true" in jac]
+    inputs = cols[: cols.index(entries[0])] if entries else []
+    if "jac_norm_true" not in jac:
+        return inputs, entries, []
+    cut = cols.index("jac_norm_true")
+    return inputs, [c for c in entries if cols.index(c) < cut], [c for c in entries if cols.index(c) > cut]
 
-    ``nrmse`` maps a column to the runner's jac_entry_nrmse of that cell; entries it lacks are scored here
+
+def worst_entries(
+    jac: pd.DataFrame, k: int = 3, nrmse: dict[str, float] | None = None, columns: list[str] | None = None
+) -> list[tuple[str, float]]:
+    """The k entries (columns with a ``<column>_true`` twin, or those of ``columns``) with the largest normalized RMSE.
+
+    ``nrmse`` maps a column to the runner's entry nRMSE of that cell; entries it lacks are scored here
     the same way, RMSE / RMS of the true entry (bench/fidelity/metrics.py; 1 where the true entry is all zero).
     """
     scores = []
-    for col in jac.columns:
+    for col in jac.columns if columns is None else columns:
         if f"{col}_true" in jac:
             if nrmse and col in nrmse and np.isfinite(nrmse[col]):
                 scores.append((col, float(nrmse[col])))
@@ -147,28 +170,35 @@ def worst_entries(jac: pd.DataFrame, k: int = 3, nrmse: dict[str, float] | None 
     return sorted(scores, key=lambda s: -s[1])[:k]
 
 
-def cell_entry_nrmse(run: RunData, cell_id: str) -> dict[str, float]:
-    """The runner's jac_entry_nrmse (test) of one cell by forum-layout column, ``d<output>_d<input>``."""
+def cell_entry_nrmse(run: RunData, cell_id: str, order: int = 1) -> dict[str, float]:
+    """The runner's entry nRMSE (test) of one cell by jacobians/ column: ``d<output>_d<input>`` (jac_entry_nrmse)
+    or, with ``order=2``, ``d2<output>_d<input j>_d<input k>`` (hess_entry_nrmse, input "xj,xk")."""
     ok = run.ok
-    rows = ok[(ok["cell_id"] == cell_id) & (ok["metric"] == "jac_entry_nrmse") & (ok["split"] == "test")]
-    return {f"d{o}_d{i}": v for o, i, v in zip(rows["output"], rows["input"], rows["value"], strict=True)}
+    metric = "jac_entry_nrmse" if order == 1 else "hess_entry_nrmse"
+    rows = ok[(ok["cell_id"] == cell_id) & (ok["metric"] == metric) & (ok["split"] == "test")]
+    if order == 1:
+        return {f"d{o}_d{i}": v for o, i, v in zip(rows["output"], rows["input"], rows["value"], strict=True)}
+    pairs = [str(i).split(",", 1) for i in rows["input"]]
+    return {f"d2{o}_d{p[0]}_d{p[-1]}": v for o, p, v in zip(rows["output"], pairs, rows["value"], strict=True)}
 
 
-def pred_vs_true(run: RunData, equation: str, k: int = 3) -> Figure | str:
-    """Predicted against true derivative for each architecture's k worst entries, with the identity line."""
+def pred_vs_true(run: RunData, equation: str, k: int = 3, order: int = 1) -> Figure | str:
+    """Predicted against true derivative for each architecture's k worst entries, with the identity line
+    (``order=2``: the Hessian entries ∂²f/∂xj∂xk)."""
     ok = run.ok[run.ok["equation"] == equation]
     cells = {m: _reference_cell(run, equation, m) for m in models_in_order(ok)} if not ok.empty else {}
     cells = {m: c for m, c in cells.items() if c is not None}
+    if order == 2:  # only files that hold Hessian entries (older runs wrote Jacobians only)
+        cells = {m: c for m, c in cells.items() if entry_columns(run.jacobians(c))[2]}
     if not cells:
-        return f"no jacobians/<cell>.csv for {equation}"
+        return f"no jacobians/<cell>.csv{' with Hessian entries' if order == 2 else ''} for {equation}"
     fam = ok.drop_duplicates("model").set_index("model")["family"]
     palette = style.family_palette(fam.unique())
     fig, axes = style.new_figure(k, len(cells), width=2.6, height=2.4)
     for row, (m, cid) in enumerate(cells.items()):
         jac = run.jacobians(cid)
-        worst = worst_entries(jac, k, cell_entry_nrmse(run, cid))
-        first = next((c for c in jac.columns if f"{c}_true" in jac), None)
-        inputs = list(jac.columns[: list(jac.columns).index(first)]) if first else []  # x1..xn come first
+        inputs, jac_cols, hess_cols = entry_columns(jac)
+        worst = worst_entries(jac, k, cell_entry_nrmse(run, cid, order), jac_cols if order == 1 else hess_cols)
         for col in range(k):
             ax = axes[row, col]
             if col >= len(worst):
@@ -179,27 +209,112 @@ def pred_vs_true(run: RunData, equation: str, k: int = 3) -> Figure | str:
             ax.scatter(true, pred, s=6, alpha=0.5, color=palette[fam[m]], linewidths=0)
             lo, hi = np.nanmin([true.min(), pred.min()]), np.nanmax([true.max(), pred.max()])
             ax.plot([lo, hi], [lo, hi], color="0.2", linewidth=0.8, linestyle="--")
-            label = entry_label(entry, inputs)
+            label = entry_label(entry, inputs, order)
             ax.set_title(f"{m}: {label}  (nRMSE {fmt_num(score, 2)})", fontsize="small")
             ax.tick_params(labelsize="x-small")
-    fig.supxlabel("true derivative (physical units)")
-    fig.supylabel("model derivative (physical units)")
+    what = "derivative" if order == 1 else "second derivative"
+    fig.supxlabel(f"true {what} (physical units)")
+    fig.supylabel(f"model {what} (physical units)")
     return fig
 
 
-def edge_error(run: RunData) -> Figure | str:
-    """Median Jacobian error per distance-to-boundary bin, per family (mean over its models and seeds)."""
-    df = reference_rows(test_metric(run, "jac_rel_fro_by_edge")).dropna(subset=["bin"])
+def _hessian_matrix(d: pd.DataFrame, inputs: list[str]) -> np.ndarray:
+    """(n_in, n_in) symmetric matrix of one output's hess_entry_nrmse rows (input "xj,xk", j <= k), mean over seeds."""
+    n, pos = len(inputs), {name: i for i, name in enumerate(inputs)}
+    mat = np.full((n, n), np.nan)
+    for pair, v in d.groupby("input", sort=False)["value"].mean().items():
+        a, _, b = str(pair).partition(",")
+        if a in pos and b in pos:
+            mat[pos[a], pos[b]] = mat[pos[b], pos[a]] = v
+    return mat
+
+
+def hessian_heatmaps(run: RunData, equation: str) -> Figure | str:
+    """hess_entry_nrmse (test) as an n_in x n_in heatmap per output (columns) and architecture (rows), value
+    training, one shared log colour scale; the matrix is symmetric (each distinct pair measured once)."""
+    df = reference_rows(test_metric(run, "hess_entry_nrmse"))
+    df = df[df["equation"] == equation]
+    if df.empty:
+        return f"no hess_entry_nrmse rows for {equation} (the run predates second-derivative metrics)"
+    models, outputs = models_in_order(df), list(df["output"].unique())
+    inputs = list(dict.fromkeys(str(p).partition(",")[0] for p in df["input"].unique()))
+    mats = {(m, o): _hessian_matrix(df[(df["model"] == m) & (df["output"] == o)], inputs)
+            for m in models for o in outputs}  # fmt: skip
+    values = np.concatenate([v.ravel() for v in mats.values()])
+    values = values[np.isfinite(values) & (values > 0)]
+    if values.size == 0:
+        return f"hess_entry_nrmse of {equation} has no positive finite value"
+    norm = LogNorm(vmin=values.min(), vmax=max(values.max(), values.min() * 1.01))
+    n = len(inputs)
+    fig, axes = style.new_figure(len(outputs), len(models), width=0.55 * n + 1.0, height=0.5 * n + 0.9, margin=1.0)
+    fam = df.drop_duplicates("model").set_index("model")["family"]
+    for r, m in enumerate(models):
+        for c, o in enumerate(outputs):
+            mat = pd.DataFrame(mats[(m, o)], index=inputs, columns=inputs)
+            annot = np.vectorize(lambda v: fmt_num(v, 2))(mat.to_numpy())
+            sns.heatmap(mat, ax=axes[r, c], norm=norm, cmap="rocket_r", annot=annot, fmt="", cbar=False, square=True,
+                        annot_kws={"fontsize": "xx-small"}, linewidths=0.5)  # fmt: skip
+            axes[r, c].set_title(f"{m} ({fam[m]}): ∂²{o}", fontsize="small")
+            axes[r, c].tick_params(axis="both", labelsize="x-small", rotation=0)
+    fig.colorbar(ScalarMappable(norm=norm, cmap="rocket_r"), ax=axes, label=style.HESS_ENTRY_ERR, shrink=0.8)
+    return fig
+
+
+def training_comparison(run: RunData, equation: str) -> Figure | str:
+    """Jacobian and Hessian error (test, median over samples) of each family under each training (value,
+    Sobolev, Hessian term), mean and 95% CI over its models and seeds, at the largest n_train (a run without
+    Hessian metrics: the Jacobian panel only)."""
+    ok = pd.concat([test_metric(run, "jac_rel_fro_median"), test_metric(run, "hess_rel_fro_median")])
+    ok = ok[(ok["equation"] == equation) & np.isfinite(ok["value"])]
+    if ok.empty:
+        return f"no Jacobian errors for {equation}"
+    ok = largest_n_train(ok, ["equation", "model", "variant", "beta"])
+    ok = ok.assign(training=[style.training_label(v, b) for v, b in zip(ok["variant"], ok["beta"], strict=True)])
+    order = training_labels(ok.drop_duplicates("training"))
+    if len(order) < 2:
+        return f"{equation} has one training only ({order[0]}): nothing to compare"
+    families = style.family_order(ok["family"].unique())
+    panels = (("jac_rel_fro_median", style.JAC_ERR), ("hess_rel_fro_median", style.HESS_ERR))
+    panels = [(m, label) for m, label in panels if (ok["metric"] == m).any()]
+    fig, axes = style.new_figure(len(panels), 1, width=0.9 * len(families) + 2.4, height=3.2, margin=2.2)
+    for ax, (metric, label) in zip(axes.flat, panels, strict=True):
+        sns.pointplot(ok[ok["metric"] == metric], x="family", y="value", hue="training", order=families,
+                      hue_order=order, dodge=0.4, errorbar=("ci", 95), linestyles="none", markersize=5,
+                      err_kws={"linewidth": 1}, ax=ax, palette="viridis", legend=ax is axes.flat[-1])  # fmt: skip
+        ax.set(yscale="log", xlabel="family", ylabel=label, title=equation)
+        ax.tick_params(axis="x", labelsize="small")
+    leg = axes.flat[-1].get_legend()
+    if leg is not None:
+        handles, labels = leg.legend_handles, [t.get_text() for t in leg.get_texts()]
+        leg.remove()
+        fig.legend(handles, labels, loc="outside right upper", title="training", fontsize="small")
+    return fig
+
+
+def training_labels(df: pd.DataFrame) -> list[str]:
+    """Training labels in reading order: value, then Sobolev from large to small beta, then the Hessian variants."""
+    rank = {"value": 0, "sobolev": 1, "hessian": 2}
+    rows = sorted(zip(df["variant"], df["beta"], df["training"], strict=True),
+                  key=lambda r: (rank.get(r[0], 3), -float(r[1]), r[2]))  # fmt: skip
+    return list(dict.fromkeys(r[2] for r in rows))
+
+
+def edge_error(run: RunData, order: int = 1) -> Figure | str:
+    """Median Jacobian (``order=2``: Hessian) error per distance-to-boundary bin, per family (mean over its
+    models and seeds)."""
+    metric = "jac_rel_fro_by_edge" if order == 1 else "hess_rel_fro_by_edge"
+    df = reference_rows(test_metric(run, metric)).dropna(subset=["bin"])
     df = df[np.isfinite(df["value"])]
     if df.empty:
-        return "no jac_rel_fro_by_edge rows"
+        return f"no {metric} rows"
     panel, panels, titles = style.set_panels(df)
     palette = style.family_palette(df["family"].unique())
     families = style.family_order(df["family"].unique())
     fig, axes = style.new_figure(*style.grid_shape(len(panels), max_cols=3))
+    ylabel = (style.JAC_ERR if order == 1 else style.HESS_ERR).replace("median, test", "median in bin, test")
     for ax, p in zip(axes.flat, panels, strict=False):
         style.mean_ci_lines(ax, df[panel == p], "bin", "value", palette)
-        ax.set(yscale="log", xlabel=style.EDGE, ylabel=style.JAC_ERR.replace("median, test", "median in bin, test"))
+        ax.set(yscale="log", xlabel=style.EDGE, ylabel=ylabel)
         ax.set_title(titles[p])
     for ax in list(axes.flat)[len(panels) :]:
         ax.set_visible(False)

@@ -1,7 +1,7 @@
 """The leaderboard: per equation set, one row per (architecture, training), mean ± 95% CI over seeds.
 
 Columns: params, FLOPs per forward, fit R² (min over outputs), Jacobian relative Frobenius error (median and
-90th percentile over test samples), and the best torch engine's Jacobians/s on each device in
+90th percentile over test samples), the Hessian's (median), and the best torch engine's Jacobians/s on each device in
 throughput.csv. Rows use the largest n_train each configuration has.
 """
 
@@ -20,7 +20,9 @@ SCORES = {  # metric (test split) -> (column title, whether larger is better)
     "r2_min": ("fit R² (min)", True),
     "jac_rel_fro_median": ("Jacobian rel. err. median", False),
     "jac_rel_fro_p90": ("Jacobian rel. err. p90", False),
+    "hess_rel_fro_median": ("Hessian rel. err. median", False),
 }
+OPTIONAL_SCORES = ("hess_rel_fro_median",)  # shown only where the run measured them (older runs did not)
 STILL_IMPROVING_NOTE = (
     f"STILL IMPROVING: in that many seeds the best validation loss still fell by more than {CONVERGENCE_DROP:.0%} "
     f"over the last {CONVERGENCE_WINDOW:.0%} of the steps; the row compares a model that had not finished "
@@ -178,12 +180,14 @@ def _best_rows(values: pd.Series, larger: bool) -> set[int]:
 def leaderboard_table(board: pd.DataFrame, equation: str) -> Table:
     """The rendered leaderboard of one equation set; the best value of each score column is marked."""
     df = board[board["equation"] == equation].reset_index(drop=True)
+    measured = {m for m in SCORES if f"{m}_mean" in df and df[f"{m}_mean"].notna().any()}
+    scores = {m: v for m, v in SCORES.items() if m not in OPTIONAL_SCORES or m in measured}
     devices = sorted(c.removeprefix("jac_per_s_") for c in df.columns if c.startswith("jac_per_s_"))
     columns = ["architecture", "family", "training"]
     show_n = df["n_train"].nunique(dropna=False) > 1
     columns += ["n_train"] if show_n else []
     columns += ["params", "FLOPs / forward", "seeds"]
-    columns += [title for title, _ in SCORES.values()]
+    columns += [title for title, _ in scores.values()]
     columns += [f"best Jacobians/s ({d})" for d in devices]
     judged = "judged" in df and df["judged"].notna().any()
     columns += ["converged"] if judged else []
@@ -195,7 +199,7 @@ def leaderboard_table(board: pd.DataFrame, equation: str) -> Table:
         row += [fmt_key(r["n_train"])] if show_n else []
         row += [fmt_key(r["params"]), fmt_key(r["flops"]), str(int(r.get("jac_rel_fro_median_n", 0) or 0))]
         row += [
-            fmt_ci(r.get(f"{m}_mean", np.nan), r.get(f"{m}_ci", np.nan), int(r.get(f"{m}_n", 0) or 0)) for m in SCORES
+            fmt_ci(r.get(f"{m}_mean", np.nan), r.get(f"{m}_ci", np.nan), int(r.get(f"{m}_n", 0) or 0)) for m in scores
         ]
         for d in devices:
             row.append(fmt_num(r[f"jac_per_s_{d}"]) if np.isfinite(r[f"jac_per_s_{d}"]) else NOT_MEASURED)
@@ -206,12 +210,12 @@ def leaderboard_table(board: pd.DataFrame, equation: str) -> Table:
             row.append(r["lr_chosen"] if isinstance(r["lr_chosen"], str) else "–")
         rows.append(row)
     bold = set()
-    first_score = columns.index(next(iter(SCORES.values()))[0])
-    for k, (metric, (_, larger)) in enumerate(SCORES.items()):
+    first_score = columns.index(next(iter(scores.values()))[0])
+    for k, (metric, (_, larger)) in enumerate(scores.items()):
         if f"{metric}_mean" in df:
             bold |= {(i, first_score + k) for i in _best_rows(df[f"{metric}_mean"], larger)}
     for k, d in enumerate(devices):
-        bold |= {(i, first_score + len(SCORES) + k) for i in _best_rows(df[f"jac_per_s_{d}"], True)}
+        bold |= {(i, first_score + len(scores) + k) for i in _best_rows(df[f"jac_per_s_{d}"], True)}
     n_train = sorted(df["n_train"].dropna().unique())
     caption = f"{equation}: test split, n_train = {', '.join(fmt_key(n) for n in n_train)}"
     if "speed_missing" in df and df["speed_missing"].any():

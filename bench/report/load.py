@@ -18,7 +18,7 @@ from bench.run.results import METRIC_COLUMNS, resolve_run_dir
 
 _TEXT = ["run_id", "cell_id", "equation", "model", "family", "model_config", "variant", "split", "metric"]
 _TEXT += ["output", "input", "status", "error", "node"]
-_NUMBER = ["n_in", "n_out", "params", "flops", "seed", "beta", "n_train", "bin", "value"]
+_NUMBER = ["n_in", "n_out", "params", "flops", "seed", "beta", "n_train", "bin", "value", "hess_weight"]
 
 
 @dataclass
@@ -70,6 +70,7 @@ def _clean_metrics(df: pd.DataFrame, source: str) -> pd.DataFrame:
     for c in _NUMBER:
         df[c] = pd.to_numeric(df[c], errors="coerce")
     df.loc[df["variant"] == "value", "beta"] = df.loc[df["variant"] == "value", "beta"].fillna(1.0)
+    df["hess_weight"] = df["hess_weight"].fillna(0.0)  # tables from before the Hessian term: none
     return df
 
 

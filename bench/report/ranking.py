@@ -7,7 +7,8 @@ largest n_train the set has. Mean errors across sets are dominated by the hardes
 the verdict over a population of generated sets is drawn from ranks:
 
 - ranks within each set (1 = lowest error, ties share the average rank), averaged over the sets on which
-  every method finished (complete blocks; the others are listed, never silently dropped);
+  every method has a cell (complete blocks; the others are listed, never silently dropped; a method the grid
+  runs on a few sets only, such as a Hessian variant, is left out of the ranks instead when that keeps more scores);
 - the Friedman test of "all methods rank alike" (``scipy.stats.friedmanchisquare``) with the Iman-Davenport
   F form Demšar recommends;
 - the Nemenyi critical difference CD = q_α √(k(k+1) / 6N), q_α the studentized range quantile / √2: two
@@ -66,6 +67,7 @@ class Ranking:
     ranks: pd.DataFrame  # sets x methods: rank within each set (1 = best)
     average: pd.Series  # method -> average rank, best first
     incomplete: list[str] = field(default_factory=list)  # sets dropped because some method has no score there
+    partial: list[str] = field(default_factory=list)  # methods left out: the grid ran them on some sets only
     chi2: float = math.nan  # Friedman statistic
     p_value: float = math.nan  # Friedman p-value (chi-square form)
     f_stat: float = math.nan  # Iman-Davenport F
@@ -104,17 +106,29 @@ def nemenyi_cd(k: int, n: int, alpha: float = ALPHA) -> float:
     return float(q * math.sqrt(k * (k + 1) / (6.0 * n)))
 
 
+def _complete_blocks(med: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """(sets x methods with no gap, methods left out). A gap is a method with no cell on a set (a failed cell
+    scores +inf and is no gap). Either the sets with a gap go, or the methods with one (a variant the grid runs
+    on some sets only, e.g. grid.hess_equations): whichever keeps more (set, method) scores, the sets on a tie,
+    and the methods only while 2 of them remain."""
+    by_set = med.dropna(axis=0, how="any")
+    by_method = med.dropna(axis=1, how="any")
+    if by_method.shape[1] >= 2 and by_method.size > by_set.size:
+        return by_method, sorted(set(med.columns) - set(by_method.columns))
+    return by_set, []
+
+
 def rank_methods(per_seed: pd.DataFrame) -> Ranking:
     """Average ranks, Friedman and Iman-Davenport tests and the Nemenyi CD from ``per_seed_scores`` rows."""
     med = per_seed.groupby(["equation", "method"])["score"].median().unstack("method")
-    complete = med.dropna(axis=0, how="any")
+    complete, partial = _complete_blocks(med)
     incomplete = sorted(set(med.index) - set(complete.index))
     if complete.empty:
         empty = pd.DataFrame()
-        return Ranking(empty, empty, pd.Series(dtype=float), incomplete)
+        return Ranking(empty, empty, pd.Series(dtype=float), incomplete, partial)
     ranks = complete.rank(axis=1, method="average")
     average = ranks.mean(axis=0).sort_values(kind="stable")
-    out = Ranking(complete, ranks, average, incomplete)
+    out = Ranking(complete, ranks, average, incomplete, partial)
     k, n = complete.shape[1], complete.shape[0]
     if k >= 3 and n >= 2:
         ties = (complete.nunique(axis=1) == 1).all()  # every set a full tie: the test is undefined

@@ -29,8 +29,8 @@ FAMILY_COLORS = {  # fixed: the same family has the same colour in every report
     "kan": _COLORBLIND[5],
 }
 _SPARE_COLORS = [*_COLORBLIND[6:], *sns.color_palette("dark", 10).as_hex()]
-VARIANT_MARKERS = {"value": "o", "sobolev": "s"}
-_SPARE_MARKERS = ["^", "D", "v", "P", "X"]
+VARIANT_MARKERS = {"value": "o", "sobolev": "s", "hessian": "^"}
+_SPARE_MARKERS = ["D", "v", "P", "X", "<"]
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "<", ">", "p", "*", "h", "d", "8"]  # one per model where needed
 DASHES = ["", (4, 1.5), (1, 1), (3, 1, 1, 1), (5, 1, 1, 1, 1, 1)]  # line styles of a second grouping
 
@@ -40,6 +40,8 @@ VALUE_ERR = "1 - R² (min over outputs, test)"
 JAC_PER_S = "Jacobians / s"
 BATCH = "batch size (Jacobians per call)"
 ENTRY_ERR = "Jacobian entry nRMSE (test)"
+HESS_ERR = "Hessian rel. Frobenius error\n(median, test)"
+HESS_ENTRY_ERR = "Hessian entry nRMSE (test)"
 EDGE = "distance to the domain boundary\n(normalized, upper edge of the bin)"
 BETA = "β (value-loss weight; 1 = value only)"
 N_TRAIN = "training-set size (samples)"
