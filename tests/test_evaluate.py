@@ -44,7 +44,10 @@ def test_forum_workflow_end_to_end(tmp_path, capsys):
     out = capsys.readouterr().out
     jac = pd.read_csv(tmp_path / "out" / "jacobian_results.csv")
     pairs = [f"df{i}_dx{j}{t}" for i in range(1, 5) for j in range(1, 5) for t in ("", "_true")]
-    assert list(jac.columns) == ["x1", "x2", "x3", "x4", *pairs, "jac_norm_true", "jac_norm_err"]
+    hess = [f"d2f{i}_dx{j}_dx{k}{t}" for i in range(1, 5) for j in range(1, 5) for k in range(j, 5)
+            for t in ("", "_true")]  # fmt: skip
+    assert list(jac.columns) == ["x1", "x2", "x3", "x4", *pairs, "jac_norm_true", "jac_norm_err", *hess,
+                                 "hess_norm_true", "hess_norm_err"]  # fmt: skip
     assert len(jac) == N_ROWS
     xs = torch.tensor(jac[["x1", "x2", "x3", "x4"]].to_numpy())
     torch.testing.assert_close(xs, x[:N_ROWS], rtol=0, atol=0)
@@ -64,14 +67,24 @@ def test_forum_workflow_end_to_end(tmp_path, capsys):
     expected = J_n / rx[None, None, :] * ry[None, :, None]
     got = jac[[f"df{i}_dx{j}" for i in range(1, 5) for j in range(1, 5)]].to_numpy().reshape(N_ROWS, 4, 4)
     np.testing.assert_allclose(got, expected.numpy(), rtol=1e-4, atol=1e-6 * float(expected.abs().max()))  # float32
+    # and the Hessians: H_n[m, n, o] * range_y[m] / (range_x[n] range_x[o]), against the set's exact ones
+    H_n = torch.func.vmap(torch.func.jacfwd(torch.func.jacrev(model.double())))(x_n.double()).detach()
+    expected = H_n * ry[None, :, None, None] / (rx[None, None, :, None] * rx[None, None, None, :])
+    for i, j, k in [(1, 1, 1), (2, 1, 3), (4, 2, 4)]:
+        got = jac[f"d2f{i}_dx{j}_dx{k}"].to_numpy()
+        scale = float(expected[:, i - 1].abs().max())
+        np.testing.assert_allclose(got, expected[:, i - 1, j - 1, k - 1].numpy(), rtol=1e-3, atol=1e-4 * scale)  # f32
+        np.testing.assert_allclose(jac[f"d2f{i}_dx{j}_dx{k}_true"], eq.hessian(xs)[:, i - 1, j - 1, k - 1], rtol=1e-13)
 
     metrics = pd.read_csv(tmp_path / "out" / "metrics.csv")
     assert {"r2", "jac_rel_fro_median", "jac_entry_nrmse", "denorm_check"} <= set(metrics["metric"])
+    assert {"hess_rel_fro_median", "hess_entry_nrmse", "lap_nrmse"} <= set(metrics["metric"])
     assert set(metrics["split"]) == {"eval"} and set(metrics["status"]) == {"ok"}
     pred = pd.read_csv(tmp_path / "out" / "predictions.csv")
     assert list(pred.columns[:6]) == ["x1", "x2", "x3", "x4", "Predicted_f1", "True_f1"]
     for phrase in ("R² min", "Jacobian entries are off", "Edges:", "Samples are independent", "rank 3-3 of 4",
-                   "De-normalization", "jacobian_results.csv", "Min/max file vs the data"):  # fmt: skip
+                   "De-normalization", "jacobian_results.csv", "Min/max file vs the data",
+                   "Second derivatives vs forum4x4's exact Hessian", "Laplacian normalized RMSE f1"):  # fmt: skip
         assert phrase in out, phrase
     assert "not a scaling mistake" not in out  # the chain-rule check cannot tell whether the file is right
     assert "cannot tell whether the scaler is the one the model was trained with" in out

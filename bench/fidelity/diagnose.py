@@ -1,7 +1,8 @@
 """The diagnosis `python -m bench evaluate` prints: which Jacobian entries are off, and the usual reasons why.
 
 Each check returns plain sentences. The checks: fit and Jacobian error in physical units, the worst entries,
-errors at the domain edges, sample mixing (bench.engines.coupling), the rank collapse of FastKAN's first LayerNorm,
+errors at the domain edges, second derivatives against the exact Hessians, sample mixing
+(bench.engines.coupling), the rank collapse of FastKAN's first LayerNorm,
 how much of the model's input range the normalized data use, and the de-normalization itself.
 """
 
@@ -18,6 +19,7 @@ from bench.fidelity import metrics
 OFF_ENTRY = 0.1  # an entry whose normalized RMSE exceeds this is "off"
 EDGE = 0.1  # samples within this normalized distance of the box boundary are "at the edge"
 EDGE_RATIO = 2.0  # edge median error / interior median error above this: errors concentrate at the edges
+FAITHFUL = 0.02  # a median relative Jacobian error this small is a faithful Jacobian (the fit line's threshold)
 
 
 def _pct(v: float) -> str:
@@ -34,7 +36,7 @@ def fit_lines(ev) -> list[str]:
         f"Jacobian vs {ev.eq.name}'s exact Jacobian: relative Frobenius error median {_pct(stats['median'])}, "
         f"90th percentile {_pct(stats['p90'])}, max {_pct(stats['max'])}; signs agree on {_pct(sign)} of entries.",
     ]
-    if np.nanmin(r2) > 0.99 and stats["median"] > 0.02:
+    if np.nanmin(r2) > 0.99 and stats["median"] > FAITHFUL:
         lines.append(
             "The values fit well but the derivatives do not: a good R² does not constrain the Jacobian. "
             "Training on Jacobians too (Sobolev, `python -m bench run --set 'grid.betas=[1.0, 0.5]'`) measures "
@@ -84,6 +86,45 @@ def edge_lines(ev) -> list[str]:
         return [head + ": the error concentrates at the domain edges (fewer samples around them, and spline/RBF "
                 "bases that fade out at the ends of their grid)."]  # fmt: skip
     return [head + ": no concentration at the edges."]
+
+
+def hessian_lines(ev) -> list[str]:
+    """Second derivatives against the set's exact Hessians: overall, per output's Laplacian, the worst entries,
+    and what a faithful Jacobian with an unfaithful Hessian means."""
+    from bench.fidelity import hessian_metrics as hm
+
+    if ev.H_pred is None:
+        return [f"Second derivatives: not measured ({ev.hessian_error})."]
+    stats, _ = metrics.jac_rel_fro_summary(ev.H_true.reshape(len(ev.x), ev.eq.n_out, -1),
+                                           ev.H_pred.reshape(len(ev.x), ev.eq.n_out, -1))  # fmt: skip
+    lap, _ = hm.lap_nrmse(ev.H_true, np.trace(ev.H_pred, axis1=-2, axis2=-1))
+    nrmse, _ = hm.hess_entry_nrmse(ev.H_true, ev.H_pred)
+    entries = [(f"d2{o}/d{pair.replace(',', 'd')}", nrmse[i, j, k]) for i, o in enumerate(ev.eq.output_names)
+               for j, k, pair in hm.pair_names(ev.eq.input_names)]  # fmt: skip
+    worst = sorted(entries, key=lambda t: -t[1] if np.isfinite(t[1]) else -np.inf)
+    off = [(n, v) for n, v in worst if v > OFF_ENTRY]
+    laps = ", ".join(f"{o} {v:.3g}" for o, v in zip(ev.eq.output_names, lap, strict=True))
+    lines = [
+        f"Second derivatives vs {ev.eq.name}'s exact Hessian: relative Frobenius error median {_pct(stats['median'])},"
+        f" 90th percentile {_pct(stats['p90'])}; Laplacian normalized RMSE {laps}; "
+        + (f"{len(off)} of {len(entries)} distinct entries off (> {OFF_ENTRY:g}): "
+           + ", ".join(f"{n} {v:.3g}" for n, v in off[:6]) + (" ..." if len(off) > 6 else "") if off else
+           f"every distinct entry within {OFF_ENTRY:g} (worst {worst[0][0]} {worst[0][1]:.3g})") + "."
+    ]  # fmt: skip
+    jac, _ = metrics.jac_rel_fro_summary(ev.J_true, ev.J_pred)
+    if jac["median"] <= FAITHFUL and stats["median"] > OFF_ENTRY:
+        lines.append(
+            "The Jacobian is faithful but the curvature is not: value and Jacobian losses never train second "
+            "derivatives. A PINN residual or a Newton step would use these; a Hessian term in the loss "
+            "(`python -m bench run --set grid.hess_weights=0,0.1 --set grid.hess_betas=0.5`) measures how much "
+            "it helps."
+        )
+    if getattr(ev.model, "family", "") == "efficient_kan":
+        lines.append(
+            "  Cubic B-spline KAN: its second derivatives are piecewise linear between the grid's knots (C², not "
+            "smoother) and, outside the grid, only the SiLU base branch curves."
+        )
+    return lines
 
 
 def coupling_lines(model: nn.Module, x_n: torch.Tensor) -> list[str]:
@@ -197,5 +238,5 @@ def denorm_lines(ev) -> list[str]:
 def diagnose(ev) -> list[str]:
     """All checks, in reading order."""
     x_n = ev.scaler.transform_x(torch.as_tensor(ev.x)).to(next(ev.model.parameters()).dtype)
-    lines = fit_lines(ev) + entry_lines(ev) + edge_lines(ev) + coupling_lines(ev.model, x_n)
+    lines = fit_lines(ev) + entry_lines(ev) + edge_lines(ev) + hessian_lines(ev) + coupling_lines(ev.model, x_n)
     return lines + layernorm_lines(ev.model, x_n) + grid_lines(ev.model, x_n) + minmax_lines(ev) + denorm_lines(ev)

@@ -216,6 +216,9 @@ class Evaluation:
     J_pred: np.ndarray
     rows: list[dict]  # metrics.csv rows
     y_residual: np.ndarray | None  # max |y_file - eq(x)| per output when the data file has outputs
+    H_true: np.ndarray | None = None  # (B, n_out, n_in, n_in): the set's exact Hessians
+    H_pred: np.ndarray | None = None  # the model's, None where no Hessian engine could run (hessian_error says why)
+    hessian_error: str = ""
 
 
 def evaluate(
@@ -234,6 +237,7 @@ def evaluate(
     ``claimed``: the MinMax of a ``minmax:FILE`` scaling, checked against the data's inputs and outputs.
     """
     from bench.fidelity.cell import NonFiniteModel, predict
+    from bench.fidelity.hessian_metrics import hessian_rows
     from bench.fidelity.metrics import denorm_check, fidelity_rows
     from equations.scaling import PhysicalModel
 
@@ -253,10 +257,29 @@ def evaluate(
             "model": model_name, "family": getattr(model, "family", ""), "params": _params(model),
             "flops": _flops(model), "split": "eval", "status": "ok"}  # fmt: skip
     residual = None if y_file is None else (y_file - ds.y).abs().amax(dim=0).numpy()
+    H_true, H_pred, why = second_order(pm, eq, ds.x, dtype)
+    if H_pred is not None:
+        rows += hessian_rows(ds.x, H_true, H_pred, torch.diagonal(H_pred, dim1=-2, dim2=-1).sum(-1), eq.lower,
+                             eq.upper, eq.input_names, eq.output_names)  # fmt: skip
     return Evaluation(
         eq, model, scaler, ds.x.numpy(), ds.y.numpy(), y_pred.double().cpu().numpy(), ds.J.numpy(),
-        J_pred.double().cpu().numpy(), [{**base, **r} for r in rows], residual,
+        J_pred.double().cpu().numpy(), [{**base, **r} for r in rows], residual, H_true.numpy(),
+        None if H_pred is None else H_pred.numpy(), why,
     )  # fmt: skip
+
+
+def second_order(pm: nn.Module, eq, x: torch.Tensor, dtype) -> tuple[torch.Tensor, torch.Tensor | None, str]:
+    """(exact Hessians, the model's in physical units or None, why none): a model no Hessian engine can
+    differentiate twice (or one that returns NaN/inf there) still gets its first-order evaluation."""
+    from bench.engines.base import UnsupportedEngine
+    from bench.fidelity.cell import NonFiniteModel, second_derivatives
+
+    H_true = eq.hessian(x)
+    try:
+        H_pred, _ = second_derivatives(pm, x.to(dtype), "input rows")
+    except (UnsupportedEngine, NonFiniteModel) as err:
+        return H_true, None, str(err)
+    return H_true, H_pred.double().cpu(), ""
 
 
 def _params(model: nn.Module) -> int:
@@ -271,11 +294,13 @@ def _flops(model: nn.Module) -> int | str:
 
 
 def write_outputs(ev: Evaluation, out: str | Path) -> Path:
-    """DIR/jacobian_results.csv (forum layout, every row), DIR/predictions.csv and DIR/metrics.csv."""
+    """DIR/jacobian_results.csv (forum layout, every row; the Hessian entries d2f_dxj_dxk after the Jacobian's),
+    DIR/predictions.csv and DIR/metrics.csv."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     eq = ev.eq
-    jac = results.jacobian_frame(ev.x, ev.J_pred, ev.J_true, eq.input_names, eq.output_names, max_rows=len(ev.x))
+    jac = results.jacobian_frame(ev.x, ev.J_pred, ev.J_true, eq.input_names, eq.output_names, max_rows=len(ev.x),
+                                 H_pred=ev.H_pred, H_true=None if ev.H_pred is None else ev.H_true)  # fmt: skip
     results.atomic_write_csv(out / "jacobian_results.csv", jac)
     pred = {name: ev.x[:, k] for k, name in enumerate(eq.input_names)}
     for k, name in enumerate(eq.output_names):
