@@ -18,6 +18,7 @@ COMMANDS = [
     "bench.commands.evaluate",
     "bench.commands.report",
     "bench.commands.compare",
+    "bench.commands.study",
 ]
 
 
