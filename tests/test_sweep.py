@@ -192,3 +192,39 @@ def test_the_reference_falls_back_to_autograd_when_torch_func_cannot_transform_t
     cfg = fast_cfg(engines=("loop", "batch_sum_reverse"), batch_sizes=(4,), forward=False)
     rows = sweep(cfg, model_factory=lambda spec: BranchesOnData(), engines=REAL)
     assert {r["engine"]: r["status"] for r in rows} == {"loop": "ok", "batch_sum_reverse": "ok"}  # verified, timed
+
+
+def test_an_order_2_sweep_times_hessian_engines_against_the_float64_hessian():
+    from bench.engines import HESSIAN_ENGINES
+    from bench.engines.hessians import ideal_passes
+
+    def wrong_hessian(model, x):  # right but for one entry of the last row, 1% off
+        H = HESSIAN_ENGINES["forward_hessian"].fn(model, x).clone()
+        H[-1, 0, 1, 1] *= 1.01
+        return H
+
+    engines = {"forward_hessian": HESSIAN_ENGINES["forward_hessian"], "loop": HESSIAN_ENGINES["loop"],
+               "wrong": FakeEngine(wrong_hessian)}  # fmt: skip
+    cfg = fast_cfg(engines=(), batch_sizes=(4, 16), order=2, jax=True)
+    rows = run_sweep(cfg, engines=engines)
+    by = {(r["engine"], r["batch_size"]): r for r in rows}
+    assert by["forward_hessian", 16]["status"] == "ok" and by["loop", 4]["status"] == "ok"
+    assert by["loop", 16]["status"] == "unsupported"  # capped at max_batch, as in a Jacobian sweep
+    assert (
+        by["wrong", 16]["status"] == "mismatch"
+        and "Hessian differs from the float64 reference" in by["wrong", 16]["error"]
+    )
+    n_in = 3  # small_mlp: 3 -> 2; forward mode's ideal Hessian cost, 1 + 3 + 6 = 10 forward passes
+    assert (
+        by["forward_hessian", 16]["flops_per_jac"]
+        == ideal_passes(n_in) * by["forward_hessian", 16]["flops"]
+        == (10 * by["forward_hessian", 16]["flops"])
+    )
+    peer = by[jax_peer.HESSIAN_ENGINE, 16]  # the JAX Hessian peer, checked against torch's float64 Hessian
+    assert peer["status"] == "ok", peer["error"]
+    s = summary(rows, peer=jax_peer.HESSIAN_ENGINE).set_index(["engine", "batch_size"])
+    assert s.loc[("forward_hessian", 16), "x_jax"] == pytest.approx(
+        by["forward_hessian", 16]["jac_per_s"] / peer["jac_per_s"], rel=1e-12
+    )
+    with pytest.raises(ValueError, match="order = 3"):
+        fast_cfg(order=3)

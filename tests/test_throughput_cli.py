@@ -17,7 +17,7 @@ def test_cli_command_writes_csv_and_prints_the_table(tmp_path, monkeypatch, caps
     monkeypatch.setattr(throughput, "sweep", lambda cfg, **kw: real_sweep(cfg, model_factory=small_mlp,
                                                                          engines=ENGINES, **kw))  # fmt: skip
     monkeypatch.setattr(cmd, "expand_models", lambda names: names)  # "tiny" is this test's own model
-    monkeypatch.setattr(cmd, "expand_engines", lambda names: names)  # and so are its engines
+    monkeypatch.setattr(cmd, "expand_engines", lambda names, order=1: names)  # and so are its engines
     parser = argparse.ArgumentParser()
     cmd.add_arguments(parser)
     out = tmp_path / "throughput.csv"

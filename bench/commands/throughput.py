@@ -82,6 +82,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "throughput.csv)",
     )  # fmt: skip
     p.add_argument("--append", action="store_true", help="add the rows to an existing --out file")
+    p.add_argument(
+        "--order", type=int, choices=(1, 2), default=1,
+        help="1: Jacobians/s (default); 2: Hessians/s of the Hessian engines, with JAX jit(vmap(hessian)) as the "
+        "peer, written to hessian_throughput.csv",
+    )  # fmt: skip
 
 
 def expand_models(names: tuple[str, ...]) -> tuple[str, ...]:
@@ -92,14 +97,15 @@ def expand_models(names: tuple[str, ...]) -> tuple[str, ...]:
     return expand(names)
 
 
-def expand_engines(names: tuple[str, ...]) -> tuple[str, ...]:
-    """Engine names and fnmatch patterns (`vmap*`, `compiled_*`) over the engines, `forward` and the JAX peer;
-    () stays () (every engine). A pattern that matches nothing or an unknown name is a ConfigError."""
+def expand_engines(names: tuple[str, ...], order: int = 1) -> tuple[str, ...]:
+    """Engine names and fnmatch patterns (`vmap*`, `compiled_*`) over the engines of that derivative order,
+    `forward` and the JAX peer; () stays () (every engine). A pattern that matches nothing or an unknown name is
+    a ConfigError."""
     from bench.engines.base import check_engine_name
     from bench.run.config import expand_names, fnmatch_lister
     from bench.speed.sweep import timed_names
 
-    known = timed_names()
+    known = timed_names(order=order)
     return expand_names(names, fnmatch_lister(known), lambda n: check_engine_name(n, known), "engine") if names else ()
 
 
@@ -141,7 +147,7 @@ def config_from_args(args: argparse.Namespace):
         models = expand_models(args.models or ("mlp_forum",))
     return throughput.SweepConfig(
         models=models,
-        engines=expand_engines(args.engines),
+        engines=expand_engines(args.engines, getattr(args, "order", 1)),
         batch_sizes=sizes,
         device=str(device),
         dtype=dtype,
@@ -153,6 +159,7 @@ def config_from_args(args: argparse.Namespace):
         allow_tf32=args.tf32,
         max_batch=args.max_batch or throughput.SweepConfig.max_batch,
         seed=args.seed,
+        order=getattr(args, "order", 1),
     )
 
 
@@ -169,17 +176,19 @@ def _fmt(v: float, spec: str) -> str:
     return "" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
 
 
-def format_table(rows: list[dict]) -> str:
+def format_table(rows: list[dict], order: int = 1) -> str:
     """The sweep as text: one block per (model, batch size), engines fastest first."""
-    from bench.speed import jax_peer, table
     from bench.speed import sweep as throughput
+    from bench.speed import table
 
-    df = table.summary(rows)
+    peer = throughput.peer_name(order)
+    unit, what = ("jac/s", "Jacobians") if order == 1 else ("hess/s", "Hessians")
+    df = table.summary(rows, peer)
     lines = []
     for (model, batch), block in df.groupby(["model_config", "batch_size"], sort=False):
         lines.append(f"\n{model}  batch {batch}")
         lines.append(
-            f"  {'engine':<28}{'jac/s':>11}{'[q25, q75]':>22}{'x loop':>9}{'x JAX':>8}{'roofline':>9}{'jac/fwd':>9}"
+            f"  {'engine':<28}{unit:>11}{'[q25, q75]':>22}{'x loop':>9}{'x JAX':>8}{'roofline':>9}{'cost/fwd':>9}"
         )
         for _, r in block.sort_values("jac_per_s", ascending=False, na_position="last").iterrows():
             if r.status != "ok":
@@ -190,13 +199,13 @@ def format_table(rows: list[dict]) -> str:
                 f"  {r.engine:<28}{r.jac_per_s:>11.3g}{spread:>22}{_fmt(r.x_loop, '>9.3g'):>9}"
                 f"{_fmt(r.x_jax, '>8.2f'):>8}{_fmt(r.roofline, '>9.1%'):>9}{_fmt(r.jac_over_fwd, '>9.2f'):>9}"
             )
-        ours = block[(block.status == "ok") & ~block.engine.isin([throughput.FORWARD, jax_peer.ENGINE])]
+        ours = block[(block.status == "ok") & ~block.engine.isin([throughput.FORWARD, peer])]
         if len(ours):
             b = ours.loc[ours.jac_per_s.idxmax()]
             lines.append(
                 f"  best jacbench engine: {b.engine}: {_fmt(b.x_loop, '.3g') or '-'} x loop, "
                 f"{_fmt(b.x_jax, '.2f') or '-'} x JAX, "
-                f"Jacobians cost {_fmt(b.jac_over_fwd, '.2f') or '-'} forward passes"
+                f"{what} cost {_fmt(b.jac_over_fwd, '.2f') or '-'} forward passes"
             )
     return "\n".join(lines)
 
@@ -211,9 +220,10 @@ def run(args: argparse.Namespace) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     cfg = config_from_args(args)
-    default = Path("results") / results.new_run_id("throughput") / "throughput.csv"
+    name = "throughput.csv" if cfg.order == 1 else "hessian_throughput.csv"
+    default = Path("results") / results.new_run_id("throughput") / name
     if args.from_run:
-        default = results.resolve_run_dir(args.from_run) / "throughput.csv"
+        default = results.resolve_run_dir(args.from_run) / name
     out = Path(args.out or default)
     print(f"throughput sweep on {cfg.device}, {cfg.dtype}, {torch.get_num_threads()} torch threads, "
           f"{jax_peer.version()}; writing {out}", file=sys.stderr)  # fmt: skip
@@ -226,9 +236,9 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"device {first.get('device_name', cfg.device)}, {cfg.dtype}, TF32 {'on' if first.get('tf32') else 'off'}, "
         f"{first.get('threads')} threads, peak {first.get('peak_flops', math.nan):.3g} FLOP/s (matmul); "
-        f"rates are Jacobians/s (forward: samples/s), median over repeats"
+        f"rates are {'Jacobians' if cfg.order == 1 else 'Hessians'}/s (forward: samples/s), median over repeats"
     )
-    print(format_table(rows))
+    print(format_table(rows, cfg.order))
     print(f"\nwrote {len(rows)} rows to {out}")
     failed = [r for r in rows if r["status"] == "failed"]
     for r in failed:

@@ -8,6 +8,11 @@ Besides the Jacobian engines, a sweep times the forward pass (engine `forward`, 
 the yardstick of the Jacobian/forward cost ratio) and JAX's `jit(vmap(jacfwd))` (`jax_jit_vmap_jacfwd`, see
 bench/speed/jax_peer.py).
 
+With ``order=2`` the same sweep times the Hessian engines (bench.engines.HESSIAN_ENGINES) instead, rates in
+Hessians per second, checked against the float64 reference Hessian, with JAX's `jit(vmap(hessian))`
+(`jax_jit_vmap_hessian`) as the peer and forward mode's ideal cost (1 + n_in + n_in (n_in + 1) / 2 forward
+passes) as ``flops_per_jac``.
+
 Models are untrained and frozen (eval mode, `requires_grad_(False)`): Jacobians are taken with respect to the
 inputs only, as JAX's `jacfwd(f)(x)` does; their cost does not depend on the weights' values.
 """
@@ -88,6 +93,23 @@ class SweepConfig:
     # largest batch per SMALL_BATCH_ONLY engine (larger: an `unsupported` row saying why)
     max_batch: tuple[tuple[str, int], ...] = ((LOOP, 1024), ("functional_forward", 256))
     seed: int = 0  # inputs and weights
+    order: int = 1  # 1: Jacobians (bench.engines.ENGINES); 2: Hessians (HESSIAN_ENGINES, the JAX Hessian peer)
+
+    def __post_init__(self):
+        if self.order not in (1, 2):
+            raise ValueError(f"order = {self.order}: 1 (Jacobians) or 2 (Hessians)")
+
+
+def registry(order: int = 1) -> Mapping[str, Any]:
+    """The engines a sweep of this derivative order times by default."""
+    from bench.engines import ENGINES, HESSIAN_ENGINES
+
+    return ENGINES if order == 1 else HESSIAN_ENGINES
+
+
+def peer_name(order: int = 1) -> str:
+    """The JAX peer's engine name: jit(vmap(jacfwd)) for Jacobians, jit(vmap(hessian)) for Hessians."""
+    return jax_peer.ENGINE if order == 1 else jax_peer.HESSIAN_ENGINE
 
 
 @dataclass(frozen=True)
@@ -155,11 +177,9 @@ def _forward_call(model: nn.Module, x: torch.Tensor) -> Callable[[], Any]:
     return call
 
 
-def timed_names(engines: Mapping[str, Any] | None = None) -> list[str]:
+def timed_names(engines: Mapping[str, Any] | None = None, order: int = 1) -> list[str]:
     """Everything a sweep can time: the engines, the forward pass and the JAX peer."""
-    if engines is None:
-        from bench.engines import ENGINES as engines
-    return [*engines, FORWARD, jax_peer.ENGINE]
+    return [*(registry(order) if engines is None else engines), FORWARD, peer_name(order)]
 
 
 def timed_set(names: Sequence[str], cfg: SweepConfig, engines: Mapping[str, Any] | None = None) -> dict[str, Timed]:
@@ -169,26 +189,27 @@ def timed_set(names: Sequence[str], cfg: SweepConfig, engines: Mapping[str, Any]
     `bench.engines.ENGINES`); unknown names raise UnknownEngine (a KeyError and a ValueError) with close matches.
     """
     if engines is None:
-        from bench.engines import ENGINES as engines
+        engines = registry(cfg.order)
     names = list(names) or list(engines)
     for name in names:
-        check_engine_name(name, timed_names(engines))
+        check_engine_name(name, timed_names(engines, cfg.order))
     out: dict[str, Timed] = {}
     for name in names:
         if name in engines:
             eng = engines[name]
-            out[name] = Timed(eng.supports, _engine_call(name, eng))
+            out[name] = Timed(eng.supports, _engine_call(name, eng, cfg.order))
     if FORWARD in names or cfg.forward:
         out[FORWARD] = Timed(lambda m, d, t: None, _forward_call)
-    if jax_peer.ENGINE in names or cfg.jax:
-        out[jax_peer.ENGINE] = Timed(jax_peer.supports, jax_peer.prepare)
+    peer = peer_name(cfg.order)
+    if peer in names or cfg.jax:
+        out[peer] = Timed(jax_peer.supports, jax_peer.prepare if cfg.order == 1 else jax_peer.prepare_hessian)
     return out
 
 
-def _engine_call(name: str, eng: Any) -> Callable[[nn.Module, torch.Tensor], Callable[[], Any]]:
+def _engine_call(name: str, eng: Any, order: int = 1) -> Callable[[nn.Module, torch.Tensor], Callable[[], Any]]:
     """The call a sweep times: the bare engine, and for batch-sum engines the coupling check that
-    ``bench.engines.jacobian`` runs before every such call (so a model that mixes samples in the measured
-    batch is refused, and the rate is the one users get)."""
+    ``bench.engines.jacobian`` (``hessian``: of that order) runs before every such call (so a model that mixes
+    samples in the measured batch is refused, and the rate is the one users get)."""
     if not getattr(eng, "batch_sum", False):
         return lambda m, x: lambda: eng.fn(m, x)
 
@@ -196,7 +217,7 @@ def _engine_call(name: str, eng: Any) -> Callable[[nn.Module, torch.Tensor], Cal
         from bench.engines.coupling import require_batch_independent
 
         def call():
-            require_batch_independent(m, x, name)
+            require_batch_independent(m, x, name, order=order)
             return eng.fn(m, x)
 
         return call
@@ -291,7 +312,13 @@ def _sweep_model(spec: ModelSpec, model_factory, timed: Mapping[str, Timed], dev
         torch.manual_seed(cfg.seed)
         model = model_factory(spec).to(device=device, dtype=dtype).eval().requires_grad_(False)
         info = model_info(spec, model)
-        info["flops_per_jac"] = roofline.jacobian_flops(model, model_dims(model)[0])
+        n_in = model_dims(model)[0]
+        if cfg.order == 1:
+            info["flops_per_jac"] = roofline.jacobian_flops(model, n_in)
+        else:  # forward mode's ideal: the primal, n_in tangents and n_in (n_in + 1) / 2 second-order tangents
+            from bench.engines.hessians import ideal_passes
+
+            info["flops_per_jac"] = ideal_passes(n_in) * info["flops"]
     except Exception as err:
         for batch in cfg.batch_sizes:
             for name in timed:
@@ -299,9 +326,12 @@ def _sweep_model(spec: ModelSpec, model_factory, timed: Mapping[str, Timed], dev
                        "error": f"model: {type(err).__name__}: {err}"}  # fmt: skip
         return
     tolerance = jax_peer.TF32_TOLERANCE if cfg.allow_tf32 and device.type == "cuda" else jax_peer.TOLERANCE[dtype]
+    if cfg.order == 2:
+        tolerance = max(tolerance, jax_peer.HESSIAN_TOLERANCE[dtype])
+    peer = peer_name(cfg.order)
     for batch in cfg.batch_sizes:
         x = make_inputs(model, batch, device, dtype, cfg.seed)
-        reference = Reference(model, x, tolerance)
+        reference = Reference(model, x, tolerance, cfg.order)
         for name, t in timed.items():
             row = {**info, "engine": name, "batch_size": batch}
             if name == FORWARD:
@@ -315,6 +345,6 @@ def _sweep_model(spec: ModelSpec, model_factory, timed: Mapping[str, Timed], dev
                 yield {**row, "status": "unsupported", "error": reason}
                 continue
             # the JAX peer checks itself against the same reference while it prepares; the forward pass is no Jacobian
-            check = reference if name not in (FORWARD, jax_peer.ENGINE) else None
+            check = reference if name not in (FORWARD, peer) else None
             yield {**row, **measure(name, t, model, x, cfg, check)}
         del x

@@ -31,12 +31,12 @@ def _config(row: Mapping[str, Any]) -> str:
     return results.config_of(str(row.get("model_config") or ""), str(row["model"]))
 
 
-def summary(rows: Sequence[Mapping[str, Any]]):
+def summary(rows: Sequence[Mapping[str, Any]], peer: str = jax_peer.ENGINE):
     """The rows with derived ratios, for printing (a pandas DataFrame of raw numbers; NaN where undefined).
 
     x_loop: jac_per_s over the loop's at the same batch, or at the loop's largest measured batch where it
-    was capped (its rate does not depend on the batch); x_jax: over JAX's at the same batch; roofline:
-    fraction of the FLOP limit; jac_over_fwd: time of the batch's Jacobians / time of its forward pass.
+    was capped (its rate does not depend on the batch); x_jax: over the JAX peer's (``peer``) at the same batch;
+    roofline: fraction of the FLOP limit; jac_over_fwd: time of the batch's Jacobians / time of its forward pass.
     """
     import pandas as pd
 
@@ -58,7 +58,7 @@ def summary(rows: Sequence[Mapping[str, Any]]):
             "model_config": _config(r),
             "jac_per_s": jps,
             "x_loop": jps / loop if is_jac else nan,
-            "x_jax": jps / rate.get((*key, jax_peer.ENGINE), nan) if is_jac else nan,
+            "x_jax": jps / rate.get((*key, peer), nan) if is_jac else nan,
             "roofline": roof,
             "jac_over_fwd": rate.get((*key, FORWARD), nan) / jps if is_jac else nan,
             "status": r["status"],

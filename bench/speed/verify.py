@@ -28,29 +28,34 @@ def reference_rows(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 class Reference:
-    """The float64 reference Jacobian (torch.func vmap(jacrev) of a float64 CPU copy) on rows spread across one
-    batch, computed once per (model, batch) and shared by every engine timed on it."""
+    """The float64 reference Jacobian (torch.func vmap(jacrev) of a float64 CPU copy; ``order=2``: the Hessian,
+    reverse over reverse) on rows spread across one batch, computed once per (model, batch) and shared by every
+    engine timed on it."""
 
-    def __init__(self, model: nn.Module, x: torch.Tensor, tolerance: float):
+    def __init__(self, model: nn.Module, x: torch.Tensor, tolerance: float, order: int = 1):
         B = x.shape[0]
         spread = torch.linspace(0, B - 1, min(VERIFY_ROWS, B)).round().long()
         ends = torch.cat([torch.arange(min(8, B)), torch.arange(max(B - 8, 0), B)])  # where batch tails go wrong
         self.rows = torch.cat([spread, ends]).unique()
-        self.model, self.x, self.tolerance = model, x, tolerance
+        self.model, self.x, self.tolerance, self.order = model, x, tolerance, order
         self._J: torch.Tensor | None = None
 
     def mismatch(self, J: Any) -> str | None:
-        """None when the engine's J (B, n_out, n_in) agrees on the reference rows, else the reason."""
+        """None when the engine's J (B, n_out, n_in), or H (B, n_out, n_in, n_in), agrees on the reference rows,
+        else the reason."""
+        what, shape = ("Jacobian", "(B, n_out, n_in)") if self.order == 1 else ("Hessian", "(B, n_out, n_in, n_in)")
         if not isinstance(J, torch.Tensor) or J.shape[0] != self.x.shape[0]:
-            return f"the engine returned {type(J).__name__} {tuple(getattr(J, 'shape', ()))}, not (B, n_out, n_in)"
+            return f"the engine returned {type(J).__name__} {tuple(getattr(J, 'shape', ()))}, not {shape}"
         if self._J is None:
-            self._J = reference_rows(self.model, self.x[self.rows])
+            rows = self.x[self.rows]
+            ref = reference_rows if self.order == 1 else jax_peer.reference_hessian
+            self._J = ref(self.model, rows)
         if J.shape[1:] != self._J.shape[1:]:
-            return f"Jacobian shape {tuple(J.shape)} differs from the reference's (B, {tuple(self._J.shape[1:])})"
+            return f"{what} shape {tuple(J.shape)} differs from the reference's (B, {tuple(self._J.shape[1:])})"
         err = jax_peer.relative_error(J[self.rows.to(J.device)], self._J)
         if not err <= self.tolerance:
             return (
-                f"Jacobian differs from the float64 reference by {err:.3g} relative (max |ΔJ| / max |J|, tolerance "
+                f"{what} differs from the float64 reference by {err:.3g} relative (max |Δ| / max |ref|, tolerance "
                 f"{self.tolerance:g}) on {len(self.rows)} rows spread over the batch: not timed"
             )
         return None
