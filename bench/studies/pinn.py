@@ -9,7 +9,7 @@ found 1e-7 enough):
   diag(J) of each row, computed with torch.func (vmap of jacrev over rows: the post's per-row
   torch.autograd.functional.jacobian, batched).
 - ``batch``: the same depth and width with one point per sample (1 -> 8 tanh -> 8 tanh -> 1), points on the
-  batch axis; du/dx from jacbench's Jacobian engine with create_graph.
+  batch axis; du/dx as the gradient of the sum of u over the points (exact for independent points, checked).
 
 What it measures, per (setup, beta, seed), on the collocation grid where the loss acted (and, suffix ``_test``,
 on the grid halfway between its points, packed the same way): ``u_rmse`` (u against sin x), ``loss_dudx_rmse``
@@ -67,14 +67,17 @@ def grids(points: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def derivative(model: PerPoint, x: torch.Tensor, create_graph: bool) -> torch.Tensor:
-    """The du/dx each setup's loss uses, (N,): diag(J) of each packed row, or the per-sample Jacobian."""
+    """The du/dx each setup's loss uses, (N,): diag(J) of each packed row, or, on the batch axis, the gradient of
+    the sum of u over the points: each point's du/dx exactly when points do not interact (measure checks that
+    with bench.engines.coupling; the gradient of a sum is what PINN codes take, one backward pass)."""
     if model.packed:
         rows = x.reshape(-1, PACK)
         J = torch.func.vmap(torch.func.jacrev(model.net))(rows)  # (rows, PACK, PACK)
         return torch.diagonal(J, dim1=-2, dim2=-1).reshape(-1)
-    from bench.engines import jacobian
-
-    return jacobian(model, x, create_graph=create_graph).reshape(-1)
+    with torch.enable_grad():
+        xg = x.detach().requires_grad_(True)
+        (g,) = torch.autograd.grad(model(xg).sum(), xg, create_graph=create_graph)
+    return g.reshape(-1)
 
 
 def train(setup: str, beta: float, seed: int, cfg: StudyConfig) -> PerPoint:
