@@ -209,6 +209,8 @@ def test_hessian_weights_are_a_grid_dimension_restricted_to_their_sets():
         C.check(load_config("quick", overrides={"grid.hess_weights": [-1.0]}, expand=False))
     cfg = load_config("quick", overrides={"grid.hess_betas": [0.1]})
     assert not [c for c in C.grid_cells(cfg.grid) if c.variant == "hessian"]
+    with pytest.raises(ConfigError, match=r"grid\.hess_betas must be value-loss weights in \[0, 1\]"):
+        C.check(load_config("quick", overrides={"grid.hess_betas": [2.0]}, expand=False))
 
 
 def test_hessian_betas_restrict_the_hessian_variant_to_those_betas():

@@ -67,3 +67,17 @@ def test_bad_settings_are_clear_errors(capsys):
         pinn.StudyConfig(betas=(2.0,))
     assert main(["study", "pinn", "--betas", "1,x"]) == 2
     assert "comma-separated numbers" in capsys.readouterr().err
+
+
+def test_the_slid_derivative_is_the_derivative_of_u_when_the_layout_moves():
+    torch.manual_seed(1)
+    x, _ = pinn.grids(32)
+    for packed in (True, False):
+        net = pinn.tanh_net(pinn.PACK, 8, pinn.PACK) if packed else pinn.tanh_net(1, 8, 1)
+        model = pinn.PerPoint(net.double(), packed)
+        d = 1e-6
+        with torch.no_grad():  # every point moved by the same d: central difference, error O(d^2) ~ 1e-12
+            fd = (model(x + d) - model(x - d)).reshape(-1) / (2 * d)
+        torch.testing.assert_close(pinn.slide_derivative(model, x), fd, rtol=0, atol=1e-8)
+        if not packed:  # one point per sample: sliding the layout is moving the point
+            torch.testing.assert_close(pinn.slide_derivative(model, x), pinn.derivative(model, x, False))

@@ -228,3 +228,17 @@ def test_an_order_2_sweep_times_hessian_engines_against_the_float64_hessian():
     )
     with pytest.raises(ValueError, match="order = 3"):
         fast_cfg(order=3)
+
+
+def test_hessian_rows_never_join_a_jacobian_table(tmp_path):
+    jac = run_sweep(fast_cfg(engines=("vmap_jacrev",), batch_sizes=(2,), forward=False))
+    from bench.engines import HESSIAN_ENGINES
+
+    hess = run_sweep(fast_cfg(engines=("loop",), batch_sizes=(2,), forward=False, order=2), engines=HESSIAN_ENGINES)
+    assert {r["order"] for r in jac} == {1} and {r["order"] for r in hess} == {2}
+    path = tmp_path / "throughput.csv"
+    write_csv(jac, path)
+    with pytest.raises(ValueError, match="Jacobians/s and Hessians/s do not belong in one table"):
+        write_csv(hess, path, append=True)
+    write_csv(jac, path, append=True)  # the same order appends
+    assert len(pd.read_csv(path)) == 2

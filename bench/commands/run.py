@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 NAME = "run"
@@ -104,7 +105,13 @@ def run(args: argparse.Namespace) -> int:
             return _print_plan(cfg)
         cfg, run_dir = runner.open_run(cfg)
     r = cfg.run
-    n = len(C.grid_cells(cfg.grid))
+    cells = C.grid_cells(cfg.grid)
+    n = len(cells)
+    if any(w > 0 for w in cfg.grid.hess_weights) and not any(c.variant == "hessian" for c in cells):
+        g = cfg.grid
+        print(f"note: grid.hess_weights {list(g.hess_weights)} selects no cell of this grid (grid.hess_equations "
+              f"{list(g.hess_equations)}, grid.hess_betas {list(g.hess_betas)} against its equations and betas): no "
+              "Hessian-supervised training in this run", file=sys.stderr)  # fmt: skip
     where = f"{r.workers} workers x {r.threads} threads" if r.executor == "local" else (
         f"Ray {'at ' + r.address if r.address else 'on this machine'}, {r.threads} CPU(s) per cell")  # fmt: skip
     print(f"{run_dir}: {n} cells, {where}, {r.device} {r.dtype}", flush=True)

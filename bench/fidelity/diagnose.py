@@ -97,13 +97,15 @@ def hessian_lines(ev) -> list[str]:
         return [f"Second derivatives: not measured ({ev.hessian_error})."]
     stats, _ = metrics.jac_rel_fro_summary(ev.H_true.reshape(len(ev.x), ev.eq.n_out, -1),
                                            ev.H_pred.reshape(len(ev.x), ev.eq.n_out, -1))  # fmt: skip
-    lap, _ = hm.lap_nrmse(ev.H_true, np.trace(ev.H_pred, axis1=-2, axis2=-1))
+    lap, lap_notes = hm.lap_nrmse(ev.H_true, np.trace(ev.H_pred, axis1=-2, axis2=-1))
     nrmse, _ = hm.hess_entry_nrmse(ev.H_true, ev.H_pred)
     entries = [(f"d2{o}/d{pair.replace(',', 'd')}", nrmse[i, j, k]) for i, o in enumerate(ev.eq.output_names)
                for j, k, pair in hm.pair_names(ev.eq.input_names)]  # fmt: skip
     worst = sorted(entries, key=lambda t: -t[1] if np.isfinite(t[1]) else -np.inf)
     off = [(n, v) for n, v in worst if v > OFF_ENTRY]
-    laps = ", ".join(f"{o} {v:.3g}" for o, v in zip(ev.eq.output_names, lap, strict=True))
+    absolute = {i for i, note in enumerate(lap_notes) if "absolute" in note}  # an output without curvature
+    laps = ", ".join(f"{o} {v:.3g}" + (" (no curvature: absolute RMSE)" if i in absolute else "")
+                     for i, (o, v) in enumerate(zip(ev.eq.output_names, lap, strict=True)))  # fmt: skip
     lines = [
         f"Second derivatives vs {ev.eq.name}'s exact Hessian: relative Frobenius error median {_pct(stats['median'])},"
         f" 90th percentile {_pct(stats['p90'])}; Laplacian normalized RMSE {laps}; "

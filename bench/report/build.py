@@ -121,8 +121,9 @@ def _ranking(run: RunData) -> Section:
     if r.incomplete:
         s.add(Note(f"Left out of the ranks (some method did not finish there): {', '.join(r.incomplete)}."))
     if r.partial:
-        s.add(Note(f"Methods left out of the ranks (the grid ran them on some equation sets only; their numbers are "
-                   f"in the leaderboards): {', '.join(r.partial)}."))  # fmt: skip
+        s.add(Note(f"Methods left out of the ranks (they have no cell on some equation sets: a variant the grid "
+                   f"runs on a few sets, or a run still in progress; their numbers are in the leaderboards): "
+                   f"{', '.join(r.partial)}."))  # fmt: skip
     if np.isfinite(r.p_value):
         verdict = "the methods do not all rank alike" if r.p_value < ranking.ALPHA else "no evidence that they differ"
         p = lambda v: "< 1e-16" if v < 1e-16 else f"= {v:.2g}"  # noqa: E731

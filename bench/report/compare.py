@@ -35,10 +35,19 @@ from bench.report.render import Table, table_md
 from bench.report.stats import CONFIG_KEYS, ENTRY_KEYS, fmt_key, fmt_num
 
 # model_config too: a --match-params run and a plain one train other networks under the same model name
-KEYS = [k for k in CONFIG_KEYS if k != "family"] + ["model_config"] + ENTRY_KEYS
+KEYS = [k for k in CONFIG_KEYS if k != "family"] + ["model_config", "hess_weight"] + ENTRY_KEYS
 HIGHER_IS_BETTER = {"r2", "r2_min", "jac_sign_agree"}
 # Not fidelity: timing, effort, round-off of the chain-rule check, and properties of the data, not the model
-OTHER_METRICS = {"train_seconds", "train_steps", "denorm_check", "jac_fro_scale", "jac_rel_floored", "loss_drop_last10"}
+OTHER_METRICS = {
+    "train_seconds",
+    "train_steps",
+    "denorm_check",
+    "jac_fro_scale",
+    "jac_rel_floored",
+    "loss_drop_last10",
+    "hess_fro_scale",
+    "hess_rel_floored",
+}
 OTHER_METRICS |= {"still_improving", "lr", "lr_trial_val_loss", "tune_seconds"}
 ALPHA = 0.05  # false-discovery rate of the flags
 SPEED_TOL = 0.10  # throughput ratio beyond 1 ± this is flagged

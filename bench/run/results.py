@@ -33,11 +33,11 @@ METRIC_COLUMNS = (
 THROUGHPUT_COLUMNS = (
     "model", "family", "n_in", "n_out", "model_config", "params", "flops", "engine", "device", "device_name",
     "dtype", "tf32", "batch_size", "jac_per_s", "jac_per_s_q25", "jac_per_s_q75", "repeats", "flops_per_jac",
-    "peak_flops", "status", "error", "threads",
+    "peak_flops", "status", "error", "threads", "order",
 )  # fmt: skip
 THROUGHPUT_NUMBERS = (
     "n_in", "n_out", "params", "flops", "batch_size", "jac_per_s", "jac_per_s_q25", "jac_per_s_q75", "repeats",
-    "flops_per_jac", "peak_flops", "threads",
+    "flops_per_jac", "peak_flops", "threads", "order",
 )  # fmt: skip
 # Columns added after the first runs were written: a reader fills them in empty for older tables.
 LATER_COLUMNS = ("n_in", "n_out", "model_config", "node", "hess_weight")

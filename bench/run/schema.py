@@ -301,6 +301,9 @@ def check(cfg: Config) -> None:
     bad = [w for w in g.hess_weights if not (math.isfinite(w) and w >= 0)]
     if bad or not g.hess_weights:
         raise ConfigError(f"grid.hess_weights must be finite weights >= 0 (0 = no Hessian term); got {bad or []}")
+    bad = [b for b in g.hess_betas if not (math.isfinite(b) and 0 <= b <= 1)]
+    if bad:
+        raise ConfigError(f"grid.hess_betas must be value-loss weights in [0, 1] like grid.betas; got {bad}")
     if len([w for w in g.hess_weights if w > 0]) > 1:
         raise ConfigError(
             f"grid.hess_weights = {list(g.hess_weights)}: at most one weight > 0 per run (the report names a "

@@ -287,6 +287,7 @@ def sweep(
             "tf32": machine.tf32_enabled(str(device)),
             "threads": torch.get_num_threads(),
             "peak_flops": _peak(device, dtype, cfg.allow_tf32) if cfg.measure_peak else math.nan,
+            "order": cfg.order,
         }
         rows = []
         for entry in cfg.models:

@@ -15,13 +15,25 @@ from bench.speed.sweep import COLUMNS, FORWARD, LOOP
 def write_csv(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, append: bool = False) -> None:
     """Write rows as throughput.csv (COLUMNS order, raw values), atomically: a crash leaves no half file.
 
-    append: keep the rows already in `path` (several sweeps, e.g. CPU and GPU, in one table).
+    append: keep the rows already in `path` (several sweeps, e.g. CPU and GPU, in one table); rows of another
+    derivative order (column ``order``; 1 in tables from before it) are refused.
     """
     import pandas as pd
 
     df = pd.DataFrame(list(rows), columns=list(COLUMNS))
     if append and os.path.exists(path):
-        df = pd.concat([pd.read_csv(path, keep_default_na=False, na_values=["", "nan", "NaN"]), df])
+        old = pd.read_csv(path, keep_default_na=False, na_values=["", "nan", "NaN"])
+        old["order"] = (
+            pd.to_numeric(old["order"], errors="coerce").fillna(1) if "order" in old else 1
+        )  # older: Jacobians
+        mixed = set(old["order"].astype(int)) ^ set(df["order"].dropna().astype(int))
+        if len(old) and len(df) and mixed:
+            raise ValueError(
+                f"--append: {path} holds derivative order {sorted(set(old['order'].astype(int)))} rows and this sweep "
+                f"measured order {sorted(set(df['order'].astype(int)))}: Jacobians/s and Hessians/s do not belong in "
+                "one table (Hessian sweeps go to hessian_throughput.csv)"
+            )
+        df = pd.concat([old, df])
     os.makedirs(os.path.dirname(os.fspath(path)) or ".", exist_ok=True)
     results.atomic_write_csv(path, df)
 
