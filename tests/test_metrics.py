@@ -243,7 +243,7 @@ def test_hessian_metrics_have_known_answers():
     assert np.allclose(err, 0.1)  # ||0.1 H|| / ||H||: output 2 adds nothing
     nrmse, notes = hess_entry_nrmse(H_true, H_pred)
     assert np.allclose(nrmse[0], 0.1) and np.allclose(nrmse[1], 0.0)
-    assert "RMS of the whole true Jacobian" in notes[1][0]  # a zero row falls back (entry_scales' wording)
+    assert "RMS of the whole true Hessian" in notes[1][0]  # a zero row falls back (entry_scales' rule, in H's words)
     L_true = np.trace(H_true, axis1=2, axis2=3)
     lap, lap_notes = lap_nrmse(H_true, L_true + np.array([0.0, 0.5]))
     assert lap[0] == 0.0 and lap[1] == 0.5 and "no curvature" in lap_notes[1]  # absolute where there is none

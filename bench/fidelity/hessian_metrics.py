@@ -62,6 +62,7 @@ def hess_entry_nrmse(H_true: Any, H_pred: Any) -> tuple[np.ndarray, list[list[st
     """RMSE of each entry over the samples / its scale: (n_out, n_in, n_in) and a note per (i, j * n_in + k)."""
     t, p = _pair(H_true, H_pred)
     nrmse, notes = jac_entry_nrmse(_flat(t), _flat(p))
+    notes = [[n.replace("Jacobian", "Hessian") for n in row] for row in notes]  # the entry rules' words, for H
     return nrmse.reshape(t.shape[1:]), notes
 
 
