@@ -27,7 +27,7 @@ from bench.engines import (  # noqa: F401 (kan_tangents registers rules)
     tangents,
 )
 from bench.engines.base import Engine, UnknownEngine, UnsupportedEngine, model_name, resolve_in
-from bench.engines.chunking import chunked, default_chunk_size
+from bench.engines.chunking import run_engine
 from bench.engines.hessians import HESSIAN_ENGINES, LAPLACIAN_ENGINES, choose_hessian, hessian, laplacian
 
 __all__ = [
@@ -81,15 +81,4 @@ def jacobian(
     """
     if x.dim() != 2:
         raise ValueError(f"x must be (B, n_in), got shape {tuple(x.shape)}")
-    eng = resolve(model, x, engine, create_graph)
-
-    def one_chunk(xc: torch.Tensor) -> torch.Tensor:
-        if eng.batch_sum:  # on the very rows this call differentiates: every pair, every call (bench.engines.coupling)
-            coupling.require_batch_independent(model, xc, eng.name)
-        return eng.fn(model, xc, create_graph=create_graph)
-
-    size = chunk_size
-    if size is None:
-        own_blocks = eng.blocks_on_cpu and x.device.type == "cpu" and not create_graph
-        size = x.shape[0] if own_blocks else default_chunk_size(model, x)
-    return chunked(one_chunk, x, size, keep_graph=create_graph)
+    return run_engine(resolve(model, x, engine, create_graph), model, x, chunk_size, create_graph)

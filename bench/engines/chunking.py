@@ -36,13 +36,48 @@ def memory_budget(device: torch.device) -> int:
     return MEMORY_BUDGET_BYTES
 
 
-def default_chunk_size(model: nn.Module, x: torch.Tensor, budget_bytes: int | None = None) -> int:
-    """Samples per chunk so that one chunk's intermediates stay within `budget_bytes` (None: memory_budget)."""
+def default_chunk_size(
+    model: nn.Module, x: torch.Tensor, budget_bytes: int | None = None, copies: int | None = None
+) -> int:
+    """Samples per chunk so that one chunk's intermediates stay within `budget_bytes` (None: memory_budget).
+
+    copies: activation copies a sample carries (default 1 + max(n_in, n_out): primal plus tangents or cotangents).
+    """
     budget_bytes = memory_budget(x.device) if budget_bytes is None else budget_bytes
-    n_in = x.shape[1]
-    n_out = int(getattr(model, "n_out", n_in))
-    per_sample = (1 + max(n_in, n_out)) * activation_floats(model) * x.element_size() * TEMPORARIES
+    if copies is None:
+        n_in = x.shape[1]
+        copies = 1 + max(n_in, int(getattr(model, "n_out", n_in)))
+    per_sample = copies * activation_floats(model) * x.element_size() * TEMPORARIES
     return max(1, budget_bytes // per_sample)
+
+
+def run_engine(
+    eng,
+    model: nn.Module,
+    x: torch.Tensor,
+    chunk_size: int | None,
+    create_graph: bool,
+    order: int = 1,
+    chunk_size_for: Callable[[nn.Module, torch.Tensor], int] = default_chunk_size,
+) -> torch.Tensor:
+    """One engine over x (B, n_in) in chunks: the call behind `jacobian`, `hessian` and `laplacian`.
+
+    A batch-sum engine is guarded on each chunk's own rows by the coupling check of its derivative ``order``
+    (every pair, every call: bench.engines.coupling). chunk_size None: the whole batch for an engine that blocks
+    its own work on the CPU (and keeps no graph), else ``chunk_size_for(model, x)``.
+    """
+    from bench.engines import coupling  # at call time: bench.engines imports this module while it initializes
+
+    def one_chunk(xc: torch.Tensor) -> torch.Tensor:
+        if eng.batch_sum:
+            coupling.require_batch_independent(model, xc, eng.name, order=order)
+        return eng.fn(model, xc, create_graph=create_graph)
+
+    size = chunk_size
+    if size is None:
+        own_blocks = eng.blocks_on_cpu and x.device.type == "cpu" and not create_graph
+        size = x.shape[0] if own_blocks else chunk_size_for(model, x)
+    return chunked(one_chunk, x, size, keep_graph=create_graph)
 
 
 def chunked(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, chunk_size: int, keep_graph: bool):

@@ -22,10 +22,10 @@ from torch.autograd.functional import hessian as autograd_hessian
 from torch.func import hessian as func_hessian
 from torch.func import jacrev, vmap
 
-from bench.engines import coupling, kan_second  # noqa: F401 (kan_second registers rules)
+from bench.engines import kan_second  # noqa: F401 (registers the KAN second-order rules)
 from bench.engines.base import Engine, UnsupportedEngine, check_output, grad_mode, model_name, per_sample, resolve_in
 from bench.engines.blocks import split_over_cores
-from bench.engines.chunking import TEMPORARIES, activation_floats, chunked, memory_budget
+from bench.engines.chunking import chunked, default_chunk_size, run_engine
 from bench.engines.second_order import rule_reason, second_order_pass, to_hessian, to_laplacian
 from bench.engines.tangents import CPU_BLOCK_BYTES, widest
 
@@ -194,24 +194,11 @@ def choose_hessian(model: nn.Module, x: torch.Tensor, create_graph: bool = False
 
 
 def hessian_chunk_size(model: nn.Module, x: torch.Tensor, budget_bytes: int | None = None) -> int:
-    """Samples per chunk so that one chunk's intermediates stay within the budget (bench.engines.chunking)."""
-    budget_bytes = memory_budget(x.device) if budget_bytes is None else budget_bytes
+    """Samples per chunk so that one chunk's intermediates stay within the budget (bench.engines.chunking): a
+    sample carries the primal, its first-order and its second-order tangents (or cotangents)."""
     n_in, n_out = x.shape[1], int(getattr(model, "n_out", x.shape[1]))
     copies = 1 + max(n_in, n_out) + max(pair_count(n_in), n_out * n_in)
-    return max(1, budget_bytes // (copies * activation_floats(model) * x.element_size() * TEMPORARIES))
-
-
-def _run(eng: Engine, model, x, chunk_size, create_graph, order_check: bool) -> torch.Tensor:
-    def one_chunk(xc: torch.Tensor) -> torch.Tensor:
-        if order_check and eng.batch_sum:
-            coupling.require_batch_independent(model, xc, eng.name, order=2)
-        return eng.fn(model, xc, create_graph=create_graph)
-
-    size = chunk_size
-    if size is None:
-        own_blocks = eng.blocks_on_cpu and x.device.type == "cpu" and not create_graph
-        size = x.shape[0] if own_blocks else hessian_chunk_size(model, x)
-    return chunked(one_chunk, x, size, keep_graph=create_graph)
+    return default_chunk_size(model, x, budget_bytes, copies)
 
 
 def hessian(
@@ -231,7 +218,7 @@ def hessian(
     if x.dim() != 2:
         raise ValueError(f"x must be (B, n_in), got shape {tuple(x.shape)}")
     eng = resolve_in(HESSIAN_ENGINES, engine, lambda: choose_hessian(model, x, create_graph), model, x, create_graph)
-    return _run(eng, model, x, chunk_size, create_graph, order_check=True)
+    return run_engine(eng, model, x, chunk_size, create_graph, order=2, chunk_size_for=hessian_chunk_size)
 
 
 def laplacian(
@@ -252,7 +239,7 @@ def laplacian(
         return LAPLACIAN_ENGINES["forward_laplacian" if rule_reason(model) is None else "hessian_trace"]
 
     eng = resolve_in(LAPLACIAN_ENGINES, engine, auto, model, x, create_graph)
-    return _run(eng, model, x, chunk_size, create_graph, order_check=False)
+    return run_engine(eng, model, x, chunk_size, create_graph, order=2, chunk_size_for=hessian_chunk_size)
 
 
 __all__ = [
