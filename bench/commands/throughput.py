@@ -182,16 +182,6 @@ def format_table(rows: list[dict], order: int = 1) -> str:
     from bench.speed import table
 
     peer = throughput.peer_name(order)
-    n_in = {(r["model_config"] or r["model"], r["batch_size"]): r["n_in"] for r in rows}
-
-    def ideal(block) -> str:  # forward mode's ideal cost of one Hessian, beside the measured one
-        if order == 1:
-            return ""
-        from bench.engines.hessians import ideal_passes
-
-        n = n_in.get((block["model_config"].iloc[0], block["batch_size"].iloc[0]))
-        return f" (forward mode's ideal: {ideal_passes(int(n))})" if isinstance(n, int | float) and n == n else ""
-
     unit, what = ("jac/s", "Jacobians") if order == 1 else ("hess/s", "Hessians")
     df = table.summary(rows, peer)
     lines = []
@@ -215,7 +205,8 @@ def format_table(rows: list[dict], order: int = 1) -> str:
             lines.append(
                 f"  best jacbench engine: {b.engine}: {_fmt(b.x_loop, '.3g') or '-'} x loop, "
                 f"{_fmt(b.x_jax, '.2f') or '-'} x JAX, "
-                f"{what} cost {_fmt(b.jac_over_fwd, '.2f') or '-'} forward passes" + ideal(block)
+                f"{what} cost {_fmt(b.jac_over_fwd, '.2f') or '-'} forward passes"
+                + (f" (forward mode's ideal: {_fmt(b.ideal_over_fwd, '.0f')})" if order == 2 else "")
             )
     return "\n".join(lines)
 

@@ -56,18 +56,22 @@ def entry_lines(ev) -> list[str]:
     names = [
         (f"d{o}/d{i}", nrmse[a, b]) for a, o in enumerate(ev.eq.output_names) for b, i in enumerate(ev.eq.input_names)
     ]
-    worst = sorted(names, key=lambda t: -t[1] if np.isfinite(t[1]) else -np.inf)
-    off = [(n, v) for n, v in worst if v > OFF_ENTRY]
+    worst, off, shown = _off_entries(names)
     if not off:
         return [
             f"Every Jacobian entry is within {OFF_ENTRY:g} normalized RMSE (worst {worst[0][0]} {worst[0][1]:.3g})."
         ]
-    shown = ", ".join(f"{n} {v:.3g}" for n, v in off[:6])
     return [
         f"{len(off)} of {len(names)} Jacobian entries are off (RMSE / RMS of the true entry > {OFF_ENTRY:g}): {shown}"
-        + (" ..." if len(off) > 6 else "")
-        + "; per-sample values beside the true ones are in jacobian_results.csv."
+        "; per-sample values beside the true ones are in jacobian_results.csv."
     ]
+
+
+def _off_entries(entries: list[tuple[str, float]], shown: int = 6) -> tuple[list, list, str]:
+    """(entries worst first, NaN last; those above OFF_ENTRY; the first ``shown`` of those as text)."""
+    worst = sorted(entries, key=lambda t: -t[1] if np.isfinite(t[1]) else -np.inf)
+    off = [(n, v) for n, v in worst if v > OFF_ENTRY]
+    return worst, off, ", ".join(f"{n} {v:.3g}" for n, v in off[:shown]) + (" ..." if len(off) > shown else "")
 
 
 def edge_lines(ev) -> list[str]:
@@ -95,22 +99,19 @@ def hessian_lines(ev) -> list[str]:
 
     if ev.H_pred is None:
         return [f"Second derivatives: not measured ({ev.hessian_error})."]
-    stats, _ = metrics.jac_rel_fro_summary(ev.H_true.reshape(len(ev.x), ev.eq.n_out, -1),
-                                           ev.H_pred.reshape(len(ev.x), ev.eq.n_out, -1))  # fmt: skip
+    stats, _ = hm.hess_rel_fro_summary(ev.H_true, ev.H_pred)
     lap, lap_notes = hm.lap_nrmse(ev.H_true, np.trace(ev.H_pred, axis1=-2, axis2=-1))
     nrmse, _ = hm.hess_entry_nrmse(ev.H_true, ev.H_pred)
     entries = [(f"d2{o}/d{pair.replace(',', 'd')}", nrmse[i, j, k]) for i, o in enumerate(ev.eq.output_names)
                for j, k, pair in hm.pair_names(ev.eq.input_names)]  # fmt: skip
-    worst = sorted(entries, key=lambda t: -t[1] if np.isfinite(t[1]) else -np.inf)
-    off = [(n, v) for n, v in worst if v > OFF_ENTRY]
+    worst, off, shown = _off_entries(entries)
     absolute = {i for i, note in enumerate(lap_notes) if "absolute" in note}  # an output without curvature
     laps = ", ".join(f"{o} {v:.3g}" + (" (no curvature: absolute RMSE)" if i in absolute else "")
                      for i, (o, v) in enumerate(zip(ev.eq.output_names, lap, strict=True)))  # fmt: skip
     lines = [
         f"Second derivatives vs {ev.eq.name}'s exact Hessian: relative Frobenius error median {_pct(stats['median'])},"
         f" 90th percentile {_pct(stats['p90'])}; Laplacian normalized RMSE {laps}; "
-        + (f"{len(off)} of {len(entries)} distinct entries off (> {OFF_ENTRY:g}): "
-           + ", ".join(f"{n} {v:.3g}" for n, v in off[:6]) + (" ..." if len(off) > 6 else "") if off else
+        + (f"{len(off)} of {len(entries)} distinct entries off (> {OFF_ENTRY:g}): {shown}" if off else
            f"every distinct entry within {OFF_ENTRY:g} (worst {worst[0][0]} {worst[0][1]:.3g})") + "."
     ]  # fmt: skip
     jac, _ = metrics.jac_rel_fro_summary(ev.J_true, ev.J_pred)

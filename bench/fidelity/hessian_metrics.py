@@ -58,6 +58,16 @@ def hess_rel_fro(H_true: Any, H_pred: Any, floor: float = REL_FLOOR) -> tuple[np
     return jac_rel_fro(_flat(t), _flat(p), floor)
 
 
+def hess_rel_fro_summary(H_true: Any, H_pred: Any) -> tuple[dict[str, float], str]:
+    """Median, mean, 90th percentile and max of ``hess_rel_fro`` over the samples, and a note (or "")."""
+    return _hess_summary(hess_rel_fro(H_true, H_pred)[0])
+
+
+def _hess_summary(err: np.ndarray) -> tuple[dict[str, float], str]:
+    stats, note = _summarize(err)
+    return stats, note.replace("Jacobian", "Hessian")  # the summary's words, for H
+
+
 def hess_entry_nrmse(H_true: Any, H_pred: Any) -> tuple[np.ndarray, list[list[str]]]:
     """RMSE of each entry over the samples / its scale: (n_out, n_in, n_in) and a note per (i, j * n_in + k)."""
     t, p = _pair(H_true, H_pred)
@@ -109,7 +119,7 @@ def hessian_rows(
         raise ValueError(f"Hessians are {t.shape} but got outputs {list(output_names)} and inputs {list(input_names)}")
     rows = []
     err, floored = hess_rel_fro(H_true, H_pred)
-    stats, note = _summarize(err)
+    stats, note = _hess_summary(err)
     rows += [_row(f"hess_rel_fro_{k}", v, error=note) for k, v in stats.items()]
     rows.append(_row("hess_fro_scale", hess_fro_scale(H_true)))
     rows.append(_row("hess_rel_floored", float(floored.mean())))

@@ -298,7 +298,8 @@ def training_comparison_table(run: RunData, equation: str) -> Table | Note:
     gamma = ", ".join(f"{w:g}" for w in sorted(set(weights)))
     rows = []
     configs = agg.drop_duplicates(["model", "variant", "beta"])
-    configs = configs.assign(_o=configs["variant"].map({"value": 0, "sobolev": 1, "hessian": 2}).fillna(3))
+    rank = configs["variant"].map(fig_fidelity.VARIANT_RANK).fillna(len(fig_fidelity.VARIANT_RANK))
+    configs = configs.assign(_o=rank)
     configs = configs.sort_values(["model", "_o", "beta"], ascending=[True, True, False])
     for c in configs.itertuples():
         d = agg[(agg["model"] == c.model) & (agg["variant"] == c.variant) & (agg["beta"] == c.beta)]

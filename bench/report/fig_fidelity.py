@@ -190,16 +190,15 @@ def pred_vs_true(run: RunData, equation: str, k: int = 3, order: int = 1) -> Fig
     (``order=2``: the Hessian entries ∂²f/∂xj∂xk)."""
     ok = run.ok[run.ok["equation"] == equation]
     cells = {m: _reference_cell(run, equation, m) for m in models_in_order(ok)} if not ok.empty else {}
-    cells = {m: c for m, c in cells.items() if c is not None}
+    frames = {m: (c, run.jacobians(c)) for m, c in cells.items() if c is not None}  # each file read once
     if order == 2:  # only files that hold Hessian entries (older runs wrote Jacobians only)
-        cells = {m: c for m, c in cells.items() if entry_columns(run.jacobians(c))[2]}
-    if not cells:
+        frames = {m: cj for m, cj in frames.items() if entry_columns(cj[1])[2]}
+    if not frames:
         return f"no jacobians/<cell>.csv{' with Hessian entries' if order == 2 else ''} for {equation}"
     fam = ok.drop_duplicates("model").set_index("model")["family"]
     palette = style.family_palette(fam.unique())
-    fig, axes = style.new_figure(k, len(cells), width=2.6, height=2.4)
-    for row, (m, cid) in enumerate(cells.items()):
-        jac = run.jacobians(cid)
+    fig, axes = style.new_figure(k, len(frames), width=2.6, height=2.4)
+    for row, (m, (cid, jac)) in enumerate(frames.items()):
         inputs, jac_cols, hess_cols = entry_columns(jac)
         worst = worst_entries(jac, k, cell_entry_nrmse(run, cid, order), jac_cols if order == 1 else hess_cols)
         for col in range(k):
@@ -296,9 +295,8 @@ def training_comparison(run: RunData, equation: str) -> Figure | str:
 
 def training_labels(df: pd.DataFrame) -> list[str]:
     """Training labels in reading order: value, then Sobolev from large to small beta, then the Hessian variants."""
-    rank = {"value": 0, "sobolev": 1, "hessian": 2}
     rows = sorted(zip(df["variant"], df["beta"], df["training"], strict=True),
-                  key=lambda r: (rank.get(r[0], 3), -float(r[1]), r[2]))  # fmt: skip
+                  key=lambda r: (VARIANT_RANK.get(r[0], len(VARIANT_RANK)), -float(r[1]), r[2]))  # fmt: skip
     return list(dict.fromkeys(r[2] for r in rows))
 
 

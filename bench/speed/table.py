@@ -73,6 +73,7 @@ def summary(rows: Sequence[Mapping[str, Any]], peer: str = jax_peer.ENGINE):
             "x_jax": jps / rate.get((*key, peer), nan) if is_jac else nan,
             "roofline": roof,
             "jac_over_fwd": rate.get((*key, FORWARD), nan) / jps if is_jac else nan,
+            "ideal_over_fwd": r["flops_per_jac"] / r["flops"] if is_jac and r["flops"] else nan,
             "status": r["status"],
             "error": r["error"],
         })  # fmt: skip

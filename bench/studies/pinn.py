@@ -25,7 +25,7 @@ network: the packed one mixes points, so its diag(J) is a partial derivative of 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -69,14 +69,18 @@ def grids(points: int) -> tuple[torch.Tensor, torch.Tensor]:
     return x[:, None], mid[:, None]
 
 
+def row_jacobians(model: PerPoint, x: torch.Tensor) -> torch.Tensor:
+    """(rows, PACK, PACK): the Jacobian of each packed row of a packed network, by torch.func (the post's per-row
+    torch.autograd.functional.jacobian, batched)."""
+    return torch.func.vmap(torch.func.jacrev(model.net))(x.reshape(-1, PACK))
+
+
 def derivative(model: PerPoint, x: torch.Tensor, create_graph: bool) -> torch.Tensor:
     """The du/dx each setup's loss uses, (N,): diag(J) of each packed row, or, on the batch axis, the gradient of
     the sum of u over the points: each point's du/dx exactly when points do not interact (measure checks that
     with bench.engines.coupling; the gradient of a sum is what PINN codes take, one backward pass)."""
     if model.packed:
-        rows = x.reshape(-1, PACK)
-        J = torch.func.vmap(torch.func.jacrev(model.net))(rows)  # (rows, PACK, PACK)
-        return torch.diagonal(J, dim1=-2, dim2=-1).reshape(-1)
+        return torch.diagonal(row_jacobians(model, x), dim1=-2, dim2=-1).reshape(-1)
     with torch.enable_grad():
         xg = x.detach().requires_grad_(True)
         (g,) = torch.autograd.grad(model(xg).sum(), xg, create_graph=create_graph)
@@ -89,8 +93,7 @@ def slide_derivative(model: PerPoint, x: torch.Tensor) -> torch.Tensor:
     differences across points (different output units of a packed network), it does not depend on the spacing."""
     if not model.packed:
         return derivative(model, x, create_graph=False).detach()
-    J = torch.func.vmap(torch.func.jacrev(model.net))(x.reshape(-1, PACK))
-    return J.sum(-1).reshape(-1).detach()
+    return row_jacobians(model, x).sum(-1).reshape(-1).detach()
 
 
 def train(setup: str, beta: float, seed: int, cfg: StudyConfig) -> PerPoint:
@@ -136,7 +139,8 @@ def measure(model: PerPoint, cfg: StudyConfig) -> tuple[dict[str, float], pd.Dat
     from bench.engines.coupling import verify_batch_independent
 
     out, curves = {}, []
-    for grid, x in zip(("collocation", "test"), grids(cfg.points), strict=True):
+    points = grids(cfg.points)
+    for grid, x in zip(("collocation", "test"), points, strict=True):
         sfx = "" if grid == "collocation" else "_test"
         with torch.no_grad():
             u = model(x).reshape(-1).numpy()
@@ -153,7 +157,7 @@ def measure(model: PerPoint, cfg: StudyConfig) -> tuple[dict[str, float], pd.Dat
         out[f"fd_bound{sfx}"] = h * h / 3.0 * third_derivative_max(model, x)
         curves.append(pd.DataFrame({"grid": grid, "x": xs, "u": u, "u_true": np.sin(xs), "loss_dudx": loss_du,
                                     "dudx_fd": du_fd, "dudx_slide": slide, "dudx_true": np.cos(xs)}))  # fmt: skip
-    rep = verify_batch_independent(model, grids(cfg.points)[1])
+    rep = verify_batch_independent(model, points[1])
     out["coupled"], out["cross_relative"] = float(rep.coupled), rep.relative
     return out, pd.concat(curves, ignore_index=True)
 
@@ -162,8 +166,7 @@ def measure(model: PerPoint, cfg: StudyConfig) -> tuple[dict[str, float], pd.Dat
 class StudyResult:
     config: StudyConfig
     rows: pd.DataFrame  # setup, beta, seed, metric, value
-    curves: pd.DataFrame  # setup, beta, seed, x, u, u_true, loss_dudx, dudx_fd, dudx_true
-    notes: list[str] = field(default_factory=list)
+    curves: pd.DataFrame  # setup, beta, seed, grid, x, u, u_true, loss_dudx, dudx_fd, dudx_slide, dudx_true
 
     def table(self) -> pd.DataFrame:
         """Per (setup, beta), wide: the median over seeds of each number, ``coupled`` as the share of seeds."""
