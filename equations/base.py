@@ -57,6 +57,20 @@ class EquationSet:
     def n_out(self) -> int:
         return len(self.output_names)
 
+    @property
+    def has_jacobian(self) -> bool:
+        """Whether reference Jacobians exist (a formula's always do; a data set's only with derivative columns)."""
+        return True
+
+    @property
+    def has_hessian(self) -> bool:
+        return True
+
+    @property
+    def reference(self) -> str:
+        """What fidelity is measured against, in words."""
+        return "exact: the formula's derivatives in float64"
+
     def bounds(self, dtype: torch.dtype = torch.float64, device: torch.device | str = "cpu") -> Tensor:
         """The input box as a (2, n_in) tensor: row 0 lower, row 1 upper."""
         return torch.tensor([self.lower, self.upper], dtype=dtype, device=device)

@@ -23,7 +23,7 @@ class Dataset:
 
     x: Tensor
     y: Tensor
-    J: Tensor  # exact Jacobian of the equation set at x, dy/dx
+    J: Tensor  # exact Jacobian of the equation set at x, dy/dx (a data set's measured one; NaN if it has none)
     input_names: tuple[str, ...]
     output_names: tuple[str, ...]
 
@@ -92,7 +92,15 @@ class Splits(NamedTuple):
 
 
 def make_dataset(eq: EquationSet, n: int, method: str = "lhs", seed: int = 0) -> Dataset:
-    """Sample n inputs in ``eq``'s box with ``method`` and ``seed``; y and the exact J in float64."""
+    """Sample n inputs in ``eq``'s box with ``method`` and ``seed``; y and the exact J in float64.
+
+    A data set (``data:path.csv``) has no formula to sample: it hands out n of its rows instead, chosen by
+    ``seed`` (``method`` does not apply), with the file's derivatives as J (NaN without derivative columns).
+    """
+    from equations.datafile import DataSet
+
+    if isinstance(eq, DataSet):
+        return Dataset(*eq.draw(n, seed), eq.input_names, eq.output_names)
     x = sample_inputs(eq, n, method, seed)
     what = f"{method} samples (seed {seed})"
     return Dataset(x, _evaluate(eq, x, what), _jacobian(eq, x, what), eq.input_names, eq.output_names)

@@ -1,8 +1,9 @@
-"""Equation sets by name: built-ins, ``gen:<family>:<seed>[:<n_in>x<n_out>]``, ``file:path.py``, registered.
+"""Equation sets by name: built-ins, ``gen:<family>:<seed>[:<n_in>x<n_out>]``, ``file:path.py``, ``data:path.csv``
+(samples with measured derivatives, ``equations.datafile``), registered.
 
 ``list_names`` takes fnmatch patterns, comma-separated ("forum4x4,gen:*"). Generated names are infinite, so
-wildcards see the built-ins, registered sets and a few example generated names; a literal ``gen:...`` or
-``file:...`` name is accepted as it is.
+wildcards see the built-ins, registered sets and a few example generated names; a literal ``gen:...``,
+``file:...`` or ``data:...`` name is accepted as it is.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import fnmatch
 import textwrap
 from typing import TYPE_CHECKING
 
-from equations import generated, user
+from equations import datafile, generated, user
 from equations.base import EquationSet
 from equations.names import UnknownName, suggest
 from equations.sets import BUILTINS
@@ -20,8 +21,11 @@ if TYPE_CHECKING:
     import pandas as pd
 
 EXAMPLE_GENERATED = ("gen:smooth:0", "gen:mixed:0", "gen:hard:0")
-RESERVED_PREFIXES = ("gen:", "file:")
-HINT = "generated sets are gen:<family>:<seed> (families: {families}); your own file is file:path/to/file.py"
+RESERVED_PREFIXES = ("gen:", "file:", "data:")
+HINT = (
+    "generated sets are gen:<family>:<seed> (families: {families}); your own file is file:path/to/file.py; "
+    "samples with measured derivatives are data:path/to/samples.csv"
+)
 
 _REGISTRY: dict[str, EquationSet] = {eq.name: eq for eq in BUILTINS}
 
@@ -31,7 +35,7 @@ def register(eq: EquationSet) -> EquationSet:
     if not isinstance(eq, EquationSet):
         raise TypeError(f"register() takes an EquationSet, got {type(eq).__name__}")
     if eq.name.startswith(RESERVED_PREFIXES):
-        raise ValueError(f"cannot register {eq.name!r}: names starting with gen: or file: are reserved")
+        raise ValueError(f"cannot register {eq.name!r}: names starting with gen:, file: or data: are reserved")
     if eq.name in _REGISTRY:
         raise ValueError(f"an equation set named {eq.name!r} is already registered; choose another name")
     user.check_evaluates(eq, where=f"register({eq.name!r})")
@@ -62,6 +66,10 @@ def get(name: str) -> EquationSet:
     if key.startswith("file:"):
         path = key.removeprefix("file:")
         return user.load_file(_FILE_COPIES.get(path, path))
+    if key.startswith(datafile.PREFIX):
+        path = key.removeprefix(datafile.PREFIX)
+        side = str(datafile.sidecar_path(path))
+        return datafile.load(_FILE_COPIES.get(path, path), _FILE_COPIES.get(side, side), name=key)
     hint = HINT.format(families=", ".join(generated.FAMILIES))
     raise UnknownName(f"unknown equation set {name!r}{suggest(key, catalog())}; known: {', '.join(catalog())} ({hint})")
 
@@ -84,7 +92,7 @@ def list_names(pattern: str = "*") -> list[str]:
     """Names matching ``pattern`` (fnmatch wildcards, comma-separated alternatives), in catalog order.
 
     A part without wildcards must name a set (KeyError with suggestions otherwise); ``gen:`` parts come back
-    in canonical form, ``file:`` parts as given. KeyError if nothing matches at all.
+    in canonical form, ``file:`` and ``data:`` parts as given. KeyError if nothing matches at all.
     """
     names: list[str] = []
     for part in (p.strip() for p in pattern.split(",")):
@@ -92,7 +100,7 @@ def list_names(pattern: str = "*") -> list[str]:
             continue
         if any(ch in part for ch in "*?["):
             matches = [n for n in catalog() if fnmatch.fnmatchcase(n, part)]
-        elif part.startswith("file:"):
+        elif part.startswith(("file:", datafile.PREFIX)):
             matches = [part]
         else:
             matches = [get(part).name]

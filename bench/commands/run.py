@@ -112,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: grid.hess_weights {list(g.hess_weights)} selects no cell of this grid (grid.hess_equations "
               f"{list(g.hess_equations)}, grid.hess_betas {list(g.hess_betas)} against its equations and betas): no "
               "Hessian-supervised training in this run", file=sys.stderr)  # fmt: skip
+    _print_skipped(cfg)
     where = f"{r.workers} workers x {r.threads} threads" if r.executor == "local" else (
         f"Ray {'at ' + r.address if r.address else 'on this machine'}, {r.threads} CPU(s) per cell")  # fmt: skip
     print(f"{run_dir}: {n} cells, {where}, {r.device} {r.dtype}", flush=True)
@@ -144,11 +145,17 @@ def _check_executor(cfg) -> None:
 
 def _check_sizes(cfg) -> None:
     """Every model can be built as configured (model_overrides, sized to grid.match_params): before any cell."""
-    from bench.fidelity.cell import trained_configurations
+    from bench import peers
+    from bench.fidelity.cell import model_overrides, trained_configurations
+    from bench.run.availability import check_sizes
     from bench.run.config import ConfigError
 
+    check_sizes(cfg.grid)  # a data set with fewer rows than the splits need
     try:
         trained_configurations(cfg)
+        for name in (m for m in cfg.grid.models if peers.is_peer(m)):  # a peer's options, sized like the zoo's
+            for eq in {(e.n_in, e.n_out) for e in map(_equation, cfg.grid.equations)}:
+                peers.get(name).options(**model_overrides(name, cfg.grid, *eq))
     except ValueError as err:
         hint = ""
         if cfg.grid.match_params and "match_params" in str(err):
@@ -157,12 +164,29 @@ def _check_sizes(cfg) -> None:
         raise ConfigError(f"{err}{hint}") from None
 
 
+def _equation(name: str):
+    import equations
+
+    return equations.get(name)
+
+
+def _print_skipped(cfg) -> None:
+    """A note on the cells the grid leaves out because they cannot run (bench.run.availability), by reason."""
+    from collections import Counter
+
+    from bench.run.config import skipped_cells
+
+    for why, k in Counter(why for _, why in skipped_cells(cfg.grid)).items():
+        print(f"note: {k} cell(s) left out: {why}", file=sys.stderr)
+
+
 def _print_plan(cfg, todo=None) -> int:
     """The resolved grid and its cells; with ``todo`` (a resumed run), only the cells still to run."""
     from bench.run.config import grid_cells
 
     g = cfg.grid
     cells = grid_cells(g)
+    _print_skipped(cfg)
     if todo is None:
         print(f"profile {cfg.run.profile}: {len(cells)} cells")
     else:

@@ -1,18 +1,28 @@
 """One grid cell: sample, split, scale, train one model, and measure its fit and Jacobians in physical units.
 
-    make_dataset(eq, n_train + n_val + n_test, seed) -> split -> Scaler.fit(train) -> create_model(seed)
-      -> fit(normalized train/val, TrainConfig(beta)) -> PhysicalModel(model, scaler)
-      -> y and J on train and test (bench.engines.jacobian) -> bench.fidelity.metrics.fidelity_rows -> rows
-      -> H and the Laplacian on test (bench.engines.hessian / laplacian) -> bench.fidelity.hessian_metrics -> rows
+    make_dataset(eq, n_train + n_val + n_test, seed) -> split
+      -> train_zoo: Scaler.fit(train) -> create_model(seed) -> fit(normalized train/val, TrainConfig(beta))
+                    -> PhysicalModel(model, scaler)
+         train_peer: the peer's own fit on the physical training split (bench.peers) -> its own y and J
+      -> y and J on train and test -> bench.fidelity.metrics.fidelity_rows -> rows
+      -> H and the Laplacian on test -> bench.fidelity.hessian_metrics -> rows
 
-Every metric sees the raw-in/raw-out wrapper only, so de-normalization happens in exactly one place
-(``equations.scaling``) and is checked on every cell (``denorm_check``).
+Every metric sees physical units only: a zoo model through its raw-in/raw-out wrapper, so de-normalization
+happens in exactly one place (``equations.scaling``) and is checked on every cell (``denorm_check``); a peer
+through its own API, whose Jacobian is checked against central differences of its values (``jac_fd_check``).
+A data set (``data:path.csv``) is measured against its file's derivatives; without them, fit metrics only.
 """
 
 from __future__ import annotations
 
 import functools
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor, nn
@@ -49,12 +59,14 @@ def make_scaler(train, scaling: str, input_range: tuple[float, float]):
 
 
 def model_overrides(model: str, grid: GridConfig, n_in: int, n_out: int) -> dict:
-    """Factory keyword arguments for one model: the config's overrides, sized to match_params if set."""
+    """Factory (or peer) keyword arguments for one model: the config's overrides, sized to match_params if set."""
     import models
+    from bench import peers
 
     kw = dict(grid.model_overrides.get(model, {}))
     if grid.match_params:
-        kw = models.match_params(model, grid.match_params, n_in, n_out, **kw)
+        sizer = peers.get(model).match_params if peers.is_peer(model) else functools.partial(models.match_params, model)
+        kw = sizer(grid.match_params, n_in, n_out, **kw)
     return kw
 
 
@@ -63,13 +75,15 @@ def trained_configurations(config: Config) -> list[tuple[str, int, int, dict]]:
 
     The same overrides ``run_cell`` builds its model with (``model_overrides``), so a throughput sweep of these
     measures exactly the networks whose fidelity the run reports (``results.model_config_id`` joins them).
+    Peers are left out: they are not torch modules, so no engine of the sweep runs on them.
     """
     import equations
+    from bench import peers
 
     out: dict[str, tuple[str, int, int, dict]] = {}
     for eq_name in config.grid.equations:
         eq = equations.get(eq_name)
-        for model in config.grid.models:
+        for model in (m for m in config.grid.models if not peers.is_peer(m)):
             kw = model_overrides(model, config.grid, eq.n_in, eq.n_out)
             out.setdefault(results.model_config_id(model, eq.n_in, eq.n_out, kw), (model, eq.n_in, eq.n_out, kw))
     return list(out.values())
@@ -82,12 +96,9 @@ def jacobian(model: nn.Module, x: Tensor, engine: str = "auto") -> Tensor:
     return engine_jacobian(model, x, engine=engine)
 
 
-def predict(model: nn.Module, x: Tensor, engine: str = "auto", what: str = "samples") -> tuple[Tensor, Tensor]:
-    """Values (B, n_out) and Jacobians (B, n_out, n_in) of ``model`` at x; NonFiniteModel on NaN/inf."""
-    with torch.no_grad():
-        y = model(x)
-    J = jacobian(model, x, engine).detach()
-    for name, t in (("values", y), ("Jacobians", J)):
+def check_finite(named: dict[str, Tensor], x: Tensor, what: str) -> None:
+    """NonFiniteModel naming the first sample whose values, Jacobians or Hessians hold NaN/inf."""
+    for name, t in named.items():
         bad = ~torch.isfinite(t.reshape(len(t), -1)).all(dim=1)
         if bool(bad.any()):
             row = int(bad.nonzero()[0])
@@ -95,6 +106,14 @@ def predict(model: nn.Module, x: Tensor, engine: str = "auto", what: str = "samp
                 f"the model returned NaN/inf {name} for {int(bad.sum())} of {len(t)} {what} "
                 f"(first at row {row}, x = {x[row].tolist()})"
             )
+
+
+def predict(model: nn.Module, x: Tensor, engine: str = "auto", what: str = "samples") -> tuple[Tensor, Tensor]:
+    """Values (B, n_out) and Jacobians (B, n_out, n_in) of ``model`` at x; NonFiniteModel on NaN/inf."""
+    with torch.no_grad():
+        y = model(x)
+    J = jacobian(model, x, engine).detach()
+    check_finite({"values": y, "Jacobians": J}, x, what)
     return y, J
 
 
@@ -107,37 +126,34 @@ def second_derivatives(model: nn.Module, x: Tensor, what: str = "samples") -> tu
     from bench.engines import hessian
 
     H = hessian(model, x).detach()
-    L = torch.diagonal(H, dim1=-2, dim2=-1).sum(-1)
-    bad = ~torch.isfinite(H.reshape(len(H), -1)).all(dim=1)
-    if bool(bad.any()):
-        raise NonFiniteModel(f"the model returned NaN/inf Hessians for {int(bad.sum())} of {len(H)} {what}")
-    return H, L
+    check_finite({"Hessians": H}, x, what)
+    return H, torch.diagonal(H, dim1=-2, dim2=-1).sum(-1)
 
 
-def run_cell(cell: Cell, config: Config, run_id: str) -> CellResult:
-    """Train and measure one cell; raises on failure (the runner records the error and goes on)."""
-    import equations
+@dataclass
+class Trained:
+    """A fitted surrogate behind one face, zoo model or peer: physical x (B, n_in) float64 in, float64 CPU out.
+
+    predict(x, what) -> y (B, n_out), J (B, n_out, n_in); second(x, what) -> H (B, n_out, n_in, n_in), L (B, n_out).
+    """
+
+    info: dict  # family, params, flops, model_config: the metric rows' model columns
+    predict: Callable[[Tensor, str], tuple[Tensor, Tensor]]
+    second: Callable[[Tensor, str], tuple[Tensor, Tensor]]
+    checks: list[dict]  # self-check rows (denorm_check, or a peer's jac_fd_check), split "test"
+    fit: Any  # FitResult-like: seconds, steps, lr, history
+    trials: list = field(default_factory=list)  # learning-rate candidates on the validation split
+
+
+def train_zoo(cell: Cell, config: Config, eq, data) -> Trained:
+    """Scale on the training split, build the registered model, fit it with bench.fidelity.train, wrap it once."""
     import models
-    from bench.fidelity.hessian_metrics import hessian_rows
-    from bench.fidelity.metrics import denorm_check, fidelity_rows
-    from bench.fidelity.train import TrainConfig, convergence, fit_selecting_lr
-    from bench.run.results import CONVERGENCE_DROP
-    from equations.data import split
+    from bench.fidelity.metrics import denorm_check
+    from bench.fidelity.train import TrainConfig, fit_selecting_lr
     from equations.scaling import PhysicalModel
 
     g, run = config.grid, config.run
-    if run.threads:
-        torch.set_num_threads(run.threads)
-    torch.backends.cuda.matmul.allow_tf32 = False  # fidelity numbers in true float32/float64
-    torch.backends.cudnn.allow_tf32 = False
     device, dtype = torch.device(run.device), getattr(torch, run.dtype)
-
-    eq = equations.get(cell.equation)
-    n_val = round(g.val_fraction * cell.n_train)
-    n_total = cell.n_train + n_val + g.n_test
-    ds = cached_dataset(cell.equation, n_total, g.sampler, cell.seed)
-    data = split(ds, n_val / n_total, g.n_test / n_total, cell.seed)
-
     kw = model_overrides(cell.model, g, eq.n_in, eq.n_out)
 
     def make_model() -> nn.Module:  # the same initialization for every learning-rate candidate
@@ -153,31 +169,114 @@ def run_cell(cell: Cell, config: Config, run_id: str) -> CellResult:
 
     val = normalized(data.val) if len(data.val) else None
     model, res, trials = fit_selecting_lr(make_model, normalized(data.train), val, train_cfg, cell.seed)
-
     pm = PhysicalModel(model, scaler).eval()
-    base = {**results.cell_row(cell, run_id), "family": model.family, "params": model.param_count(),
-            "flops": model.flops_per_sample(), "status": "ok", "n_in": eq.n_in, "n_out": eq.n_out,
-            "model_config": results.model_config_id(cell.model, eq.n_in, eq.n_out, kw)}  # fmt: skip
-    rows = []
-    for split_name, ds in (("train", data.train), ("test", data.test)):
-        y_pred, J_pred = predict(pm, ds.x.to(device, dtype), run.engine, f"{split_name} samples")
-        metric_rows = fidelity_rows(
-            ds.x, ds.y, y_pred, ds.J, J_pred, eq.lower, eq.upper, eq.input_names, eq.output_names
-        )
-        rows += [{**base, "split": split_name, **r} for r in metric_rows]
-        if split_name == "test":  # second derivatives on the test split: the exact ones from the set, in float64
-            H_true = eq.hessian(ds.x)
-            H_pred, L_pred = second_derivatives(pm, ds.x.to(device, dtype), "test samples")
-            H_pred = H_pred.cpu().double()
-            rows += [{**base, "split": split_name, **r} for r in hessian_rows(
-                ds.x, H_true, H_pred, L_pred.cpu().double(), eq.lower, eq.upper, eq.input_names, eq.output_names,
-            )]  # fmt: skip
-            jac = results.jacobian_frame(
-                ds.x.numpy(), J_pred.cpu().double().numpy(), ds.J.numpy(), eq.input_names, eq.output_names,
-                run.jacobian_rows, H_pred.numpy(), H_true.numpy(),
-            )  # fmt: skip
+
+    def pred(x: Tensor, what: str) -> tuple[Tensor, Tensor]:
+        return tuple(t.cpu().double() for t in predict(pm, x.to(device, dtype), run.engine, what))
+
+    def second(x: Tensor, what: str) -> tuple[Tensor, Tensor]:
+        return tuple(t.cpu().double() for t in second_derivatives(pm, x.to(device, dtype), what))
+
     x_check = data.test.x[: min(len(data.test), 128)].to(device)
-    rows.append({**base, "split": "test", "metric": "denorm_check", "value": denorm_check(pm, x_check), "error": ""})
+    info = {"family": model.family, "params": model.param_count(), "flops": model.flops_per_sample(),
+            "model_config": results.model_config_id(cell.model, eq.n_in, eq.n_out, kw)}  # fmt: skip
+    checks = [{"metric": "denorm_check", "value": denorm_check(pm, x_check), "error": ""}]
+    return Trained(info, pred, second, checks, res, trials)
+
+
+def train_peer(cell: Cell, config: Config, eq, data) -> Trained:
+    """Hand a peer the physical training split, take its own values and Jacobians back (bench.peers).
+
+    Its API Jacobian is checked against central differences of its values (``jac_fd_check``); a peer without a
+    Hessian API gets central differences of its API Jacobians as its Hessians (float64, bench.fidelity.finite_diff).
+    """
+    from bench import peers
+    from bench.fidelity import finite_diff as fd
+
+    peer = peers.get(cell.model)
+    kw = model_overrides(cell.model, config.grid, eq.n_in, eq.n_out)
+    tr = data.train
+    J_train = tr.J.numpy() if eq.has_jacobian and cell.beta < 1 else None
+    fitted = peer.fit(tr.x.numpy(), tr.y.numpy(), J_train, cell.beta, cell.seed, **kw)
+    width = torch.tensor(eq.upper, dtype=torch.float64) - torch.tensor(eq.lower, dtype=torch.float64)
+
+    def pred(x: Tensor, what: str) -> tuple[Tensor, Tensor]:
+        y, J = (torch.from_numpy(np.ascontiguousarray(a)) for a in fitted.predict(x.numpy()))
+        check_finite({"values": y, "Jacobians": J}, x, what)
+        return y, J
+
+    def second(x: Tensor, what: str) -> tuple[Tensor, Tensor]:
+        H = torch.from_numpy(
+            fd.central_hessian(lambda z: fitted.predict(z)[1], x.numpy(), fd.HESS_STEP * width.numpy())
+        )
+        check_finite({"Hessians": H}, x, what)
+        return H, torch.diagonal(H, dim1=-2, dim2=-1).sum(-1)
+
+    x_check = data.test.x[: min(len(data.test), 128)].numpy()
+    fd_err = fd.fd_check(fitted.predict_values, fitted.predict(x_check)[1], x_check, fd.JAC_STEP * width.numpy())
+    if not fd_err <= fd.FD_CHECK_TOL:
+        raise RuntimeError(
+            f"peer {cell.model!r}: its API Jacobian differs from central differences of its own values by {fd_err:.3g} "
+            f"(relative; tolerance {fd.FD_CHECK_TOL:g}): its derivatives cannot be trusted as it reports them"
+        )
+    note = f"central differences, h = {fd.JAC_STEP:g} of each input's range, float64"
+    hess_note = f"Hessians: central differences of its API Jacobians, h = {fd.HESS_STEP:g} of each input's range"
+    checks = [{"metric": "jac_fd_check", "value": fd_err, "error": f"{note}; {hess_note}"}]
+    info = {"family": peer.family, "params": peer.param_count(eq.n_in, eq.n_out, **kw),
+            "flops": peer.flops_per_sample(eq.n_in, eq.n_out, **kw),
+            "model_config": results.model_config_id(cell.model, eq.n_in, eq.n_out, kw)}  # fmt: skip
+    res = SimpleNamespace(seconds=fitted.seconds, steps=fitted.steps, lr=math.nan, history=fitted.history)
+    return Trained(info, pred, second, checks, res)
+
+
+def run_cell(cell: Cell, config: Config, run_id: str) -> CellResult:
+    """Train and measure one cell; raises on failure (the runner records the error and goes on)."""
+    import equations
+    from bench import peers
+    from bench.fidelity.hessian_metrics import hessian_rows
+    from bench.fidelity.metrics import fidelity_rows, unavailable_jacobian_rows, value_rows
+    from bench.fidelity.train import convergence
+    from bench.run.results import CONVERGENCE_DROP
+    from equations.data import split
+
+    g, run = config.grid, config.run
+    if run.threads:
+        torch.set_num_threads(run.threads)
+    torch.backends.cuda.matmul.allow_tf32 = False  # fidelity numbers in true float32/float64
+    torch.backends.cudnn.allow_tf32 = False
+
+    eq = equations.get(cell.equation)
+    n_val = round(g.val_fraction * cell.n_train)
+    n_total = cell.n_train + n_val + g.n_test
+    ds = cached_dataset(cell.equation, n_total, g.sampler, cell.seed)
+    data = split(ds, n_val / n_total, g.n_test / n_total, cell.seed)
+
+    trained = (train_peer if peers.is_peer(cell.model) else train_zoo)(cell, config, eq, data)
+    base = {**results.cell_row(cell, run_id), **trained.info, "status": "ok", "n_in": eq.n_in, "n_out": eq.n_out}
+    no_jac = f"{eq.name} has no derivative columns: Jacobian metrics are unavailable (fit metrics still run)"
+    rows, jac = [], None
+    for split_name, part in (("train", data.train), ("test", data.test)):
+        y_pred, J_pred = trained.predict(part.x, f"{split_name} samples")
+        if eq.has_jacobian:
+            metric_rows = fidelity_rows(part.x, part.y, y_pred, part.J, J_pred, eq.lower, eq.upper,
+                                        eq.input_names, eq.output_names)  # fmt: skip
+        else:
+            metric_rows = value_rows(part.y, y_pred, eq.output_names) + unavailable_jacobian_rows(no_jac)
+        rows += [{**base, "split": split_name, **r} for r in metric_rows]
+        if split_name != "test" or not eq.has_jacobian:
+            continue
+        H_pred = H_true = None
+        if eq.has_hessian:  # second derivatives on the test split: the exact ones from the set, in float64
+            H_true = eq.hessian(part.x)
+            H_pred, L_pred = trained.second(part.x, "test samples")
+            rows += [{**base, "split": split_name, **r} for r in hessian_rows(
+                part.x, H_true, H_pred, L_pred, eq.lower, eq.upper, eq.input_names, eq.output_names,
+            )]  # fmt: skip
+            H_pred, H_true = H_pred.numpy(), H_true.numpy()
+        jac = results.jacobian_frame(part.x.numpy(), J_pred.numpy(), part.J.numpy(), eq.input_names, eq.output_names,
+                                     run.jacobian_rows, H_pred, H_true)  # fmt: skip
+    res, trials = trained.fit, trained.trials
+    rows += [{**base, "split": "test", **c} for c in trained.checks]
     rows.append({**base, "split": "", "metric": "train_seconds", "value": res.seconds, "error": ""})
     rows.append({**base, "split": "", "metric": "train_steps", "value": float(res.steps), "error": ""})
     rows.append({**base, "split": "", "metric": "lr", "value": res.lr, "error": ""})  # initial lr (chosen one)

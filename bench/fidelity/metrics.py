@@ -297,6 +297,24 @@ def _row(metric: str, value: float, output: str = "", input: str = "", bin: Any 
     return {"metric": metric, "output": output, "input": input, "bin": bin, "value": value, "error": error}
 
 
+def value_rows(y_true: Any, y_pred: Any, output_names: tuple[str, ...] | list[str]) -> list[dict]:
+    """Fit metrics of one split as metrics.csv rows: R² and RMSE per output, and the lowest R²."""
+    rows = []
+    r2, why = r2_per_output(y_true, y_pred)
+    rows += [_row("r2", r2[k], output=o, error=why[k]) for k, o in enumerate(output_names)]
+    finite = r2[np.isfinite(r2)]
+    r2_note = "" if len(finite) == len(r2) else "over outputs with a defined R² only"
+    rows.append(_row("r2_min", finite.min() if len(finite) else np.nan, error=r2_note))
+    rmse = rmse_per_output(y_true, y_pred)
+    rows += [_row("rmse", rmse[k], output=o) for k, o in enumerate(output_names)]
+    return rows
+
+
+def unavailable_jacobian_rows(reason: str) -> list[dict]:
+    """The Jacobian summary rows, NaN with ``reason``, for a set without reference derivatives (fit rows still run)."""
+    return [_row(f"jac_rel_fro_{k}", np.nan, error=reason) for k in ("median", "mean", "p90", "max")]
+
+
 def fidelity_rows(
     x: Any,
     y_true: Any,
@@ -322,14 +340,7 @@ def fidelity_rows(
             f"Jacobians are (B, {n_out}, {n_in}) but got {len(output_names)} output names {list(output_names)} "
             f"and {len(input_names)} input names {list(input_names)}"
         )
-    rows = []
-    r2, why = r2_per_output(y_true, y_pred)
-    rows += [_row("r2", r2[k], output=o, error=why[k]) for k, o in enumerate(output_names)]
-    finite = r2[np.isfinite(r2)]
-    r2_note = "" if len(finite) == len(r2) else "over outputs with a defined R² only"
-    rows.append(_row("r2_min", finite.min() if len(finite) else np.nan, error=r2_note))
-    rmse = rmse_per_output(y_true, y_pred)
-    rows += [_row("rmse", rmse[k], output=o) for k, o in enumerate(output_names)]
+    rows = value_rows(y_true, y_pred, output_names)
     err, floored = jac_rel_fro(J_true, J_pred)  # once: the summary and the floored share both read it
     stats, note = _summarize(err)
     rows += [_row(f"jac_rel_fro_{k}", v, error=note) for k, v in stats.items()]

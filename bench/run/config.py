@@ -44,6 +44,7 @@ from bench.run.schema import (
     _train_fields,
     check,
     grid_cells,
+    skipped_cells,
 )
 from equations.names import suggest
 
@@ -51,6 +52,7 @@ __all__ = [
     "DEVICES", "DTYPES", "OPTIMIZER_NAMES", "PROFILES_DIR", "SCALINGS", "SCHEDULES", "Cell", "Config", "ConfigError",
     "GridConfig", "RunConfig", "TrainConfig", "check", "expand_equations", "expand_models", "expand_names",
     "fnmatch_lister", "grid_cells", "load_config", "parse_overrides", "parse_value", "profile_path", "read_toml",
+    "skipped_cells",
     "suggest",
 ]  # fmt: skip
 

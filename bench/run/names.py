@@ -37,9 +37,15 @@ def expand_names(
 
 
 def expand_models(patterns: Iterable[str] | str) -> tuple[str, ...]:
+    """Zoo models and peers (``jenn``): a wildcard matches the zoo only, so a peer is named on purpose."""
     import models
+    from bench import peers
 
-    return expand_names(_names(patterns), models.list_models, models.get_factory, "model")
+    def check(name: str) -> None:
+        if not peers.is_peer(name):
+            models.get_factory(name)
+
+    return expand_names(_names(patterns), models.list_models, check, "model")
 
 
 def expand_equations(patterns: Iterable[str] | str) -> tuple[str, ...]:
