@@ -193,6 +193,30 @@ def test_a_file_a_node_lacks_runs_from_the_copy_it_was_sent(tmp_path):
         equations.registry._FILE_COPIES.pop(missing)
 
 
+def test_a_data_set_and_its_sidecar_reach_a_node_that_lacks_them(tmp_path):
+    import equations
+    from bench.run.config import Config, GridConfig, RunConfig
+    from bench.run.ray_executor import _local_copy, shipped_files
+
+    example = Path(__file__).parents[1] / "equations" / "examples" / "oscillator.csv"
+    grid = GridConfig(equations=(f"data:{example}",), models=("mlp_tanh",))
+    files = shipped_files(Config(grid, RunConfig()))
+    assert set(files) == {str(example), str(example.with_suffix(".json"))}  # the rows and the noise they carry
+    missing = "/nonexistent/dir/oscillator.csv"
+    for path, data in files.items():  # a node without the files: each arrives as a local copy under its name
+        equations.registry.use_file_copy(
+            path.replace(str(example.parent), "/nonexistent/dir"),
+            _local_copy(path.replace(str(example.parent), "/nonexistent/dir"), data),
+        )
+    try:
+        eq = equations.get(f"data:{missing}")
+        assert eq.n_rows == 1000 and eq.name == f"data:{missing}" and "0.2%" in eq.reference  # the sidecar came too
+        assert eq.lower == (0.2, 0.8, 0.1)  # the sidecar's domain, not the bounding box
+    finally:
+        for path in (missing, missing.replace(".csv", ".json")):
+            equations.registry._FILE_COPIES.pop(path)
+
+
 # ---- errors ----
 
 

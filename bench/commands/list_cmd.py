@@ -41,9 +41,17 @@ def _list_equations(pattern: str) -> int:
 
 
 def _list_models(pattern: str) -> int:
+    """The zoo's models, then the peers matching the pattern (trained by their own code: bench.peers)."""
     import models
+    from bench import peers
 
     print(models.describe_table(pattern).to_string(index=False))
+    names = peers.list_peers(pattern)
+    if names:
+        print("\npeers (name them in grid.models; wildcards match the zoo only):")
+        for n in names:
+            p = peers.get(n)
+            print(f"  {n}: family {p.family}, {p.param_count(4, 4)} params at 4 -> 4 by default; {p.description}")
     return 0
 
 

@@ -192,7 +192,12 @@ def load_data(eq, data: str | Path | None, n: int = 1000, sampler: str = "lhs", 
     file's outputs, if it has any, so the diagnosis can say whether they match the equation set."""
     from equations.csvio import read_samples_csv
     from equations.data import Dataset, make_dataset
+    from equations.datafile import DataSet
 
+    if isinstance(eq, DataSet):  # a data set is its own data: every row, with the file's derivatives
+        if data is not None:
+            raise EvaluateError(f"--data {data}: {eq.name} brings its own rows (and derivatives); drop --data")
+        return make_dataset(eq, eq.n_rows, sampler, seed), None
     if data is None:
         return make_dataset(eq, n, sampler, seed), None
     x, y = read_samples_csv(data, eq.input_names, eq.output_names)
@@ -216,7 +221,7 @@ class Evaluation:
     J_pred: np.ndarray
     rows: list[dict]  # metrics.csv rows
     y_residual: np.ndarray | None  # max |y_file - eq(x)| per output when the data file has outputs
-    H_true: np.ndarray | None = None  # (B, n_out, n_in, n_in): the set's exact Hessians
+    H_true: np.ndarray | None = None  # (B, n_out, n_in, n_in): the set's exact Hessians (None for a data set)
     H_pred: np.ndarray | None = None  # the model's, None where no Hessian engine could run (hessian_error says why)
     hessian_error: str = ""
 
@@ -238,7 +243,7 @@ def evaluate(
     """
     from bench.fidelity.cell import NonFiniteModel, predict
     from bench.fidelity.hessian_metrics import hessian_rows
-    from bench.fidelity.metrics import denorm_check, fidelity_rows
+    from bench.fidelity.metrics import denorm_check, fidelity_rows, unavailable_jacobian_rows, value_rows
     from equations.scaling import PhysicalModel
 
     pm = PhysicalModel(model.to(dtype), scaler).eval()
@@ -249,7 +254,11 @@ def evaluate(
             f"{err}. Check that --model/--layers match how the checkpoint was trained and that --scaling is the "
             "normalization it was trained with (inputs far outside the training range can overflow)"
         ) from None
-    rows = fidelity_rows(ds.x, ds.y, y_pred, ds.J, J_pred, eq.lower, eq.upper, eq.input_names, eq.output_names)
+    if eq.has_jacobian:
+        rows = fidelity_rows(ds.x, ds.y, y_pred, ds.J, J_pred, eq.lower, eq.upper, eq.input_names, eq.output_names)
+    else:
+        rows = value_rows(ds.y, y_pred, eq.output_names)
+        rows += unavailable_jacobian_rows(f"{eq.name} has no derivative columns: Jacobian metrics are unavailable")
     rows.append({"metric": "denorm_check", "value": denorm_check(pm, ds.x[:128]), "error": ""})
     if claimed is not None:
         rows += range_rows(claimed, ds.x, ds.y if y_file is None else y_file, eq)
@@ -263,16 +272,21 @@ def evaluate(
                              eq.upper, eq.input_names, eq.output_names)  # fmt: skip
     return Evaluation(
         eq, model, scaler, ds.x.numpy(), ds.y.numpy(), y_pred.double().cpu().numpy(), ds.J.numpy(),
-        J_pred.double().cpu().numpy(), [{**base, **r} for r in rows], residual, H_true.numpy(),
+        J_pred.double().cpu().numpy(), [{**base, **r} for r in rows], residual,
+        None if H_true is None else H_true.numpy(),
         None if H_pred is None else H_pred.numpy(), why,
     )  # fmt: skip
 
 
-def second_order(pm: nn.Module, eq, x: torch.Tensor, dtype) -> tuple[torch.Tensor, torch.Tensor | None, str]:
+def second_order(pm: nn.Module, eq, x: torch.Tensor, dtype) -> tuple[torch.Tensor | None, torch.Tensor | None, str]:
     """(exact Hessians, the model's in physical units or None, why none): a model no Hessian engine can
-    differentiate twice (or one that returns NaN/inf there) still gets its first-order evaluation."""
+    differentiate twice (or one that returns NaN/inf there) still gets its first-order evaluation, and so does
+    a data set (it has no reference Hessians)."""
     from bench.engines.base import UnsupportedEngine
     from bench.fidelity.cell import NonFiniteModel, second_derivatives
+
+    if not eq.has_hessian:
+        return None, None, f"{eq.name} is data without second derivatives: no Hessian reference to compare with"
 
     H_true = eq.hessian(x)
     try:

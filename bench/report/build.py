@@ -12,6 +12,7 @@ import numpy as np
 from bench.report import fig_fidelity, fig_ranking, fig_speed, fig_training, ranking, style
 from bench.report.leaderboard import best_throughput, chosen_lr_table, leaderboard, leaderboard_table
 from bench.report.load import RunData, largest_n_train, load_run, speed_key
+from bench.report.peers import peer_section_items
 from bench.report.render import Code, Note, Section, Table, plot, pretty_json, to_html, to_markdown
 from bench.report.stats import CONFIG_KEYS, aggregate, fmt_ci, fmt_key, fmt_num
 from bench.run import results
@@ -26,6 +27,11 @@ GUIDES = {  # section title -> one sentence on how to read it (the order is the 
     "Leaderboard": "One row per architecture and training at its largest training set, mean ± 95% confidence "
     "interval over seeds (t-distribution); bold marks the best value of each score column (highest R², lowest "
     "Jacobian error, most Jacobians/s of the fastest torch engine).",
+    "Peers: JENN": "JENN (PyPI jenn), the field's ready-made gradient-enhanced MLP, trained by its own code with its "
+    "own recommended settings on the same splits (β = 1: without gradient enhancement; β < 1: with it, γ = (1 - β) "
+    "/ β) and scored by the same metrics: its Jacobians come from its own API (checked against central differences "
+    "of its values, jac_fd_check). Does the zoo's best recipe beat it, at a comparable parameter count, and at what "
+    "training time?",
     "Fidelity vs fit": "Each point is one trained model: points far left (excellent fit) yet high up (large "
     "Jacobian error) show that a good fit does not mean good derivatives.",
     "Per-entry Jacobian error": "Each cell is the normalized RMSE of one Jacobian entry ∂f_i/∂x_j on the test set, "
@@ -91,7 +97,11 @@ def _leaderboard(run: RunData) -> Section:
     board = leaderboard(run)
     if board.empty:
         return s.add(Note("Skipped: no finished cell has test-split scores."))
+    refs = run.config.get("references", {})
     for eq in sorted(board["equation"].unique()):
+        if eq in refs:
+            s.add(Note(f"{eq}: the reference is {refs[eq]}. Errors are measured against these measured numbers, so "
+                       "they include the data's own noise."))  # fmt: skip
         s.add(leaderboard_table(board, eq))
     if run.throughput is not None:
         s.add(Note("Jacobians/s: the fastest torch engine over batch sizes and dtypes; which engine, and the JAX "
@@ -120,6 +130,9 @@ def _ranking(run: RunData) -> Section:
     s.add(Table(cols, rows, {(0, 1)}, caption=caption))
     if r.incomplete:
         s.add(Note(f"Left out of the ranks (some method did not finish there): {', '.join(r.incomplete)}."))
+    unscored = [e for e, ref in run.config.get("references", {}).items() if "without derivatives" in ref]
+    if unscored:
+        s.add(Note(f"Not ranked (no reference derivatives, fit metrics only): {', '.join(unscored)}."))
     if r.partial:
         s.add(Note(f"Methods left out of the ranks (they have no cell on some equation sets: a variant the grid "
                    f"runs on a few sets, or a run still in progress; their numbers are in the leaderboards): "
@@ -228,7 +241,10 @@ def sections(run: RunData) -> list[Section]:
         note = Note("No fidelity grid in this folder (throughput.csv only): `python -m bench run` trains one.")
         fidelity = [t for t in SECTION_TITLES if t not in ("Throughput", "Accuracy vs speed", "Environment and config")]
         return [Section(t, GUIDES[t]).add(note) for t in fidelity[:-1]] + _throughput(run) + [_env(run), _failed(run)]
-    out = [_ranking(run), _leaderboard(run)]
+    peers = Section("Peers: JENN", GUIDES["Peers: JENN"])
+    for item in peer_section_items(run):
+        peers.add(item)
+    out = [_ranking(run), _leaderboard(run), peers]
     s = Section("Fidelity vs fit", GUIDES["Fidelity vs fit"])
     out.append(_figure(s, "fidelity_vs_fit", lambda: fig_fidelity.fidelity_vs_fit(run), "1 - R² vs Jacobian error"))
     s = Section("Per-entry Jacobian error", GUIDES["Per-entry Jacobian error"])

@@ -44,11 +44,13 @@ def method_label(model: str, variant: str, beta: float) -> str:
 def per_seed_scores(run: RunData, metric: str = SCORE) -> pd.DataFrame:
     """One row per cell: equation, method (label), seed, score (test split, largest n_train per set). A failed cell
     (or one without a finite score) scores +inf: it ranks last, so a set where a method fails stays in the
-    comparison instead of vanishing from it (which would flatter that method)."""
+    comparison instead of vanishing from it (which would flatter that method). A set on which no cell has a score
+    (a data set without reference derivatives) is not ranked at all."""
     ok = run.ok
     d = ok[(ok["split"] == "test") & (ok["metric"] == metric) & np.isfinite(ok["value"])]
     keys = ["equation", "model", "variant", "beta", "n_train", "seed"]
     cells = run.metrics.drop_duplicates("cell_id")[[*keys, "cell_id"]]
+    cells = cells[cells["equation"].isin(set(d["equation"]))]
     lost = cells[~cells["cell_id"].isin(set(d["cell_id"]))].assign(value=np.inf)
     d = pd.concat([d[[*keys, "cell_id", "value"]], lost[[*keys, "cell_id", "value"]]], ignore_index=True)
     if not np.isfinite(d["value"]).any():

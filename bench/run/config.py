@@ -100,6 +100,26 @@ def _merge(base: dict[str, dict[str, Any]], layer: Mapping[str, Mapping[str, Any
         base.setdefault(table, {}).update(body)
 
 
+def _from_repository_root(layer: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """A profile's relative ``data:`` / ``file:`` paths name files of this repository: where such a path does not
+    exist from the working directory, it is taken from the repository root (so a profile runs from anywhere)."""
+    root = PROFILES_DIR.parents[2]
+    grid = layer.get("grid", {})
+    for key in ("equations", "hess_equations"):
+        if isinstance(grid.get(key), list | tuple):
+            grid[key] = tuple(_rooted(e, root) for e in grid[key])
+    return layer
+
+
+def _rooted(name: str, root: Path) -> str:
+    for prefix in ("data:", "file:"):
+        path = name.removeprefix(prefix)
+        if name.startswith(prefix) and not Path(path).is_absolute() and not Path(path).exists():
+            if (root / path).exists():
+                return prefix + str(root / path)
+    return name
+
+
 def parse_value(text: str) -> Any:
     """A command-line value as TOML (``200``, ``[1, 0.5]``, ``true``), else the string itself."""
     try:
@@ -160,7 +180,8 @@ def load_config(
     overrides = dict(overrides or {})
     layers: dict[str, dict[str, Any]] = {}
     if profile:
-        _merge(layers, _validate(read_toml(profile_path(profile)), f"profile {profile!r}"))
+        layer = _validate(read_toml(profile_path(profile)), f"profile {profile!r}")
+        _merge(layers, _from_repository_root(layer))
     if config_file:
         _merge(layers, _validate(read_toml(config_file), str(config_file)))
     _merge(layers, _validate(_nest(overrides), "command line"))

@@ -134,9 +134,12 @@ def _token_auth_like_ray_start() -> None:
 
 
 def shipped_files(config: Config) -> dict[str, bytes]:
-    """The files a worker needs by path: --plugin files and file: equation sets (path -> contents)."""
+    """The files a worker needs by path: --plugin files, file: equation sets, and data: sets with their sidecars
+    (path -> contents)."""
     paths = list(config.run.plugins)
     paths += [e.removeprefix("file:") for e in config.grid.equations if e.startswith("file:")]
+    data = [e.removeprefix("data:") for e in config.grid.equations if e.startswith("data:")]
+    paths += [q for p in data for q in (p, str(Path(p).with_suffix(".json")))]
     return {p: Path(p).read_bytes() for p in paths if Path(p).is_file()}
 
 

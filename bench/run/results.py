@@ -49,6 +49,9 @@ METRICS_VERSION = 2
 # comparison at a budget some architectures had not finished with says so.
 CONVERGENCE_WINDOW = 0.10
 CONVERGENCE_DROP = 0.05
+# Families that are peers (bench.peers: other projects' surrogates trained by their own code); the report compares
+# the zoo against them. tests/test_peers.py checks this matches bench.peers.
+PEER_FAMILIES = ("jenn",)
 HISTORY_COLUMNS = ("step", "seconds", "lr", "loss", "val_loss")  # history/<cell>.csv, every eval_every steps
 TMP_MARK = ".tmp-"  # temporary files are <name>.tmp-<pid>; never matched by *.csv
 LATEST = "latest"  # symlink results/latest -> <run-id>; text file LATEST where symlinks are refused

@@ -350,6 +350,10 @@ def _record(config: Config) -> dict:
     """config.json: the resolved config, plus TrainConfig with its defaults filled in where available."""
     rec = {"metrics_version": results.METRICS_VERSION, **config.to_dict()}
     rec["train_resolved"] = dataclasses.asdict(TrainConfig(**config.train))
+    import equations
+
+    data = [e for e in config.grid.equations if e.startswith("data:")]  # what a data set's errors are measured against
+    rec["references"] = {e: equations.get(e).reference for e in data}
     return rec
 
 

@@ -1,0 +1,109 @@
+"""The peer comparison: does the zoo's best recipe beat a peer's (JENN's) Jacobian error, at what size and time?
+
+Per equation set with a peer, at the largest n_train, mean over seeds:
+    the peer's trainings | the zoo's best recipe (lowest Jacobian error of any architecture and training)
+    | the zoo's best among architectures of comparable size (parameters within COMPARABLE x of the peer's best)
+and one answer over the sets: how often each zoo pick has the lower Jacobian error, by what ratio, at what
+training time. A peer is a family listed in ``results.PEER_FAMILIES``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from bench.report.leaderboard import leaderboard
+from bench.report.load import RunData, largest_n_train
+from bench.report.render import Note, Table
+from bench.report.stats import CONFIG_KEYS, aggregate, fmt_ci, fmt_key, fmt_num
+from bench.run.results import PEER_FAMILIES
+
+COMPARABLE = 2.0  # "comparable parameter count": within a factor 2 of the peer's
+
+
+def comparison(run: RunData) -> pd.DataFrame:
+    """One row per (equation, role): role "peer <training>", "zoo best" or "zoo best, comparable size", with
+    model, family, training, params, Jacobian error (mean, ci, n), R² min (mean) and training seconds (mean)."""
+    board = leaderboard(run)
+    if board.empty or "jac_rel_fro_median_mean" not in board:
+        return pd.DataFrame()
+    secs = training_seconds(run)
+    board = board.merge(secs[[*CONFIG_KEYS, "mean"]].rename(columns={"mean": "train_s"}), on=CONFIG_KEYS, how="left")
+    board = board[np.isfinite(board["jac_rel_fro_median_mean"])]
+    rows = []
+    for eq, df in board.groupby("equation", sort=True):
+        peer, zoo = df[df["family"].isin(PEER_FAMILIES)], df[~df["family"].isin(PEER_FAMILIES)]
+        if peer.empty or zoo.empty:
+            continue
+        best_peer = peer.loc[peer["jac_rel_fro_median_mean"].idxmin()]
+        rows += [_row(eq, f"peer ({r.family})", r) for _, r in peer.iterrows()]
+        rows.append(_row(eq, "zoo best", zoo.loc[zoo["jac_rel_fro_median_mean"].idxmin()]))
+        ratio = zoo["params"] / best_peer["params"]
+        near = zoo[(ratio <= COMPARABLE) & (ratio >= 1 / COMPARABLE)]
+        if not near.empty:
+            rows.append(_row(eq, "zoo best, comparable size", near.loc[near["jac_rel_fro_median_mean"].idxmin()]))
+    return pd.DataFrame(rows)
+
+
+def training_seconds(run: RunData) -> pd.DataFrame:
+    """Mean over seeds of what a cell's recipe cost to train: every learning-rate candidate (tune_seconds) where
+    the cell chose among several, else its one training (train_seconds); CONFIG_KEYS + mean, ci, n."""
+    ok = run.ok[run.ok["metric"].isin(["train_seconds", "tune_seconds"])]
+    per = ok.pivot_table(index=["cell_id", *CONFIG_KEYS], columns="metric", values="value", aggfunc="first")
+    total = per["tune_seconds"].fillna(per["train_seconds"]) if "tune_seconds" in per else per["train_seconds"]
+    df = total.rename("value").reset_index()
+    return aggregate(largest_n_train(df, ["equation", "model", "variant", "beta"]), CONFIG_KEYS)
+
+
+def _row(eq: str, role: str, r: pd.Series) -> dict:
+    return {"equation": eq, "role": role, "model": r["model"], "family": r["family"], "training": r["training"],
+            "params": r["params"], "jac": r["jac_rel_fro_median_mean"], "jac_ci": r["jac_rel_fro_median_ci"],
+            "n": r["jac_rel_fro_median_n"], "r2": r.get("r2_min_mean", np.nan), "train_s": r["train_s"]}  # fmt: skip
+
+
+def comparison_table(comp: pd.DataFrame) -> Table:
+    cols = ["equation", "who", "architecture", "training", "params", "Jacobian rel. err. median", "fit R² (min)",
+            "training s (all lr candidates)"]  # fmt: skip
+    rows = [[r.equation, r.role, r.model, r.training, fmt_key(r.params), fmt_ci(r.jac, r.jac_ci, int(r.n)),
+             fmt_num(r.r2, 4), fmt_num(r.train_s)] for r in comp.itertuples()]  # fmt: skip
+    return Table(cols, rows, caption=f"per set: the peer's trainings, the zoo's best recipe, and the zoo's best with "
+                 f"a parameter count within {COMPARABLE:g}x of the peer's best (test split, largest n_train, mean ± "
+                 "95% CI over seeds; training seconds per cell, summed over the learning rates a zoo cell tried, "
+                 "since choosing one is part of its recipe; a peer trains once with its own settings)",
+                 text=True)  # fmt: skip
+
+
+def answer(comp: pd.DataFrame) -> str:
+    """The verdict in one paragraph: per zoo pick, on how many sets its Jacobian error is below the peer's best."""
+    parts = []
+    names = {"zoo best": "zoo's best recipe", "zoo best, comparable size": f"zoo's best recipe of comparable size "
+             f"(parameters within {COMPARABLE:g}x)"}  # fmt: skip
+    for role, name in names.items():
+        pairs = []
+        for _, df in comp.groupby("equation"):
+            peer = df[df["role"].str.startswith("peer")]
+            pick = df[df["role"] == role]
+            if peer.empty or pick.empty:
+                continue
+            p, z = peer.loc[peer["jac"].idxmin()], pick.iloc[0]
+            pairs.append((z["jac"] / p["jac"], z["train_s"] / p["train_s"], z["model"], z["training"]))
+        if not pairs:
+            continue
+        err, time = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
+        wins = int((err < 1).sum())
+        parts.append(
+            f"The {name} beats the peer's best Jacobian error "
+            f"on {wins} of {len(pairs)} set(s) (error ratio zoo / peer: median {fmt_num(float(np.median(err)))}, "
+            f"range {fmt_num(float(err.min()))}-{fmt_num(float(err.max()))}), at a median "
+            f"{fmt_num(float(np.nanmedian(time)))}x the peer's training time."
+        )
+    if not parts:
+        return "No set has both a peer and a zoo architecture with finished test scores."
+    return " ".join(parts) + (" Ratios are of means over seeds; the per-set confidence intervals are in the table.")
+
+
+def peer_section_items(run: RunData) -> list:
+    comp = comparison(run)
+    if comp.empty:
+        return [Note("Skipped: this run trains no peer (add `jenn` to grid.models) next to a zoo architecture.")]
+    return [Note(answer(comp)), comparison_table(comp)]
