@@ -145,7 +145,9 @@ def describe(name: str) -> str:
         f"inputs:  {', '.join(eq.input_names)}",
         f"outputs: {', '.join(eq.output_names)}",
         f"domain:  {domain_str(eq)}",
-        f"hand-derived Jacobian: {'yes' if eq.jacobian_fn is not None else 'no (torch.func only)'}",
+        f"hand-derived Jacobian: {'yes' if eq.jacobian_fn is not None else 'no (torch.func only)'}"
+        if eq.reference.startswith("exact")
+        else f"reference: {eq.reference}",
         "",
         _wrap(eq.doc),
     ]

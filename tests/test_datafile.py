@@ -262,3 +262,12 @@ def test_the_oscillator_example_end_to_end_train_report_leaderboard(tmp_path):
     m = pd.read_csv(run / "metrics.csv")
     jac = m[(m["metric"] == "jac_rel_fro_median") & (m["split"] == "test")]
     assert len(jac) == 8 and np.isfinite(jac["value"]).all()  # 2 models x 2 trainings x 2 seeds, all scored
+
+
+def test_selfcheck_list_and_describe_take_a_data_set_by_name(capsys):
+    name = "data:equations/examples/oscillator.csv"
+    row = equations.selfcheck(name).iloc[0]
+    assert row["status"] == "ok" and "no formula to check" in row["error"] and row["dims"] == "3x2"
+    assert "reference: data: the file's derivative columns; noise values Gaussian" in equations.describe(name)
+    assert main(["list", "equations", name]) == 0
+    assert "[0.2, 3] x [0.8, 1.6] x [0.1, 0.6]" in capsys.readouterr().out

@@ -27,16 +27,21 @@ def resolve_device(device: str) -> str:
 
 
 def set_threads(threads: int) -> None:
-    """Torch (and OpenMP/MKL) threads for this process.
+    """Torch (and OpenMP/MKL/OpenBLAS) threads for this process.
 
     Sets the environment, which torch reads when it is first imported, and torch's own setting if torch
-    is already loaded; the runner's worker initializer calls this before any cell imports torch.
+    is already loaded; the runner's worker initializer calls this before any cell imports torch. numpy's BLAS
+    (loaded with pandas before this runs) is limited at run time through threadpoolctl: a numpy peer (JENN) in
+    each of two workers would otherwise run two BLAS threads each on two cores, 2-5x slower than one.
     """
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(threads)
     torch = sys.modules.get("torch")
     if torch is not None:
         torch.set_num_threads(threads)
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=threads, user_api="blas")  # a call (not a with block): the limit stays
 
 
 def tf32_enabled(device: str | None = None) -> bool:
