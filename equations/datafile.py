@@ -98,6 +98,22 @@ def _no_formula(name: str):
     return fn
 
 
+def file_stamp(name: str) -> tuple:
+    """(mtime_ns, size) of a ``data:`` name's file and sidecar, () for any other name: a cache key that changes when
+    the file does."""
+    if not name.startswith(PREFIX):
+        return ()
+    path = Path(name.removeprefix(PREFIX))
+    return tuple((p.stat().st_mtime_ns, p.stat().st_size) if p.is_file() else None for p in (path, sidecar_path(path)))
+
+
+def sha256(name: str) -> str:
+    """The content hash of a ``data:`` name's CSV (recorded in a run's config.json)."""
+    import hashlib
+
+    return hashlib.sha256(Path(name.removeprefix(PREFIX)).read_bytes()).hexdigest()
+
+
 def sidecar_path(path: str | Path) -> Path:
     return Path(path).with_suffix(".json")
 
@@ -126,6 +142,7 @@ def _load(path: str, side: str, name: str, _mtime: int, _size: int, _side_mtime:
     x, y = values[:, :n_in].clone(), values[:, n_in : n_in + n_out].clone()
     nan = torch.full((R, n_out, n_in), np.nan, dtype=torch.float64)
     J = values[:, n_in + n_out :].reshape(R, n_out, n_in).clone() if derivs else nan
+    _check_unique(path, x, lines)
     lower, upper = _domain(path, side, meta, inputs, x)
     doc = str(meta.get("description", "")) or f"Samples from {path}: {R} rows."
     eq = DataSet(
@@ -135,6 +152,19 @@ def _load(path: str, side: str, name: str, _mtime: int, _size: int, _side_mtime:
     )  # fmt: skip
     eq.check_domain(x, f"{path} (data rows count from 0 below the header; the domain is {side}'s)")
     return eq
+
+
+def _check_unique(path: str, x: Tensor, lines: list[int]) -> None:
+    """Two rows with the same inputs would let a test point leak into training (a merge that doubled the file)."""
+    _, first, counts = np.unique(x.numpy(), axis=0, return_index=True, return_counts=True)
+    if (counts > 1).any():
+        row = int(first[counts > 1].min())  # the earliest row that repeats
+        dup = [r for r in range(len(x)) if r != row and torch.equal(x[r], x[row])]
+        raise CsvFormatError(
+            f"{path}, line {lines[row]} (data row {row}) and line {lines[dup[0]]} (data row {dup[0]}) have the same "
+            f"inputs ({int((counts > 1).sum())} inputs repeat, {int((counts - 1).sum())} extra rows): a repeated "
+            "sample would fall into both a training and a test split; drop the duplicate rows (or average them)"
+        )
 
 
 def _read_sidecar(side: str) -> dict:
@@ -176,7 +206,11 @@ def _columns(path: str, side: str, header: list[str], meta: Mapping) -> tuple[li
         outputs = [h for h in header if h in outputs]
     both = sorted(set(inputs) & set(outputs))
     if both:
-        raise CsvFormatError(f"{path}: columns {both} are named both as inputs and as outputs")
+        raise CsvFormatError(
+            f"{path}: columns {both} read as both inputs and outputs from the derivative names; name the inputs and "
+            f"outputs in the sidecar {side}: "
+            '{"inputs": [...], "outputs": [...]}'
+        )
     wanted = [f"d{o}_d{i}" for o in outputs for i in inputs]
     present = [c for c in wanted if c in header]
     missing = [c for c in (*inputs, *outputs) if c not in header]
@@ -200,8 +234,11 @@ def _domain(path: str, side: str, meta: Mapping, inputs: list[str], x: Tensor) -
     for k, name in enumerate(inputs):
         if name in given:
             pair = given[name]
-            if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(v, int | float) for v in pair)):
+            numbers = isinstance(pair, list) and len(pair) == 2
+            if not (numbers and all(isinstance(v, int | float) and not isinstance(v, bool) for v in pair)):
                 raise CsvFormatError(f"{side}: domain[{name!r}] must be [lower, upper], got {pair!r}")
+            if not float(pair[0]) < float(pair[1]):
+                raise CsvFormatError(f"{side}: domain[{name!r}] = {pair!r} is empty; write it as [lower, upper]")
             lo[k], hi[k] = float(pair[0]), float(pair[1])
         if not lo[k] < hi[k]:
             raise CsvFormatError(

@@ -271,3 +271,30 @@ def test_selfcheck_list_and_describe_take_a_data_set_by_name(capsys):
     assert "reference: data: the file's derivative columns; noise values Gaussian" in equations.describe(name)
     assert main(["list", "equations", name]) == 0
     assert "[0.2, 3] x [0.8, 1.6] x [0.1, 0.6]" in capsys.readouterr().out
+
+
+def test_repeated_inputs_and_bad_sidecar_domains_are_refused(tmp_path):
+    x, y, J = _plane()
+    doubled = write_data(tmp_path / "d.csv", np.vstack([x, x[:3]]), np.vstack([y, y[:3]]), np.vstack([J, J[:3]]))
+    with pytest.raises(CsvFormatError, match=r"line 2 \(data row 0\) and line 62 \(data row 60\) have the same inputs"):
+        equations.get(doubled)  # a doubled file would put the same sample in a training and a test split
+    for pair, message in (([1.0, 0.0], "is empty; write it as"), ([False, True], "must be \\[lower, upper\\]")):
+        side = {"domain": {"a": pair}}
+        with pytest.raises(CsvFormatError, match=message):
+            equations.get(write_data(tmp_path / f"s{pair[0]}.csv", x, y, J, sidecar=side))
+
+
+def test_an_edited_file_is_read_again_and_the_run_records_its_hash(tmp_path):
+    from bench.fidelity.cell import cached_dataset
+    from bench.run.runner import _record
+
+    x, y, J = _plane()
+    name = write_data(tmp_path / "s.csv", x, y, J)
+    first = cached_dataset(name, 60, "lhs", 0)
+    write_data(tmp_path / "s.csv", x, 2 * y, J)
+    assert torch.equal(cached_dataset(name, 60, "lhs", 0).y, 2 * first.y)
+    rec = _record(_config(tmp_path, [name]))
+    import hashlib
+
+    assert rec["data_sha256"] == {name: hashlib.sha256((tmp_path / "s.csv").read_bytes()).hexdigest()}
+    assert rec["references"][name].startswith("data: the file's derivative columns")

@@ -499,3 +499,15 @@ def test_the_peer_section_compares_jenn_with_the_zoo_best_and_the_comparable_siz
     section = md.split("## Peers: JENN")[1].split("\n## ")[0]
     assert "zoo's best recipe beats the peer's best Jacobian error on 2 of 2 set(s)" in section
     assert f"error ratio zoo / peer: median {0.003 / 0.018:.3f}" in section  # mlp_tanh vs jenn at beta 1e-7
+
+
+def test_the_main_equation_is_a_scored_formula_before_a_data_set():
+    from types import SimpleNamespace
+
+    from bench.report.build import main_equation
+
+    rows = pd.DataFrame({"equation": ["data:a.csv", "data:b.csv", "gen:smooth:1"], "metric": "jac_rel_fro_median",
+                         "value": [np.nan, 0.1, 0.2]})  # fmt: skip
+    assert main_equation(SimpleNamespace(ok=rows)) == "gen:smooth:1"
+    assert main_equation(SimpleNamespace(ok=rows[rows["equation"] != "gen:smooth:1"])) == "data:b.csv"
+    assert main_equation(SimpleNamespace(ok=rows.assign(equation=["forum4x4", "x", "y"]))) == "forum4x4"

@@ -45,7 +45,9 @@ def _list_models(pattern: str) -> int:
     import models
     from bench import peers
 
-    print(models.describe_table(pattern).to_string(index=False))
+    table = models.describe_table(pattern)
+    if len(table):
+        print(table.to_string(index=False))
     names = peers.list_peers(pattern)
     if names:
         print("\npeers (name them in grid.models; wildcards match the zoo only):")

@@ -36,10 +36,17 @@ class NonFiniteModel(RuntimeError):
     """The model returned NaN/inf values or Jacobians: the cell stops and is recorded as failed."""
 
 
-@functools.lru_cache(maxsize=32)
 def cached_dataset(equation: str, n: int, sampler: str, seed: int):
     """make_dataset, memoized per worker process: the cells of a grid share few datasets (one per equation,
-    size and seed), and an optimized LHS of ~1000 points takes seconds. Datasets are never modified."""
+    size and seed), and an optimized LHS of ~1000 points takes seconds. Datasets are never modified; a data set's
+    entry is keyed by its file's modification time and size too, so an edited file is read again."""
+    from equations.datafile import file_stamp
+
+    return _cached_dataset(equation, n, sampler, seed, file_stamp(equation))
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_dataset(equation: str, n: int, sampler: str, seed: int, _stamp: tuple):
     import equations
     from equations.data import make_dataset
 
@@ -213,13 +220,13 @@ def train_peer(cell: Cell, config: Config, eq, data) -> Trained:
         return H, torch.diagonal(H, dim1=-2, dim2=-1).sum(-1)
 
     x_check = data.test.x[: min(len(data.test), 128)].numpy()
-    fd_err = fd.fd_check(fitted.predict_values, fitted.predict(x_check)[1], x_check, fd.JAC_STEP * width.numpy())
-    if not fd_err <= fd.FD_CHECK_TOL:
+    fd_err, tol = fd.fd_check(fitted.predict_values, fitted.predict(x_check)[1], x_check, fd.JAC_STEP * width.numpy())
+    if not fd_err <= tol:
         raise RuntimeError(
             f"peer {cell.model!r}: its API Jacobian differs from central differences of its own values by {fd_err:.3g} "
-            f"(relative; tolerance {fd.FD_CHECK_TOL:g}): its derivatives cannot be trusted as it reports them"
+            f"(relative; tolerance {tol:.3g}): its derivatives cannot be trusted as it reports them"
         )
-    note = f"central differences, h = {fd.JAC_STEP:g} of each input's range, float64"
+    note = f"central differences, h = {fd.JAC_STEP:g} of each input's range, float64, tolerance {tol:.3g}"
     hess_note = f"Hessians: central differences of its API Jacobians, h = {fd.HESS_STEP:g} of each input's range"
     checks = [{"metric": "jac_fd_check", "value": fd_err, "error": f"{note}; {hess_note}"}]
     info = {"family": peer.family, "params": peer.param_count(eq.n_in, eq.n_out, **kw),

@@ -30,6 +30,9 @@ def fit_lines(ev) -> list[str]:
     r2, _ = metrics.r2_per_output(ev.y_true, ev.y_pred)
     per = ", ".join(f"{n} {v:.6f}" for n, v in zip(ev.eq.output_names, r2, strict=True))
     lines = [f"Fit on {len(ev.x)} points (physical units): R² min {np.nanmin(r2):.6f} ({per})."]
+    if hasattr(ev.eq, "draw"):  # a data set: evaluated on every row of its file (--n and --sampler do not apply)
+        lines.append(f"These are all {len(ev.x)} rows of {ev.eq.name} (--n and --sampler do not apply to a data set); "
+                     "if the model was trained on this file, they include its training rows.")  # fmt: skip
     if not ev.eq.has_jacobian:
         why = f"{ev.eq.name} has no derivative columns: the Jacobian cannot be checked against it"
         return [*lines, f"{why} (its reference: {ev.eq.reference})."]

@@ -1,11 +1,14 @@
 """Central differences in float64, for surrogates whose derivatives come from their own API (the peers).
 
     central_jacobian(f, x, h): f x (B, n_in) -> (B, n_out...); J[..., k] = (f(x + h_k e_k) - f(x - h_k e_k)) / 2 h_k
-    fd_check(values, jacobian, x, h): max_b ||J_api - J_fd||_F / the split's typical ||J_fd||_F
+    fd_check(values, jacobian, x, h): (max_b ||J_api - J_fd||_F / the split's typical ||J_fd||_F, its tolerance)
 
 Error budget, float64: truncation ~ h^2 |f'''|, rounding ~ 1e-16 |f| / h. With h = 1e-6 of each input's range
 (Jacobian check) both stay below ~1e-9 of the Jacobian's scale for smooth networks on standardized inputs;
-with h = 1e-4 (Hessians from Jacobians) below ~1e-7.
+with h = 1e-4 (Hessians from Jacobians) below ~1e-7. An output with a large offset over its variation
+(absolute pressure: 101325 Pa +- 0.1 Pa) rounds at eps |f| / h no matter how exact its Jacobian is, so the
+check's tolerance is FD_CHECK_TOL plus that rounding bound (ROUNDING x eps x max |f| x sqrt(n_out n_in) / min h,
+relative to the Jacobian's scale).
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ import numpy as np
 
 JAC_STEP = 1e-6  # of each input's range: the check of an API Jacobian against its own values
 HESS_STEP = 1e-4  # of each input's range: Hessians as central differences of API Jacobians
-FD_CHECK_TOL = 1e-5  # the API Jacobian must match central differences of the values to this (relative)
+FD_CHECK_TOL = 1e-5  # the API Jacobian must match central differences of the values to this (relative) ...
+ROUNDING = 10.0  # ... plus this many times the differences' rounding bound
 
 
 def central_jacobian(f: Callable[[np.ndarray], np.ndarray], x: np.ndarray, h: np.ndarray) -> np.ndarray:
@@ -30,12 +34,17 @@ def central_jacobian(f: Callable[[np.ndarray], np.ndarray], x: np.ndarray, h: np
     return np.stack(cols, axis=-1)
 
 
-def fd_check(values: Callable[[np.ndarray], np.ndarray], jac: np.ndarray, x: np.ndarray, h: np.ndarray) -> float:
-    """max over samples of ||J_api - J_fd||_F over the median ||J_fd||_F (1 where that is 0): x (B, n_in)."""
+def fd_check(
+    values: Callable[[np.ndarray], np.ndarray], jac: np.ndarray, x: np.ndarray, h: np.ndarray
+) -> tuple[float, float]:
+    """(max over samples of ||J_api - J_fd||_F over the median ||J_fd||_F (1 where that is 0), the tolerance it
+    must stay below: FD_CHECK_TOL plus the central differences' rounding bound on the same scale). x (B, n_in)."""
     fd = central_jacobian(values, x, h)
     err = np.linalg.norm((np.asarray(jac) - fd).reshape(len(x), -1), axis=1)
     scale = float(np.median(np.linalg.norm(fd.reshape(len(x), -1), axis=1))) or 1.0
-    return float(err.max() / scale)
+    y = np.abs(values(np.asarray(x, dtype=np.float64))).max()
+    rounding = ROUNDING * np.finfo(np.float64).eps * y * np.sqrt(fd[0].size) / float(np.min(h))
+    return float(err.max() / scale), FD_CHECK_TOL + float(rounding / scale)
 
 
 def central_hessian(jacobian: Callable[[np.ndarray], np.ndarray], x: np.ndarray, h: np.ndarray) -> np.ndarray:

@@ -2,10 +2,18 @@
 
 JENN is a numpy MLP trained by least squares on values and partials:
     cost = sum (y_pred - y)^2 + gamma * sum (dydx_pred - dydx)^2 (+ lambd * ||W||^2), on standardized data.
-Its settings here are its own recommended ones: the defaults of the ``train`` tool of its MCP server
+Its training settings here are its own recommended ones: the defaults of the ``train`` tool of its MCP server
 (``jenn.mcp.server``): tanh hidden layers, a linear output, ``is_normalize=True``, ``alpha=0.05``, ``lambd=0``,
-``max_iter=200``, ``gamma=1``, full batch; the architecture is its README's example, two hidden layers of 12,
-unless the grid sizes it (``grid.match_params``: the width varies, the depth stays).
+``max_iter=200``, ``gamma=1``, full batch. The architecture is jacbench's choice, not JENN's: JENN's default is
+one hidden layer of 12 (``depth=1, width=12`` reproduces it); jacbench uses two hidden layers, the best of depths
+1, 2 and 3 for JENN at 8,000 parameters on forum4x4, gen:mixed:0 and gen:hard:0 (median test Jacobian error
+0.020-0.064 against 0.045-0.108 at depth 1 and 0.034-0.085 at depth 3, 2 seeds each), with the width
+``grid.match_params`` chooses.
+
+The objectives differ, so the same beta is not the same loss: the zoo minimizes beta * mean(value errors^2) +
+(1 - beta) * mean(Jacobian errors^2) on min-max scaled data, JENN sum(value errors^2) + gamma * sum(Jacobian
+errors^2) on standardized data, which at gamma = (1 - beta) / beta weighs each Jacobian entry n_in times more
+than the zoo does. The mapping is chosen so that beta = 0.5 is JENN's own default, not to equal the zoo's loss.
 
 jacbench's value weight beta maps onto JENN's gamma = (1 - beta) / beta: beta = 1 is JENN without gradient
 enhancement (no partials passed), beta = 0.5 is JENN's default gamma = 1. Data go in in physical units (JENN
@@ -24,8 +32,8 @@ from typing import Any
 import numpy as np
 
 OPTIONS = {  # option -> default; every one can be set in [model_overrides.jenn]
-    "width": 12,  # hidden units per layer
-    "depth": 2,  # hidden layers
+    "width": 12,  # hidden units per layer (JENN's default)
+    "depth": 2,  # hidden layers (JENN's default is 1; see the module docstring)
     "hidden": None,  # explicit widths, e.g. [12, 12] (instead of width x depth)
     "activation": "tanh",  # JENN's hidden activation ("tanh" or "relu")
     "alpha": 0.05,  # JENN's learning rate for its line search

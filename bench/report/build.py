@@ -30,8 +30,11 @@ GUIDES = {  # section title -> one sentence on how to read it (the order is the 
     "Peers: JENN": "JENN (PyPI jenn), the field's ready-made gradient-enhanced MLP, trained by its own code with its "
     "own recommended settings on the same splits (β = 1: without gradient enhancement; β < 1: with it, γ = (1 - β) "
     "/ β) and scored by the same metrics: its Jacobians come from its own API (checked against central differences "
-    "of its values, jac_fd_check). Does the zoo's best recipe beat it, at a comparable parameter count, and at what "
-    "training time?",
+    "of its values, jac_fd_check). Its loss sums squared errors on standardized data where the zoo averages them on "
+    "min-max scaled data, so γ = 1 weighs each Jacobian entry n_in times more than the zoo's β = 0.5; its "
+    'leaderboard rows carry the β they map from, and its "converged" flag judges its training cost (it uses no '
+    "validation split). Does the zoo's best recipe beat it, at a comparable parameter count, and at what training "
+    "time?",
     "Fidelity vs fit": "Each point is one trained model: points far left (excellent fit) yet high up (large "
     "Jacobian error) show that a good fit does not mean good derivatives.",
     "Per-entry Jacobian error": "Each cell is the normalized RMSE of one Jacobian entry ∂f_i/∂x_j on the test set, "
@@ -73,9 +76,14 @@ SECTION_TITLES = list(GUIDES)
 
 
 def main_equation(run: RunData) -> str | None:
-    """forum4x4 (the forum's set) where the run has it, else the first equation."""
+    """forum4x4 (the forum's set) where the run has it, else the first set with Jacobian scores, a formula's
+    (with Hessians too) before a data set's; else the first equation."""
     equations = sorted(run.ok["equation"].unique())
-    return "forum4x4" if "forum4x4" in equations else (equations[0] if equations else None)
+    if "forum4x4" in equations:
+        return "forum4x4"
+    jac = run.ok[(run.ok["metric"] == "jac_rel_fro_median") & np.isfinite(run.ok["value"])]
+    scored = sorted(jac["equation"].unique(), key=lambda e: (str(e).startswith("data:"), e))
+    return scored[0] if scored else (equations[0] if equations else None)
 
 
 def _figure(section: Section, name: str, draw: Callable, alt: str) -> Section:

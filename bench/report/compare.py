@@ -42,6 +42,7 @@ OTHER_METRICS = {
     "train_seconds",
     "train_steps",
     "denorm_check",
+    "jac_fd_check",  # a peer's self-check (central differences), not a fidelity score
     "jac_fro_scale",
     "jac_rel_floored",
     "loss_drop_last10",

@@ -237,7 +237,9 @@ def hessian_heatmaps(run: RunData, equation: str) -> Figure | str:
     df = reference_rows(test_metric(run, "hess_entry_nrmse"))
     df = df[df["equation"] == equation]
     if df.empty:
-        return f"no hess_entry_nrmse rows for {equation} (the run predates second-derivative metrics)"
+        why = ("a data set has no reference Hessians" if str(equation).startswith("data:")
+               else "the run predates second-derivative metrics")  # fmt: skip
+        return f"no hess_entry_nrmse rows for {equation} ({why})"
     models, outputs = models_in_order(df), list(df["output"].unique())
     inputs = list(dict.fromkeys(str(p).partition(",")[0] for p in df["input"].unique()))
     mats = {(m, o): _hessian_matrix(df[(df["model"] == m) & (df["output"] == o)], inputs)

@@ -197,7 +197,9 @@ def leaderboard_table(board: pd.DataFrame, equation: str) -> Table:
     for _, r in df.iterrows():
         row = [r["model"], r["family"], r["training"]]
         row += [fmt_key(r["n_train"])] if show_n else []
-        row += [fmt_key(r["params"]), fmt_key(r["flops"]), str(int(r.get("jac_rel_fro_median_n", 0) or 0))]
+        counts = [float(r.get(f"{m}_n", 0) or 0) for m in scores]  # a set without derivatives has R² seeds only
+        seeds = int(max((c for c in counts if np.isfinite(c)), default=0))
+        row += [fmt_key(r["params"]), fmt_key(r["flops"]), str(seeds)]
         row += [
             fmt_ci(r.get(f"{m}_mean", np.nan), r.get(f"{m}_ci", np.nan), int(r.get(f"{m}_n", 0) or 0)) for m in scores
         ]

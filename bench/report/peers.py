@@ -55,8 +55,15 @@ def training_seconds(run: RunData) -> pd.DataFrame:
     return aggregate(largest_n_train(df, ["equation", "model", "variant", "beta"]), CONFIG_KEYS)
 
 
+def peer_training(beta: float) -> str:
+    """A peer's training in its own terms: JENN's gamma = (1 - beta) / beta (gamma = 0: no partials passed)."""
+    gamma = (1 - beta) / beta if beta > 0 else np.inf
+    return "values only (γ=0)" if gamma == 0 else f"gradient-enhanced γ={gamma:g} (β={beta:g})"
+
+
 def _row(eq: str, role: str, r: pd.Series) -> dict:
-    return {"equation": eq, "role": role, "model": r["model"], "family": r["family"], "training": r["training"],
+    training = peer_training(r["beta"]) if r["family"] in PEER_FAMILIES else r["training"]
+    return {"equation": eq, "role": role, "model": r["model"], "family": r["family"], "training": training,
             "params": r["params"], "jac": r["jac_rel_fro_median_mean"], "jac_ci": r["jac_rel_fro_median_ci"],
             "n": r["jac_rel_fro_median_n"], "r2": r.get("r2_min_mean", np.nan), "train_s": r["train_s"]}  # fmt: skip
 

@@ -14,9 +14,15 @@ from bench import peers
 from bench.run.schema import Cell, ConfigError, GridConfig
 
 
-@functools.lru_cache(maxsize=64)
 def _data_caps(name: str) -> tuple[bool, int]:
-    """(has derivative columns, rows) of a data set."""
+    """(has derivative columns, rows) of a data set (read again when its file changes)."""
+    from equations.datafile import file_stamp
+
+    return _caps(name, file_stamp(name))
+
+
+@functools.lru_cache(maxsize=64)
+def _caps(name: str, _stamp: tuple) -> tuple[bool, int]:
     import equations
 
     eq = equations.get(name)

@@ -354,6 +354,9 @@ def _record(config: Config) -> dict:
 
     data = [e for e in config.grid.equations if e.startswith("data:")]  # what a data set's errors are measured against
     rec["references"] = {e: equations.get(e).reference for e in data}
+    from equations.datafile import sha256
+
+    rec["data_sha256"] = {e: sha256(e) for e in data}  # the exact file a data set's numbers came from
     return rec
 
 
