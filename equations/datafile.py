@@ -104,7 +104,12 @@ def file_stamp(name: str) -> tuple:
     if not name.startswith(PREFIX):
         return ()
     path = Path(name.removeprefix(PREFIX))
-    return tuple((p.stat().st_mtime_ns, p.stat().st_size) if p.is_file() else None for p in (path, sidecar_path(path)))
+    return _stamp(path, sidecar_path(path))
+
+
+def _stamp(*paths: Path) -> tuple:
+    """(mtime_ns, size) per path, None for a missing one."""
+    return tuple((p.stat().st_mtime_ns, p.stat().st_size) if p.is_file() else None for p in paths)
 
 
 def sha256(name: str) -> str:
@@ -127,13 +132,13 @@ def load(path: str | Path, sidecar: str | Path | None = None, name: str | None =
             "CSV with inputs, outputs and optional d<output>_d<input> columns"
         )
     side = Path(sidecar) if sidecar is not None else sidecar_path(path)
-    stat, side_stat = path.stat(), (side.stat().st_mtime_ns if side.is_file() else None)
-    return _load(str(path), str(side), name or f"{PREFIX}{path}", stat.st_mtime_ns, stat.st_size, side_stat)
+    return _load(str(path), str(side), name or f"{PREFIX}{path}", _stamp(path, side))
 
 
 @functools.lru_cache(maxsize=16)
-def _load(path: str, side: str, name: str, _mtime: int, _size: int, _side_mtime: int | None) -> DataSet:
-    meta = _read_sidecar(side) if _side_mtime is not None else {}
+def _load(path: str, side: str, name: str, stamp: tuple) -> DataSet:
+    """The file read once per (path, sidecar, name) and stamp: an edited file or sidecar is read again."""
+    meta = _read_sidecar(side) if stamp[1] is not None else {}
     header, rows, lines = csvio._read_table(path)
     inputs, outputs, derivs = _columns(path, side, header, meta)
     cols = [header.index(c) for c in (*inputs, *outputs, *derivs)]

@@ -132,7 +132,11 @@ def second_derivatives(model: nn.Module, x: Tensor, what: str = "samples") -> tu
     """
     from bench.engines import hessian
 
-    H = hessian(model, x).detach()
+    return with_laplacian(hessian(model, x).detach(), x, what)
+
+
+def with_laplacian(H: Tensor, x: Tensor, what: str) -> tuple[Tensor, Tensor]:
+    """(H, its trace per output) after checking H is finite: H (B, n_out, n_in, n_in) -> L (B, n_out)."""
     check_finite({"Hessians": H}, x, what)
     return H, torch.diagonal(H, dim1=-2, dim2=-1).sum(-1)
 
@@ -213,11 +217,8 @@ def train_peer(cell: Cell, config: Config, eq, data) -> Trained:
         return y, J
 
     def second(x: Tensor, what: str) -> tuple[Tensor, Tensor]:
-        H = torch.from_numpy(
-            fd.central_hessian(lambda z: fitted.predict(z)[1], x.numpy(), fd.HESS_STEP * width.numpy())
-        )
-        check_finite({"Hessians": H}, x, what)
-        return H, torch.diagonal(H, dim1=-2, dim2=-1).sum(-1)
+        H = fd.central_hessian(lambda z: fitted.predict(z)[1], x.numpy(), fd.HESS_STEP * width.numpy())
+        return with_laplacian(torch.from_numpy(H), x, what)
 
     x_check = data.test.x[: min(len(data.test), 128)].numpy()
     fd_err, tol = fd.fd_check(fitted.predict_values, fitted.predict(x_check)[1], x_check, fd.JAC_STEP * width.numpy())
@@ -253,8 +254,7 @@ def run_cell(cell: Cell, config: Config, run_id: str) -> CellResult:
     torch.backends.cudnn.allow_tf32 = False
 
     eq = equations.get(cell.equation)
-    n_val = round(g.val_fraction * cell.n_train)
-    n_total = cell.n_train + n_val + g.n_test
+    n_val, n_total = g.split_sizes(cell.n_train)
     ds = cached_dataset(cell.equation, n_total, g.sampler, cell.seed)
     data = split(ds, n_val / n_total, g.n_test / n_total, cell.seed)
 

@@ -93,10 +93,10 @@ def answer(comp: pd.DataFrame) -> str:
             if peer.empty or pick.empty:
                 continue
             p, z = peer.loc[peer["jac"].idxmin()], pick.iloc[0]
-            pairs.append((z["jac"] / p["jac"], z["train_s"] / p["train_s"], z["model"], z["training"]))
+            pairs.append((z["jac"] / p["jac"], z["train_s"] / p["train_s"]))
         if not pairs:
             continue
-        err, time = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
+        err, time = np.array(pairs).T
         wins = int((err < 1).sum())
         parts.append(
             f"The {name} beats the peer's best Jacobian error "

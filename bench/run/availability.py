@@ -8,21 +8,12 @@ so a grid of formulas never imports torch here.
 
 from __future__ import annotations
 
-import functools
-
 from bench import peers
 from bench.run.schema import Cell, ConfigError, GridConfig
 
 
 def _data_caps(name: str) -> tuple[bool, int]:
-    """(has derivative columns, rows) of a data set (read again when its file changes)."""
-    from equations.datafile import file_stamp
-
-    return _caps(name, file_stamp(name))
-
-
-@functools.lru_cache(maxsize=64)
-def _caps(name: str, _stamp: tuple) -> tuple[bool, int]:
+    """(has derivative columns, rows) of a data set (equations.datafile caches the file until it changes)."""
     import equations
 
     eq = equations.get(name)
@@ -49,8 +40,7 @@ def check_sizes(grid: GridConfig) -> None:
     for name in (e for e in grid.equations if e.startswith("data:")):
         _, rows = _data_caps(name)
         for n in grid.n_train:
-            n_val = round(grid.val_fraction * n)
-            need = n + n_val + grid.n_test
+            n_val, need = grid.split_sizes(n)
             if need > rows:
                 raise ConfigError(
                     f"{name} has {rows} rows, but n_train = {n} with {n_val} validation (val_fraction "

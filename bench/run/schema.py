@@ -118,6 +118,11 @@ class GridConfig:
     match_params: int | None = None  # size every model to about this many parameters (models.match_params)
     model_overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # per-model factory kwargs
 
+    def split_sizes(self, n_train: int) -> tuple[int, int]:
+        """(validation points, all points a cell of this n_train draws): n_train + n_val + n_test."""
+        n_val = round(self.val_fraction * n_train)
+        return n_val, n_train + n_val + self.n_test
+
 
 @dataclass(frozen=True)
 class Cell:
@@ -330,7 +335,7 @@ def check(cfg: Config) -> None:
         train = TrainConfig(**cfg.train)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"[train]: {err}") from None
-    n_val = round(g.val_fraction * min(g.n_train))
+    n_val, _ = g.split_sizes(min(g.n_train))
     if train.lr_grid and n_val < MIN_TUNING_POINTS:
         raise ConfigError(
             f"train.lr_grid = {list(train.lr_grid)} chooses the learning rate on the validation split, but "
