@@ -151,6 +151,31 @@ def test_fused_mlp_path_matches_the_per_module_rules():
     assert fusable(MODELS["sequential_layernorm"]()) is None
 
 
+@pytest.mark.parametrize("act", [nn.Sigmoid, nn.Tanh, nn.GELU, nn.SiLU, nn.Softplus, nn.ReLU])
+@pytest.mark.parametrize("batch", [1, 7, 64, 300])
+def test_mlp_plan_paths_match_reverse_mode(act, batch):
+    """The preallocated plan (bench.engines.fused_mlp._Plan): torch.mm path below ONEDNN_ROWS stacked rows
+    (B = 1, 7 here), oneDNN above (64, 300), a bias-free layer, every activation rule; float32 against float64."""
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(3, 16), act(), nn.Linear(16, 16, bias=False), act(), nn.Linear(16, 2))
+    assert fusable(m) is not None
+    x64 = inputs(m, n=batch)
+    ref = jacobian(m.double(), x64, engine="vmap_jacrev")
+    assert rel_err(jacobian(m, x64, engine="forward_tangents"), ref) < 1e-13  # float64: rounding only
+    m32 = m.float()
+    assert rel_err(jacobian(m32, x64.float(), engine="forward_tangents"), ref) < TOL32
+
+
+def test_mlp_plan_returns_fresh_jacobians():
+    """The plan's buffers are reused by the next call: a returned J must never alias them."""
+    m = MODELS["mlp_forum"]().float()
+    x1, x2 = inputs(m, n=5, dtype=torch.float32), inputs(m, n=5, dtype=torch.float32, seed=2)
+    J1 = jacobian(m, x1, engine="forward_tangents")
+    kept = J1.clone()
+    J2 = jacobian(m, x2, engine="forward_tangents")
+    assert torch.equal(J1, kept) and not torch.equal(J1, J2)
+
+
 @pytest.mark.parametrize("name", ["mlp_forum", "efficient_kan"])
 def test_cpu_shares_per_core_equal_one_pass(monkeypatch, name):
     """With 2 threads, each core takes its own blocks (bench.engines.blocks): same J, thread count restored."""

@@ -5,7 +5,7 @@ import gc
 import pytest
 import torch
 
-from bench.speed.timing import Timing, choose_repeats, synchronizer, time_callable
+from bench.speed.timing import Timing, choose_repeats, synchronizer, time_callable, time_interleaved
 
 
 class FakeClock:
@@ -94,3 +94,35 @@ def test_cuda_synchronizer_waits_for_its_device(monkeypatch):
     monkeypatch.setattr(torch.cuda, "synchronize", lambda dev=None: seen.append(dev))
     time_callable(lambda: None, device="cuda:1", warmup=1, repeats=2)
     assert seen == [torch.device("cuda:1")] * 3
+
+
+def test_interleaved_calls_alternate_and_rotate_who_goes_first():
+    """Round r times every call once, starting one further along: no call always follows another."""
+    log = []
+    fns = {k: (lambda k=k: log.append(k)) for k in "abc"}
+    out = time_interleaved(fns, warmup=1, repeats=3)
+    assert log == list("abc") + list("abc") + list("bca") + list("cab")  # warm-up round, then 3 rotated rounds
+    assert {k: t.repeats for k, t in out.items()} == {"a": 3, "b": 3, "c": 3}
+
+
+def test_interleaved_repeats_fit_each_calls_own_budget():
+    """A slow call gets few repeats, a fast one many: each fits budget_s, as if timed alone."""
+    now = [0.0]
+    steps = {"slow": 0.5, "fast": 1 / 128}  # exact in binary: 1 / step repeats fit the budget
+    fns = {k: (lambda k=k: now.__setitem__(0, now[0] + steps[k])) for k in steps}
+    out = time_interleaved(fns, warmup=1, budget_s=1.0, min_repeats=3, max_repeats=500, clock=lambda: now[0])
+    assert out["slow"].repeats == 3 and out["fast"].repeats == 128
+    assert out["slow"].median == pytest.approx(0.5) and out["fast"].median == pytest.approx(1 / 128)
+
+
+def test_interleaved_failure_is_that_calls_result_and_the_others_go_on():
+    calls = {"ok": 0, "bad": 0}
+
+    def bad():
+        calls["bad"] += 1
+        if calls["bad"] == 3:
+            raise RuntimeError("out of memory at the third call")
+
+    out = time_interleaved({"ok": lambda: calls.__setitem__("ok", calls["ok"] + 1), "bad": bad}, warmup=1, repeats=5)
+    assert isinstance(out["bad"], RuntimeError) and calls["bad"] == 3  # never called again after failing
+    assert isinstance(out["ok"], Timing) and out["ok"].repeats == 5

@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
+MIN_SHARE = 512  # rows: the smallest share handed to a thread of its own (see split_over_cores)
 _POOL: ThreadPoolExecutor | None = None
 _LOCK = threading.Lock()
 
@@ -30,7 +31,7 @@ def _pool(workers: int) -> ThreadPoolExecutor:
 
 
 def split_over_cores(
-    fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, rows: int, min_rows: int = 512
+    fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, rows: int, min_rows: int = MIN_SHARE
 ) -> torch.Tensor:
     """fn(x) computed as fn over one contiguous share of x's rows per CPU thread, concatenated.
 

@@ -11,18 +11,18 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-_ONEDNN = getattr(torch.ops.mkldnn, "_linear_pointwise", None) if torch.backends.mkldnn.is_available() else None
+ONEDNN = getattr(torch.ops.mkldnn, "_linear_pointwise", None) if torch.backends.mkldnn.is_available() else None
 
 
 def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
     """x (..., K) @ w (N, K).T (+ b) -> (..., N)."""
     if (
-        _ONEDNN is not None
+        ONEDNN is not None
         and x.dtype == torch.float32
         and x.device.type == "cpu"
         and not torch.is_grad_enabled()
         and not torch.compiler.is_compiling()  # inductor picks its own kernels (and cannot lower this call)
     ):
-        y = _ONEDNN(x.reshape(-1, x.shape[-1]), w, b, "none", [], "")
+        y = ONEDNN(x.reshape(-1, x.shape[-1]), w, b, "none", [], "")
         return y.view(*x.shape[:-1], w.shape[0])
     return F.linear(x, w, b)

@@ -26,7 +26,7 @@ from bench.engines.base import Engine, grad_mode
 from bench.engines.blocks import split_over_cores
 from bench.engines.chunking import chunked, default_chunk_size
 from bench.engines.functorch import jacfwd_graph_reason, vmap_jacfwd, vmap_jacrev
-from bench.engines.fused_mlp import fusable, fused_mlp_jacobian
+from bench.engines.fused_mlp import cpu_mlp_jacobian, fusable, fused_mlp_jacobian
 from bench.engines.gemm import linear
 from equations.scaling import PhysicalModel
 
@@ -173,6 +173,13 @@ def widest(model: nn.Module) -> int:
 
 def forward_tangents(model: nn.Module, x: torch.Tensor, create_graph: bool = False) -> torch.Tensor:
     """Hand-written forward mode where every module has a rule, else torch.func's (`vmap(jacfwd)`)."""
+    mods = None if create_graph else fusable(model)  # a plain MLP: every module has a rule (checked first: cheap)
+    if mods is not None:
+        if x.device.type != "cpu":
+            return fused_mlp_jacobian(mods, x, x.shape[0])
+        width = max(max(m.in_features, m.out_features) for m in mods if type(m) is nn.Linear)
+        rows = max(64, CPU_BLOCK_BYTES // ((1 + x.shape[1]) * width * x.element_size()))
+        return cpu_mlp_jacobian(mods, x, rows)
     if tangent_reason(model) is not None:
         if create_graph and jacfwd_graph_reason(model) is not None:
             return vmap_jacrev(model, x, create_graph=True)  # reverse mode keeps a correct graph there
@@ -181,14 +188,10 @@ def forward_tangents(model: nn.Module, x: torch.Tensor, create_graph: bool = Fal
     if create_graph:
         return run_tangents(model, x, True)
     if x.device.type != "cpu":
-        mods = fusable(model)
-        return run_tangents(model, x, False) if mods is None else fused_mlp_jacobian(mods, x, x.shape[0])
+        return run_tangents(model, x, False)
     # CPU: blocks of rows that fit in cache are several times faster than one pass over a large batch,
     # and each core takes its own share of the blocks (bench.engines.blocks).
     rows = max(64, CPU_BLOCK_BYTES // ((1 + x.shape[1]) * widest(model) * x.element_size()))
-    mods = fusable(model)
-    if mods is not None:
-        return split_over_cores(lambda xs: fused_mlp_jacobian(mods, xs, rows), x, rows)
     # each block's J goes straight into one output per share: a list of small block results kept alive between
     # large temporaries fragmented the heap (RSS grew 1.5 GB per 1e6 samples of efficient-KAN)
     return split_over_cores(lambda xs: chunked(lambda b: run_tangents(model, b, False), xs, rows, False), x, rows)

@@ -30,7 +30,7 @@ from torch import nn
 from bench.engines.base import UnsupportedEngine, check_engine_name
 from bench.run import envinfo, machine, results
 from bench.speed import jax_peer, roofline
-from bench.speed.timing import synchronizer, time_callable
+from bench.speed.timing import synchronizer, time_interleaved
 from bench.speed.verify import Reference
 
 FORWARD = "forward"  # pseudo-engine: the forward pass alone (rate = samples per second)
@@ -232,32 +232,60 @@ def _skip_reason(name: str, timed: Timed, model, batch: int, device, dtype, cfg:
     return timed.supports(model, device, dtype)
 
 
-def measure(
-    name: str, timed: Timed, model: nn.Module, x: torch.Tensor, cfg: SweepConfig, reference: Reference | None = None
-) -> dict[str, Any]:
-    """Time one (engine, model, batch): the timing columns of a row, status `ok`, `mismatch` or `failed`.
+def prepare_checked(
+    timed: Timed, model: nn.Module, x: torch.Tensor, reference: Reference | None = None
+) -> tuple[Callable[[], Any] | None, dict[str, Any] | None]:
+    """(the call to time, None), or (None, the row's status columns: `mismatch`, `unsupported` or `failed`).
 
     With ``reference``, the engine's first call (its warm-up) is checked against it first: an engine whose
     Jacobian disagrees with the float64 reference on the measured model is never timed (status `mismatch`).
     """
-    batch = x.shape[0]
     try:
         call = timed.prepare(model, x)
         if reference is not None:
             wrong = reference.mismatch(call())
             if wrong is not None:
-                return {"status": "mismatch", "error": wrong[:500]}
-        t = time_callable(
-            call, sync=synchronizer(x.device), warmup=cfg.warmup, repeats=cfg.repeats, budget_s=cfg.budget_s
-        )
-    except UnsupportedEngine as err:  # found out only when run: e.g. torch.compile cannot compile this model
+                return None, {"status": "mismatch", "error": wrong[:500]}
+    except Exception as err:
+        return None, _error_row(err, x)
+    return call, None
+
+
+def _error_row(err: Exception, x: torch.Tensor) -> dict[str, Any]:
+    if isinstance(err, UnsupportedEngine):  # found out only when run: e.g. torch.compile cannot compile this model
         return {"status": "unsupported", "error": str(err)[:500]}
-    except Exception as err:  # a failure is a row; the sweep goes on
-        if x.device.type == "cuda":
-            torch.cuda.empty_cache()
-        return {"status": "failed", "error": f"{type(err).__name__}: {err}".strip()[:500]}
-    med, q25, q75 = t.rate(batch)
-    return {"jac_per_s": med, "jac_per_s_q25": q25, "jac_per_s_q75": q75, "repeats": t.repeats, "status": "ok"}
+    if x.device.type == "cuda":  # a failure is a row; the sweep goes on
+        torch.cuda.empty_cache()
+    return {"status": "failed", "error": f"{type(err).__name__}: {err}".strip()[:500]}
+
+
+def measure_all(calls: Mapping[str, Callable[[], Any]], x: torch.Tensor, cfg: SweepConfig) -> dict[str, dict[str, Any]]:
+    """Time the calls of one batch alternately (bench.speed.timing.time_interleaved): name -> timing columns.
+
+    Interleaved, every engine and the JAX peer meet the machine's slow spells alike, so the `x JAX` ratio of
+    their medians compares engines, not moments.
+    """
+    batch = x.shape[0]
+    timings = time_interleaved(
+        calls, sync=synchronizer(x.device), warmup=cfg.warmup, repeats=cfg.repeats, budget_s=cfg.budget_s
+    )
+    out = {}
+    for name, t in timings.items():
+        if isinstance(t, Exception):
+            out[name] = _error_row(t, x)
+            continue
+        med, q25, q75 = t.rate(batch)
+        out[name] = {"jac_per_s": med, "jac_per_s_q25": q25, "jac_per_s_q75": q75, "repeats": t.repeats,
+                     "status": "ok"}  # fmt: skip
+    return out
+
+
+def measure(
+    name: str, timed: Timed, model: nn.Module, x: torch.Tensor, cfg: SweepConfig, reference: Reference | None = None
+) -> dict[str, Any]:
+    """Time one (engine, model, batch) alone: the timing columns of a row, status `ok`, `mismatch` or `failed`."""
+    call, status = prepare_checked(timed, model, x, reference)
+    return status if call is None else measure_all({name: call}, x, cfg)[name]
 
 
 def sweep(
@@ -333,19 +361,28 @@ def _sweep_model(spec: ModelSpec, model_factory, timed: Mapping[str, Timed], dev
     for batch in cfg.batch_sizes:
         x = make_inputs(model, batch, device, dtype, cfg.seed)
         reference = Reference(model, x, tolerance, cfg.order)
+        rows: dict[str, dict[str, Any]] = {}
+        calls: dict[str, Callable[[], Any]] = {}
         for name, t in timed.items():
-            row = {**info, "engine": name, "batch_size": batch}
+            row = rows[name] = {**info, "engine": name, "batch_size": batch}
             if name == FORWARD:
                 row["flops_per_jac"] = info["flops"]  # a forward pass, not a Jacobian
             try:
                 reason = _skip_reason(name, t, model, batch, device, dtype, cfg)
             except Exception as err:
-                yield {**row, "status": "failed", "error": f"supports: {type(err).__name__}: {err}"}
+                row.update(status="failed", error=f"supports: {type(err).__name__}: {err}")
                 continue
             if reason is not None:
-                yield {**row, "status": "unsupported", "error": reason}
+                row.update(status="unsupported", error=reason)
                 continue
             # the JAX peer checks itself against the same reference while it prepares; the forward pass is no Jacobian
-            check = reference if name not in (FORWARD, peer) else None
-            yield {**row, **measure(name, t, model, x, cfg, check)}
+            call, status = prepare_checked(t, model, x, reference if name not in (FORWARD, peer) else None)
+            if call is None:
+                row.update(status)
+            else:
+                calls[name] = call
+        for name, columns in measure_all(calls, x, cfg).items():
+            rows[name].update(columns)
+        del calls
+        yield from rows.values()
         del x

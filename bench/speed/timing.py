@@ -10,7 +10,7 @@ from __future__ import annotations
 import gc
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,3 +105,68 @@ def time_callable(
         if gc_was_enabled:
             gc.enable()
     return Timing(seconds=seconds, warmup=len(warm))
+
+
+def time_interleaved(
+    fns: Mapping[str, Callable[[], Any]],
+    *,
+    sync: Callable[[], None] | None = None,
+    device: torch.device | str | None = None,
+    warmup: int = 1,
+    repeats: int | None = None,
+    budget_s: float = 1.0,
+    min_repeats: int = 3,
+    max_repeats: int = 200,
+    clock: Callable[[], float] = time.perf_counter,
+) -> dict[str, Timing | Exception]:
+    """Time several calls alternately: round r times each once, starting from a different one each round.
+
+    A shared machine's slow spells then fall on every call alike, so ratios of the medians compare the calls
+    and not the moments they ran at (timed one after the other, the same call's median moved 2x between two
+    runs on the 2-core CPU). Arguments as `time_callable`, per call: each call gets the repeats that fit
+    `budget_s` (a round skips the calls that have theirs). A call that raises gets its exception instead of a
+    Timing; the others go on.
+    """
+    sync = sync if sync is not None else synchronizer(device)
+    out: dict[str, Timing | Exception] = {}
+
+    def call(name: str) -> float | None:
+        t0 = clock()
+        try:
+            fns[name]()
+            sync()
+        except Exception as err:  # one failing call is its own row; the others are still timed
+            out[name] = err
+            return None
+        return clock() - t0
+
+    names = list(fns)
+    last: dict[str, float] = {}
+    warm = max(warmup, 1 if repeats is None else 0)  # choosing the repeats needs one call's duration
+    for _ in range(warm):
+        for name in [n for n in names if n not in out]:
+            t = call(name)
+            if t is not None:
+                last[name] = t
+    live = [n for n in names if n not in out]
+    # each call its own number of repeats (a slow engine must not starve the fast ones of repeats)
+    target = {n: repeats if repeats is not None else choose_repeats(last[n], budget_s, min_repeats, max_repeats)
+              for n in live}  # fmt: skip
+    seconds: dict[str, list[float]] = {n: [] for n in live}
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # like timeit: a collection inside one repeat is noise, not the work's cost
+    try:
+        for r in range(max(target.values(), default=0)):
+            k = r % len(live)
+            for name in live[k:] + live[:k]:
+                if name not in out and len(seconds[name]) < target[name]:
+                    t = call(name)
+                    if t is not None:
+                        seconds[name].append(t)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    for name in live:
+        if name not in out:
+            out[name] = Timing(seconds=tuple(seconds[name]), warmup=warm)
+    return {n: out[n] for n in names}
