@@ -1,8 +1,8 @@
-"""JAX as a peer in the throughput benchmark: the same MLP weights, `jax.jit(jax.vmap(jax.jacfwd(f)))`.
+"""JAX as a peer in the throughput benchmark: the same model and weights, `jax.jit(jax.vmap(jax.jacfwd(f)))`.
 
 Optional: jax is an extra (`pip install 'jacbench[jax]'`); without it every JAX row is `unsupported`.
-Only plain MLPs are rebuilt (an `nn.Sequential` of `nn.Linear` and elementwise activations, like the
-forum's model); anything else is `unsupported` with the reason. Every matmul runs at
+Plain MLPs and the FastKAN, efficient-KAN and ChebyKAN stacks are rebuilt (bench.speed.jax_models); anything
+else is `unsupported` with the reason. Every matmul runs at
 `jax.lax.Precision.HIGHEST` (what `jax.default_matmul_precision("highest")` sets; on GPU JAX's default
 is a faster, less precise mode). Before any timing, the JAX Jacobian is checked against torch's in
 float64 on the first samples of the batch.
@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from models.mlp import Sine
+from bench.speed import jax_models
 
 # JAX grabs 75% of GPU memory at start-up by default; torch shares the GPU in the same process.
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
@@ -43,42 +43,6 @@ def _jax():
     return jax
 
 
-def _activation(module: nn.Module) -> Callable | None:
-    """The JAX function of a torch elementwise activation module, or None if unknown."""
-    jax = _jax()
-    jnp = jax.numpy
-    if isinstance(module, nn.Sigmoid):
-        return jax.nn.sigmoid
-    if isinstance(module, nn.Tanh):
-        return jnp.tanh
-    if isinstance(module, nn.SiLU):
-        return jax.nn.silu
-    if isinstance(module, nn.ReLU):
-        return jax.nn.relu
-    if isinstance(module, Sine):
-        w0 = module.w0
-        return lambda z: jnp.sin(w0 * z)
-    if isinstance(module, nn.Identity):
-        return lambda z: z
-    if isinstance(module, nn.GELU):
-        approximate = module.approximate == "tanh"
-        return lambda z: jax.nn.gelu(z, approximate=approximate)
-    if isinstance(module, nn.Softplus):
-        beta, threshold = float(module.beta), float(module.threshold)
-        return lambda z: jnp.where(beta * z > threshold, z, jax.nn.softplus(beta * z) / beta)
-    return None
-
-
-def _unsupported_layer(model: nn.Module) -> str | None:
-    """Why `model` cannot be rebuilt in JAX, or None if it is an MLP of known layers."""
-    if not isinstance(model, nn.Sequential):
-        return f"the JAX peer rebuilds only nn.Sequential MLPs (Linear + activation); got {type(model).__name__}"
-    for i, layer in enumerate(model):
-        if not isinstance(layer, nn.Linear) and _activation(layer) is None:
-            return f"the JAX peer has no equivalent of layer {i} ({type(layer).__name__})"
-    return None
-
-
 def supports(model: nn.Module, device: torch.device | str, dtype: torch.dtype) -> str | None:
     """None if the JAX peer can run `model` on `device` in `dtype`, else the reason."""
     jax = _jax()
@@ -88,7 +52,7 @@ def supports(model: nn.Module, device: torch.device | str, dtype: torch.dtype) -
         return f"the JAX peer runs float32 and float64 only, not {dtype}"
     if _jax_device(torch.device(device)) is None:
         return f"jax has no {torch.device(device).type} backend here (jax devices: {jax.devices()})"
-    return _unsupported_layer(model)
+    return jax_models.why_not(model)
 
 
 def _jax_device(device: torch.device):
@@ -103,37 +67,6 @@ def _jax_device(device: torch.device):
 def _precision_context(dtype: torch.dtype):
     """64-bit JAX types inside the block for float64 (JAX is 32-bit by default)."""
     return _jax().enable_x64(True) if dtype == torch.float64 else contextlib.nullcontext()
-
-
-def to_jax(model: nn.Sequential, device: Any) -> tuple[Callable, list]:
-    """Rebuild an MLP as `f(params, x)` with x (n_in,) -> (n_out,), and its params on the JAX `device`.
-
-    Params are [(W (out, in), b (out,) or None)] per Linear, copied from the torch weights.
-    """
-    jax = _jax()
-    jnp = jax.numpy
-    highest = jax.lax.Precision.HIGHEST
-    ops, params = [], []
-    for layer in model:
-        if isinstance(layer, nn.Linear):
-            w = jax.device_put(layer.weight.detach().cpu().numpy(), device)
-            b = None if layer.bias is None else jax.device_put(layer.bias.detach().cpu().numpy(), device)
-            ops.append(("linear", len(params)))
-            params.append((w, b))
-        else:
-            ops.append(("act", _activation(layer)))
-
-    def f(params: list, x):
-        for kind, arg in ops:
-            if kind == "linear":
-                w, b = params[arg]
-                x = jnp.matmul(w, x, precision=highest)
-                x = x if b is None else x + b
-            else:
-                x = arg(x)
-        return x
-
-    return f, params
 
 
 def reference_jacobian(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -165,7 +98,7 @@ def _compiled(model: nn.Module, x: torch.Tensor, transform: Callable, check: Cal
         raise ValueError(reason)
     device = _jax_device(x.device)
     with _precision_context(x.dtype):
-        f, params = to_jax(model, device)
+        f, params = jax_models.to_jax(model, device)
         fn = jax.jit(jax.vmap(transform(f, argnums=1), in_axes=(None, 0)))
         xj = jax.device_put(x.detach().cpu().numpy(), device)
         first = fn(params, xj).block_until_ready()  # compiles for this shape
