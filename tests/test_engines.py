@@ -11,7 +11,7 @@ from torch import nn
 from zoo_fixtures import small_overrides
 
 import models
-from bench.engines import ENGINES, UnsupportedEngine, choose, jacobian, tangents
+from bench.engines import ENGINES, UnsupportedEngine, choose, compiled, jacobian, tangents
 from bench.engines.chunking import default_chunk_size
 from bench.engines.functorch import jacfwd_graph_reason
 from bench.engines.fused_mlp import fusable, fused_mlp_jacobian
@@ -341,6 +341,21 @@ def test_compiled_engine_agrees():
     m = small("mlp_tanh").float()
     J = jacobian(m, x.float(), engine="compiled_forward_tangents")
     assert rel_err(J, jacobian(m64, x, engine="loop")) < TOL32
+
+
+@pytest.mark.slow
+def test_compiled_tangents_in_padded_blocks_equal_one_pass(monkeypatch):
+    """compiled_forward_tangents on CPU: blocks of one compiled shape, the last one padded (150 rows in blocks of
+    64: 64, 64, then 22 rows + 42 of padding); equal to the eager pass, one compiled shape for any batch size."""
+    monkeypatch.setattr(compiled, "COMPILED_BLOCK_ROWS", 64)
+    m = small("chebykan").float()
+    for n in (150, 100):
+        x = inputs(m, n=n, dtype=torch.float32)
+        J = jacobian(m, x, engine="compiled_forward_tangents")
+        assert J.shape == (n, m.n_out, x.shape[1])
+        assert rel_err(J, run_tangents(m, x, False)) < TOL32  # float32: eager and inductor round differently
+    _, shapes = compiled._COMPILED["compiled_forward_tangents"][m]
+    assert {s[0] for s in shapes} == {(64, x.shape[1])}  # one compiled shape, whatever the batch
 
 
 def test_compile_failure_is_reported_not_raised():

@@ -171,6 +171,11 @@ def widest(model: nn.Module) -> int:
     return max((max(p.shape[0], math.prod(p.shape[1:])) for p in model.parameters() if p.dim() >= 1), default=1)
 
 
+def cpu_block_rows(x: torch.Tensor, width: int) -> int:
+    """Rows per CPU block: (1 + n_in) x rows x the widest activation stay near CPU_BLOCK_BYTES (at least 64)."""
+    return max(64, CPU_BLOCK_BYTES // ((1 + x.shape[1]) * width * x.element_size()))
+
+
 def forward_tangents(model: nn.Module, x: torch.Tensor, create_graph: bool = False) -> torch.Tensor:
     """Hand-written forward mode where every module has a rule, else torch.func's (`vmap(jacfwd)`)."""
     mods = None if create_graph else fusable(model)  # a plain MLP: every module has a rule (checked first: cheap)
@@ -178,8 +183,7 @@ def forward_tangents(model: nn.Module, x: torch.Tensor, create_graph: bool = Fal
         if x.device.type != "cpu":
             return fused_mlp_jacobian(mods, x, x.shape[0])
         width = max(max(m.in_features, m.out_features) for m in mods if type(m) is nn.Linear)
-        rows = max(64, CPU_BLOCK_BYTES // ((1 + x.shape[1]) * width * x.element_size()))
-        return cpu_mlp_jacobian(mods, x, rows)
+        return cpu_mlp_jacobian(mods, x, cpu_block_rows(x, width))
     if tangent_reason(model) is not None:
         if create_graph and jacfwd_graph_reason(model) is not None:
             return vmap_jacrev(model, x, create_graph=True)  # reverse mode keeps a correct graph there
@@ -191,7 +195,7 @@ def forward_tangents(model: nn.Module, x: torch.Tensor, create_graph: bool = Fal
         return run_tangents(model, x, False)
     # CPU: blocks of rows that fit in cache are several times faster than one pass over a large batch,
     # and each core takes its own share of the blocks (bench.engines.blocks).
-    rows = max(64, CPU_BLOCK_BYTES // ((1 + x.shape[1]) * widest(model) * x.element_size()))
+    rows = cpu_block_rows(x, widest(model))
     # each block's J goes straight into one output per share: a list of small block results kept alive between
     # large temporaries fragmented the heap (RSS grew 1.5 GB per 1e6 samples of efficient-KAN)
     return split_over_cores(lambda xs: chunked(lambda b: run_tangents(model, b, False), xs, rows, False), x, rows)
