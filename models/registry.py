@@ -142,6 +142,7 @@ def create_model(name: str, n_in: int = 4, n_out: int = 4, *, seed: int | None =
         )
     if (model.n_in, model.n_out) != (n_in, n_out):
         raise ValueError(f"model {name!r} was asked for {n_in}->{n_out} and built {model.n_in}->{model.n_out}")
+    model.zoo_name = name  # the registered name (engine "auto" looks its measurements up by it)
     return model
 
 

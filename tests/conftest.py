@@ -21,6 +21,12 @@ def forum_fn(x: torch.Tensor) -> torch.Tensor:
     return torch.stack([f1, f2, f3, f4], dim=-1)
 
 
+@pytest.fixture(autouse=True)
+def _own_auto_table(tmp_path_factory, monkeypatch):
+    """Every test reads and refreshes its own engine table (bench.engines.auto), never the user's."""
+    monkeypatch.setenv("JACBENCH_AUTO_TABLE", str(tmp_path_factory.mktemp("auto") / "auto_table.csv"))
+
+
 @pytest.fixture
 def forum_eq() -> EquationSet:
     """A copy of the forum post's set on [0.1, 3]^4 (named forum_copy: not the registered forum4x4)."""

@@ -76,7 +76,7 @@ def _list_engines(pattern: str) -> int:
     import torch
 
     import models
-    from bench.engines import AUTO_ORDER, ENGINES
+    from bench.engines import ENGINES
 
     zoo = {m: models.create_model(m, seed=0) for m in models.list_models()}
     cpu = torch.device("cpu")
@@ -88,12 +88,13 @@ def _list_engines(pattern: str) -> int:
         needs = ["samples must not interact (checked on every batch)"] if e.batch_sum else []
         needs += ["torch.compile (first call compiles)"] if e.compiled else []
         rows.append({
-            "engine": name, "auto": "yes" if name in AUTO_ORDER else "no",
+            "engine": name, "auto": "no" if e.batch_sum else ("compiled=True" if e.compiled else "yes"),
             "create_graph": "yes" if e.differentiable else "no",
             "supports (cpu, float32)": supported, "needs": "; ".join(needs) or "-", "doc": e.doc,
         })  # fmt: skip
     print(pd.DataFrame(rows).to_string(index=False))
-    print("\nauto: candidates of engine 'auto'; create_graph: differentiable (Sobolev training). "
+    print("\nauto: candidates of engine 'auto' (ranked by the measured table, bench/engines/auto.py); "
+          "create_graph: differentiable (Sobolev training). "
           "`python -m bench throughput` records why an engine skips a model as an `unsupported` row.")  # fmt: skip
     return 0
 

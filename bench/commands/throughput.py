@@ -83,6 +83,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     p.add_argument("--append", action="store_true", help="add the rows to an existing --out file")
     p.add_argument(
+        "--auto-table",
+        default=None,
+        metavar="PATH",
+        help="the engine table `auto` reads, refreshed with this sweep's rates (default $JACBENCH_AUTO_TABLE or "
+        "~/.cache/jacbench/auto_table.csv; the shipped defaults are bench/engines/auto_table.csv)",
+    )
+    p.add_argument("--no-auto-table", action="store_true", help="leave the engine table of `auto` as it is")
+    p.add_argument(
         "--order", type=int, choices=(1, 2), default=1,
         help="1: Jacobians/s (default); 2: Hessians/s of the Hessian engines, with JAX jit(vmap(hessian)) as the "
         "peer, written to hessian_throughput.csv",
@@ -230,6 +238,11 @@ def run(args: argparse.Namespace) -> int:
           f"{jax_peer.version()}; writing {out}", file=sys.stderr)  # fmt: skip
     rows = throughput.sweep(cfg, on_row=_progress)
     table.write_csv(rows, out, append=args.append)
+    if not args.no_auto_table and cfg.order == 1:
+        from bench.engines import auto
+
+        n = auto.refresh(rows, args.auto_table)
+        print(f"engine 'auto' now follows {n} measured rates ({args.auto_table or auto.user_table()})", file=sys.stderr)
     env = out.parent / "env.json"
     if not env.exists():  # inside a run folder, the run's own env.json stays
         results.write_json(env, envinfo.collect_env(cfg.device, cfg.dtype, torch.get_num_threads()))

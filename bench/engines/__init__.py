@@ -19,12 +19,14 @@ import torch
 from torch import nn
 
 from bench.engines import (  # noqa: F401 (kan_tangents registers rules)
+    auto,
     autograd,
     compiled,
     coupling,  # a module, not its names: bench.engines.coupling imports bench.engines.base
     functorch,
     kan_tangents,
     tangents,
+    triton_mlp,
 )
 from bench.engines.base import Engine, UnknownEngine, UnsupportedEngine, model_name, resolve_in
 from bench.engines.chunking import run_engine
@@ -36,25 +38,29 @@ __all__ = [
 ]  # fmt: skip
 
 ENGINES: dict[str, Engine] = {
-    e.name: e for mod in (autograd, functorch, tangents, compiled) for e in mod.ENGINES
+    e.name: e for mod in (autograd, functorch, tangents, compiled, triton_mlp) for e in mod.ENGINES
 }  # fmt: skip
 
-# `auto` takes the first engine in this order that supports (model, device, dtype) and, for create_graph, is
-# differentiable. Batch-sum and compiled engines are never chosen automatically (the first need the coupling
-# check, the second tens of seconds of compilation per model and shape). The order follows the throughput
-# measurements in the README ("Jacobian engines and throughput"): forward_tangents leads at large batches on
-# the zoo; without tangent rules it is vmap(jacfwd), and vmap_jacrev wins there when n_out < n_in.
+# Without a measurement, `auto` takes the first engine in this order that supports (model, device, dtype) and, for
+# create_graph, is differentiable: forward_tangents leads at large batches on the zoo; without tangent rules it is
+# vmap(jacfwd), and vmap_jacrev wins there when n_out < n_in. With one (bench.engines.auto: the shipped table,
+# refreshed by every throughput sweep), the measured ranking comes first. Batch-sum engines are never chosen
+# automatically (they need the coupling check), compiled engines only with compiled=True (tens of seconds of
+# compilation per model and shape are not in a steady-state rate).
 AUTO_ORDER = ("forward_tangents", "vmap_jacrev", "vmap_jacfwd", "loop")
 
 
-def choose(model: nn.Module, x: torch.Tensor, create_graph: bool = False) -> Engine:
-    """The engine `auto` uses for this model and input."""
+def choose(model: nn.Module, x: torch.Tensor, create_graph: bool = False, compiled: bool = False) -> Engine:
+    """The engine `auto` uses for this model and input: the measured fastest that supports them, else AUTO_ORDER."""
     order = list(AUTO_ORDER)
     n_out = int(getattr(model, "n_out", x.shape[1]))
     if tangents.tangent_reason(model) is not None and n_out < x.shape[1]:
         order.remove("forward_tangents")  # its fallback is forward mode; reverse mode needs fewer passes here
-    for name in order:
-        e = ENGINES[name]
+    measured = [] if create_graph else auto.ranked(model, x.device, x.dtype, x.shape[0])  # rates without a graph
+    for name in dict.fromkeys([*measured, *order]):
+        e = ENGINES.get(name)
+        if e is None or e.batch_sum or (e.compiled and not compiled):
+            continue
         if (e.differentiable or not create_graph) and e.supports(model, x.device, x.dtype) is None:
             return e
     raise UnsupportedEngine(f"no engine supports model {model_name(model)} on {x.device} {x.dtype}")

@@ -166,6 +166,15 @@ def run_tangents(model: nn.Module, x: torch.Tensor, create_graph: bool) -> torch
     return tangents_to_jacobian(t, x.shape[0])
 
 
+def value_and_jacobian(model: nn.Module, x: torch.Tensor, create_graph: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(y (B, n_out), J (B, n_out, n_in)) from one tangent pass: the primal comes along with the tangents, so a
+    loss on values and Jacobians (Sobolev training) needs no separate forward. Needs tangent_reason(model) None."""
+    eye = torch.eye(x.shape[1], dtype=x.dtype, device=x.device)
+    with grad_mode(create_graph):
+        h, t = propagate(model, x if create_graph else x.clone(), eye, True, not create_graph)
+    return h, tangents_to_jacobian(t, x.shape[0])
+
+
 def widest(model: nn.Module) -> int:
     """Widest activation per sample: the larger side of a weight (a KAN layer's in x basis size)."""
     return max((max(p.shape[0], math.prod(p.shape[1:])) for p in model.parameters() if p.dim() >= 1), default=1)
