@@ -72,8 +72,9 @@ def test_early_stopping_restores_the_best_weights():
 
 def test_beta_one_never_computes_a_jacobian(monkeypatch):
     calls = []
-    real = train._engine_jacobian
+    real, one_pass = train._engine_jacobian, train.value_and_jacobian  # the engine, or values and J in one pass
     monkeypatch.setattr(train, "_engine_jacobian", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(train, "value_and_jacobian", lambda *a, **k: calls.append(1) or one_pass(*a, **k))
     x, y, J = _data(32, 0)
     fit(_mlp(), (x, y, None), (x, y, J), TrainConfig(steps=20), seed=0)  # no J needed for training
     assert calls == []
@@ -256,3 +257,70 @@ def test_a_hessian_term_needs_training_hessians_and_a_valid_weight():
         fit(_mlp(), _data(8, 0), None, TrainConfig(steps=1, beta=0.5, hess_weight=0.1))
     with pytest.raises(ValueError, match="hess_weight = -1"):
         TrainConfig(hess_weight=-1.0)
+
+
+def _kan(family, seed=0, dtype=torch.float64):
+    import models
+
+    return models.create_model(family, n_in=2, n_out=1, width=6, depth=1, seed=seed).to(dtype)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["efficient_kan", "chebykan", "fastkan"])
+def test_compiled_training_step_equals_eager(family):
+    """compile_step = on: the same weights as eager training to float64 rounding (15 Adam steps at beta 0.5 with
+    validation, restore-best and an L-BFGS polish; relative 1e-9: inductor reorders sums, Adam amplifies little
+    in 15 steps), and no note about a failure."""
+    cfg = dict(steps=15, beta=0.5, lr=1e-2, eval_every=5, lbfgs_steps=3)
+    train_data, val_data = _data(64, 0, torch.float64), _data(16, 1, torch.float64)
+    runs = {}
+    for mode in ("off", "on"):
+        model = _kan(family)
+        res = fit(model, train_data, val_data, TrainConfig(**cfg, compile_step=mode), seed=0)
+        runs[mode] = (_params(model), res)
+    (w_eager, r_eager), (w_comp, r_comp) = runs["off"], runs["on"]
+    assert not any("compiled" in n for n in r_comp.notes), r_comp.notes
+    assert (w_comp - w_eager).abs().max() <= 1e-9 * w_eager.abs().max()
+    assert r_comp.best_val_loss == pytest.approx(r_eager.best_val_loss, rel=1e-9)
+
+
+def test_compile_step_is_per_family_and_says_why_not():
+    assert train.compile_reason(_kan("chebykan"), TrainConfig(beta=0.5), rows=1000) is None  # 4000 x 1000 row-steps
+    assert "does not repay" in train.compile_reason(_kan("chebykan"), TrainConfig(steps=600), rows=256)
+    assert train.compile_reason(_kan("chebykan"), TrainConfig(steps=None, max_seconds=600), rows=10) is None
+    assert "family mlp" in train.compile_reason(__import__("models").create_model("mlp_tanh"), TrainConfig())
+    assert train.compile_reason(_mlp(), TrainConfig(compile_step="on")) is None
+    assert "off" in train.compile_reason(_kan("chebykan"), TrainConfig(compile_step="off"))
+    assert "Hessian" in train.compile_reason(_kan("chebykan"), TrainConfig(hess_weight=0.1), rows=1000)
+    with pytest.raises(ValueError, match="compile_step"):
+        TrainConfig(compile_step="yes")
+
+
+def test_one_pass_values_equal_the_models_forward():
+    """Sobolev steps take the values from the tangent pass (bench.engines.tangents.value_and_jacobian): they equal
+    the model's own forward to float32 rounding for every zoo family (bitwise where the formulas are the same)."""
+    import models
+    from bench.engines.tangents import value_and_jacobian
+
+    for name in models.list_models():
+        m = models.create_model(name, seed=0)
+        if not train._one_pass(m, TrainConfig(beta=0.5)):
+            continue  # no tangent rules (a plugin): the separate forward and the engine, as before
+        x = torch.rand(50, 4) * 1.6 - 0.8
+        with torch.enable_grad():
+            y, _ = value_and_jacobian(m, x, True)
+        y0 = m(x)
+        assert (y - y0).abs().max() <= 1e-5 * y0.abs().max(), name
+
+
+def test_a_failing_compilation_trains_eagerly_and_says_so(monkeypatch):
+    def broken(*args):
+        raise RuntimeError("inductor cannot lower this graph")
+
+    monkeypatch.setattr(train, "_compiled_loss", lambda: broken)
+    model, reference = _kan("chebykan"), _kan("chebykan")
+    cfg = TrainConfig(steps=5, beta=0.5, lr=1e-2, compile_step="on")
+    res = fit(model, _data(32, 0, torch.float64), None, cfg, seed=0)
+    assert any("compiled training step failed (RuntimeError: inductor cannot lower" in n for n in res.notes)
+    fit(reference, _data(32, 0, torch.float64), None, TrainConfig(steps=5, beta=0.5, lr=1e-2, compile_step="off"))
+    assert torch.equal(_params(model), _params(reference))  # the eager fallback is the eager training

@@ -27,7 +27,9 @@ the number of steps, and so the result, depend on the machine's speed.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import math
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,6 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from bench import engines
+from bench.engines.tangents import tangent_reason, value_and_jacobian
 from bench.run.config import OPTIMIZER_NAMES, TrainConfig
 
 # (x_n (B, n_in), y_n (B, n_out), J_n (B, n_out, n_in) or None[, H_n (B, n_out, n_in, n_in) or None])
@@ -95,20 +98,121 @@ def _hessian_term(model: nn.Module, x: Tensor, H: Tensor, cfg: TrainConfig, crea
     return cfg.hess_weight * torch.mean((H_model - H) ** 2)
 
 
+def _one_pass(model: nn.Module, cfg: TrainConfig) -> bool:
+    """The Jacobian engine is the hand-written forward mode (what "auto" picks with a graph where every module
+    has a tangent rule), unchunked: its pass yields the values too, and the separate forward is saved
+    (efficient-KAN Sobolev step at 1000 points: see the README, "Compiled training steps")."""
+    return (
+        cfg.jac_engine in ("auto", "forward_tangents") and cfg.jac_chunk_size is None and tangent_reason(model) is None
+    )
+
+
 def sobolev_loss(
     model: nn.Module, x: Tensor, y: Tensor, J: Tensor | None, cfg: TrainConfig, H: Tensor | None = None
 ) -> Tensor:
     """beta * value MSE + (1 - beta) * Jacobian MSE + hess_weight * Hessian MSE (+ the opt-in regularization)."""
     loss = x.new_zeros(())
-    if cfg.beta > 0:
-        loss = loss + cfg.beta * torch.mean((model(x) - y) ** 2)
-    if cfg.beta < 1:  # beta == 1: the Jacobian is never computed
-        loss = loss + (1 - cfg.beta) * torch.mean((_engine_jacobian(model, x, cfg, True) - J) ** 2)
+    if 0 < cfg.beta < 1 and _one_pass(model, cfg):  # values and Jacobians from one tangent pass
+        y_model, J_model = value_and_jacobian(model, x, True)
+        loss = cfg.beta * torch.mean((y_model - y) ** 2) + (1 - cfg.beta) * torch.mean((J_model - J) ** 2)
+    else:
+        if cfg.beta > 0:
+            loss = loss + cfg.beta * torch.mean((model(x) - y) ** 2)
+        if cfg.beta < 1:  # beta == 1: the Jacobian is never computed
+            loss = loss + (1 - cfg.beta) * torch.mean((_engine_jacobian(model, x, cfg, True) - J) ** 2)
     if cfg.hess_weight > 0:
         loss = loss + _hessian_term(model, x, H, cfg, True)
     if cfg.reg_weight > 0 and hasattr(model, "regularization_loss"):
         loss = loss + cfg.reg_weight * model.regularization_loss()
     return loss
+
+
+# compile_step = "auto" compiles the step of these families: measured faster than eager on the 2-core CPU
+# (README, "Compiled training steps"); the MLPs' step is a few large GEMMs that compilation does not speed up.
+COMPILE_FAMILIES = frozenset({"fastkan", "efficient_kan", "chebykan"})
+# Break-even of compile_step = auto: a compilation costs 4-15 s (a cold inductor cache more) and saves 4-19 ms
+# per Sobolev step at 1000 rows (1-thread CPU; README, "Compiled training steps"): ~1e6 row-steps repay it.
+COMPILE_MIN_WORK = 1_000_000
+COMPILE_MIN_SECONDS = 60.0
+_COMPILED_LOSS: list = []  # [torch.compile(sobolev_loss)], built on first use (one per process: dynamo caches it)
+# one compiled graph per (architecture, beta, ...): a grid worker meets several, more than dynamo's default 8
+RECOMPILE_LIMIT = 64
+
+
+def _compiled_loss() -> Callable:
+    if not _COMPILED_LOSS:
+        import torch._dynamo
+
+        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, RECOMPILE_LIMIT)
+        _COMPILED_LOSS.append(torch.compile(sobolev_loss))
+    return _COMPILED_LOSS[0]
+
+
+def compile_reason(model: nn.Module, cfg: TrainConfig, rows: int | None = None) -> str | None:
+    """None if this model's training step is compiled under ``cfg`` on batches of ``rows``, else why it runs
+    eagerly. "auto" compiles a KAN family's step when the budget repays the compilation: steps x rows at least
+    COMPILE_MIN_WORK (or a max_seconds budget of at least COMPILE_MIN_SECONDS). Deterministic: the choice depends
+    on the config alone, never on a timing, so a cell's result does not depend on the machine's speed."""
+    if cfg.compile_step == "off":
+        return "compile_step = off"
+    family = getattr(model, "family", None)
+    if cfg.compile_step == "auto":
+        if family not in COMPILE_FAMILIES:
+            return f"compile_step = auto compiles {', '.join(sorted(COMPILE_FAMILIES))} only (family {family})"
+        work = math.inf if cfg.steps is None else cfg.steps * (rows or 0)
+        if (cfg.steps is None and (cfg.max_seconds or 0) < COMPILE_MIN_SECONDS) or work < COMPILE_MIN_WORK:
+            return (f"compile_step = auto: a budget of {cfg.steps} steps x {rows} rows does not repay the "
+                    f"compilation (it pays from {COMPILE_MIN_WORK:.0e} row-steps)")  # fmt: skip
+    if cfg.hess_weight > 0:
+        return "the Hessian term is not compiled"
+    if cfg.beta < 1 and cfg.jac_engine != "auto" and engines.ENGINES.get(cfg.jac_engine, None) is not None:
+        if engines.ENGINES[cfg.jac_engine].batch_sum:  # its coupling check runs data-dependent Python
+            return f"jac_engine {cfg.jac_engine} is a batch-sum engine"
+    return None
+
+
+class _Loss:
+    """The training loss of one fit: compiled where `compile_reason` allows, eager otherwise or once compiling
+    failed (the reason goes into the fit's notes). Results equal eager's to float rounding (tested)."""
+
+    def __init__(self, model: nn.Module, cfg: TrainConfig, notes: list[str], rows: int):
+        self.cfg, self.notes = cfg, notes
+        reason = compile_reason(model, cfg, rows)
+        self.compiled = _compiled_loss() if reason is None else None
+        self.first = True
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, J: Tensor | None, H: Tensor | None) -> Tensor:
+        if self.compiled is None:
+            return sobolev_loss(model, x, y, J, self.cfg, H)
+        if not self.first:
+            return self.compiled(model, x, y, J, self.cfg, H)
+        self.first = False
+        loss, reason = _first_compiled_call(self.compiled, model, x, y, J, self.cfg, H)
+        if loss is not None:
+            return loss
+        self.notes.append(f"compiled training step failed ({reason}): trained eagerly")
+        self.compiled = None
+        return sobolev_loss(model, x, y, J, self.cfg, H)
+
+
+def _first_compiled_call(compiled: Callable, *args) -> tuple[Tensor | None, str | None]:
+    """(loss, None) or (None, why compiling failed), compiling in a thread of its own: the garbage of a failed
+    dynamo trace must be collected there, not in the training thread (bench.engines.compiled._first_call)."""
+    out: dict = {}
+
+    def work() -> None:
+        try:
+            out["loss"] = compiled(*args)
+        except Exception as err:  # torch.compile raises many exception types; all mean "not compilable here"
+            first = (str(err).strip().splitlines() or [""])[0]
+            out["reason"] = f"{type(err).__name__}: {first[:200]}"
+            del err
+        gc.collect()
+
+    thread = threading.Thread(target=work, name="jacbench-compile-step")
+    thread.start()
+    thread.join()
+    return out.get("loss"), out.get("reason")
 
 
 def _val_loss(model: nn.Module, val: Data, cfg: TrainConfig) -> float:
@@ -177,7 +281,7 @@ def _prepare(data: Data | None, cfg: TrainConfig, like: Tensor, what: str) -> Da
     return x.to(**kw), y.to(**kw), None if J is None else J.to(**kw), None if H is None else H.to(**kw)
 
 
-def _polish(model: nn.Module, train: Data, cfg: TrainConfig) -> None:
+def _polish(model: nn.Module, train: Data, cfg: TrainConfig, loss_fn: Callable | None = None) -> None:
     """Full-batch L-BFGS with a strong-Wolfe line search, cfg.lbfgs_steps iterations at most."""
     opt = torch.optim.LBFGS(
         [p for p in model.parameters() if p.requires_grad],
@@ -189,9 +293,11 @@ def _polish(model: nn.Module, train: Data, cfg: TrainConfig) -> None:
         line_search_fn="strong_wolfe",
     )
 
+    loss_fn = loss_fn or (lambda m, x, y, J, H: sobolev_loss(m, x, y, J, cfg, H))
+
     def closure() -> Tensor:
         opt.zero_grad()
-        loss = sobolev_loss(model, *train[:3], cfg, train[3])
+        loss = loss_fn(model, *train[:3], train[3])
         loss.backward()
         return loss
 
@@ -220,6 +326,7 @@ def fit(model: nn.Module, train: Data, val: Data | None, cfg: TrainConfig, seed:
         res.notes.append("reg_weight ignored: the model has no regularization_loss()")
     best_state, best = None, math.inf
     model.train()
+    loss_fn = _Loss(model, cfg, res.notes, min(len(x), cfg.batch_size or len(x)))
     step = 0
     while cfg.steps is None or step < cfg.steps:
         elapsed = time.perf_counter() - start
@@ -235,7 +342,7 @@ def fit(model: nn.Module, train: Data, val: Data | None, cfg: TrainConfig, seed:
         idx = next(batches)
         batch = train if idx is None else (x[idx], y[idx], *(None if t is None else t[idx] for t in (J, H)))
         opt.zero_grad(set_to_none=True)
-        loss = sobolev_loss(model, *batch[:3], cfg, batch[3])
+        loss = loss_fn(model, *batch[:3], batch[3])
         loss_value = float(loss.detach())  # one host sync per step; also catches NaN at once
         _check_finite(loss_value, "training", step, cfg)
         loss.backward()
@@ -261,7 +368,7 @@ def fit(model: nn.Module, train: Data, val: Data | None, cfg: TrainConfig, seed:
     if best_state is not None and cfg.restore_best:
         model.load_state_dict(best_state)
     if cfg.lbfgs_steps > 0:
-        best = _polish_and_keep_better(model, train, val, cfg, best, res)
+        best = _polish_and_keep_better(model, train, val, cfg, best, res, loss_fn)
     res.best_val_loss = best if val is not None else math.nan
     res.seconds = time.perf_counter() - start
     model.eval()
@@ -269,11 +376,17 @@ def fit(model: nn.Module, train: Data, val: Data | None, cfg: TrainConfig, seed:
 
 
 def _polish_and_keep_better(
-    model: nn.Module, train: Data, val: Data | None, cfg: TrainConfig, best: float, res: FitResult
+    model: nn.Module,
+    train: Data,
+    val: Data | None,
+    cfg: TrainConfig,
+    best: float,
+    res: FitResult,
+    loss_fn: Callable | None = None,
 ) -> float:
     """Run the L-BFGS polish; undo it if it diverges or (with validation data) does not help."""
     before = {k: t.detach().clone() for k, t in model.state_dict().items()}
-    _polish(model, train, cfg)
+    _polish(model, train, cfg, loss_fn)
     res.lbfgs_steps = cfg.lbfgs_steps
     with torch.no_grad():
         finite = all(bool(torch.isfinite(p).all()) for p in model.parameters())

@@ -28,6 +28,7 @@ class ConfigError(ValueError):
 
 OPTIMIZER_NAMES = ("adam", "adamw")  # bench.fidelity.train maps them to torch optimizers
 SCHEDULES = ("cosine", "exponential", "constant")
+COMPILE_STEPS = ("auto", "on", "off")
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,9 @@ class TrainConfig:
     jac_engine: str = "auto"  # bench.engines engine for the Jacobian in the Sobolev loss
     jac_chunk_size: int | None = None  # engine chunking to bound memory (None = one chunk)
     hess_engine: str = "auto"  # bench.engines Hessian engine for the Hessian term (forward_hessian on the zoo)
+    # torch.compile the training step's loss, forward and backward (bench.fidelity.train): "auto" where it was
+    # measured to pay off (the KAN families), "on" for every model, "off" never; eager with the reason on failure
+    compile_step: str = "auto"
 
     def __post_init__(self) -> None:
         grid = self.lr_grid
@@ -76,6 +80,8 @@ class TrainConfig:
                              "weights: keep restore_best = true")  # fmt: skip
         if self.optimizer not in OPTIMIZER_NAMES:
             raise ValueError(f"optimizer {self.optimizer!r} is not one of {sorted(OPTIMIZER_NAMES)}")
+        if self.compile_step not in COMPILE_STEPS:
+            raise ValueError(f"compile_step {self.compile_step!r} is not one of {list(COMPILE_STEPS)}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule {self.schedule!r} is not one of {list(SCHEDULES)}")
         if not 0.0 <= self.beta <= 1.0:

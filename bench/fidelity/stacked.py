@@ -1,0 +1,215 @@
+"""Many models in one launch: the cells of a group (one architecture; different seeds, betas and learning rates)
+trained together on stacked parameters with torch.func, equal to training each alone with `train.fit`.
+
+    results = fit_stacked(models, trains, vals, cfgs, seeds)     # one FitResult per member; weights in the models
+
+Members must share the architecture (the same module structure and parameter shapes), the training data's shapes
+and every TrainConfig field but `beta`, `lr` and `lr_grid`. Each step evaluates all members' losses at once,
+`vmap` over the stacked parameters of `torch.func.functional_call`, and sums them (members do not interact, so
+each member's gradient is its own loss's). Adam (or AdamW) is written out elementwise over the stack, with each
+member's own learning rate and schedule: the same update as `torch.optim.Adam` member by member. Validation,
+early stopping and restore-best are per member, with train's own `_val_loss`; a member that stopped early keeps
+its best weights and is no longer updated. The L-BFGS polish then runs per member (train's own). On a GPU this
+turns many small launches into one; on the CPU it is what the tests check against separate training.
+
+Not stacked: efficient-KAN grid updates (they change buffers per member from its data), the regularization
+term, mini-batches and a Hessian term: `fit_stacked` refuses them (train members with `train.fit`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, stack_module_state, vmap
+
+from bench.engines.tangents import tangent_reason, value_and_jacobian
+from bench.fidelity import train
+from bench.fidelity.train import FitResult, TrainConfig
+
+BETAS, EPS = (0.9, 0.999), 1e-8  # torch.optim.Adam's defaults, which train.fit uses
+
+# fields members may differ in; the others must be equal
+PER_MEMBER = ("beta", "lr", "lr_grid", "patience")
+
+
+def _check(models: list[nn.Module], trains: list, cfgs: list[TrainConfig]) -> None:
+    if not models or len({len(models), len(trains), len(cfgs)}) != 1:
+        raise ValueError(f"fit_stacked needs one train set and config per model ({len(models)} models, "
+                         f"{len(trains)} train sets, {len(cfgs)} configs)")  # fmt: skip
+    shapes = [[(k, tuple(p.shape)) for k, p in m.named_parameters()] for m in models]
+    if any(s != shapes[0] for s in shapes) or len({type(m) for m in models}) != 1:
+        raise ValueError("fit_stacked: the members must share the architecture (same class and parameter shapes)")
+    data = [tuple(None if t is None else tuple(t.shape) for t in d) for d in trains]
+    if any(d != data[0] for d in data):
+        raise ValueError(f"fit_stacked: the members' training data must have one shape, got {sorted(set(data))}")
+    base = {k: v for k, v in vars(cfgs[0]).items() if k not in PER_MEMBER}
+    for c in cfgs:
+        other = {k: v for k, v in vars(c).items() if k not in PER_MEMBER}
+        if other != base:
+            diff = sorted(k for k in base if base[k] != other[k])
+            raise ValueError(
+                f"fit_stacked: the members' configs may differ in {', '.join(PER_MEMBER)} only, not {diff}"
+            )
+    c = cfgs[0]
+    unsupported = {"grid_update_every": c.grid_update_every > 0, "reg_weight": c.reg_weight > 0,
+                   "batch_size": c.batch_size is not None, "hess_weight": c.hess_weight > 0,
+                   "steps": c.steps is None}  # fmt: skip
+    bad = [k for k, v in unsupported.items() if v]
+    if bad:
+        raise ValueError(f"fit_stacked does not stack {', '.join(bad)}: train these members with train.fit")
+    if any(c.beta < 1 for c in cfgs) and tangent_reason(models[0]) is not None:
+        raise ValueError(f"fit_stacked: Sobolev members need tangent rules ({tangent_reason(models[0])})")
+
+
+class _ValueAndJacobian(nn.Module):
+    """The tangent pass as a module, so `functional_call` can swap a member's parameters into it."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return value_and_jacobian(self.net, x, True)
+
+
+class _StackedAdam:
+    """Adam / AdamW over stacked parameters (M, ...), one learning rate per member: torch.optim.Adam's update."""
+
+    def __init__(self, params: dict[str, Tensor], cfg: TrainConfig):
+        self.params, self.cfg, self.t = params, cfg, 0
+        self.m = {k: torch.zeros_like(p) for k, p in params.items()}
+        self.v = {k: torch.zeros_like(p) for k, p in params.items()}
+
+    @torch.no_grad()
+    def step(self, grads: dict[str, Tensor], lr: Tensor, active: Tensor, frozen: dict[str, Tensor]) -> None:
+        """lr, active: (M,): each member's learning rate, and whether it is still trained; frozen[name] (M,):
+        members whose loss does not reach that parameter (torch.optim.Adam skips a parameter without a grad)."""
+        self.t += 1
+        b1, b2 = BETAS
+        bc1, bc2 = 1 - b1**self.t, 1 - b2**self.t
+        wd, decoupled = self.cfg.weight_decay, self.cfg.optimizer == "adamw"
+        for k, p in self.params.items():
+            shape = (-1,) + (1,) * (p.dim() - 1)
+            g, step_lr = grads[k], lr.view(shape)
+            a = (active & ~frozen[k]).view(shape) if k in frozen else active.view(shape)
+            if wd and not decoupled:
+                g = g + wd * p
+            m_new = self.m[k] * b1 + g * (1 - b1)
+            v_new = self.v[k] * b2 + g * g * (1 - b2)
+            self.m[k] = torch.where(a, m_new, self.m[k])
+            self.v[k] = torch.where(a, v_new, self.v[k])
+            denom = self.v[k].sqrt() / math.sqrt(bc2) + EPS
+            new = p * (1 - step_lr * wd) if (wd and decoupled) else p
+            new = new - (step_lr / bc1) * self.m[k] / denom
+            p.copy_(torch.where(a, new, p))
+
+
+def _unreached(model: nn.Module, data, cfgs: list[TrainConfig], like: Tensor) -> dict[str, Tensor]:
+    """name -> (M,) members whose loss never reaches that parameter: with beta = 0 (Jacobian only) the output
+    layer's bias, say. train.fit's optimizer leaves such a parameter alone (no grad), weight decay included."""
+    out = {}
+    names = [k for k, _ in model.named_parameters()]
+    for beta in {c.beta for c in cfgs}:
+        cfg = TrainConfig(**{**vars(cfgs[0]), "beta": beta, "lr_grid": ()})
+        loss = train.sobolev_loss(model, *data[:3], cfg, None)
+        grads = torch.autograd.grad(loss, list(model.parameters()), allow_unused=True)
+        for k, g in zip(names, grads, strict=True):
+            if g is None:
+                mask = out.setdefault(k, torch.zeros(len(cfgs), dtype=torch.bool, device=like.device))
+                mask |= torch.tensor([c.beta == beta for c in cfgs], device=like.device)
+    return out
+
+
+def _load_member(model: nn.Module, params: dict[str, Tensor], i: int) -> None:
+    with torch.no_grad():
+        for k, p in model.named_parameters():
+            p.copy_(params[k][i])
+
+
+def fit_stacked(
+    models: list[nn.Module], trains: list, vals: list | None, cfgs: list[TrainConfig], seeds: list[int] | None = None
+) -> list[FitResult]:
+    """Train every member at once; each ends as `train.fit(models[i], trains[i], vals[i], cfgs[i])` would leave it.
+
+    `seeds` are accepted for the call's symmetry with train.fit: full-batch training draws no random numbers.
+    """
+    start = time.perf_counter()
+    _check(models, trains, cfgs)
+    cfg, M = cfgs[0], len(models)
+    like = next(models[0].parameters())
+    trains = [train._prepare(d, c, like, "train") for d, c in zip(trains, cfgs, strict=True)]
+    vals = [None] * M if vals is None else [train._prepare(d, c, like, "val") for d, c in zip(vals, cfgs, strict=True)]
+    X, Y = torch.stack([d[0] for d in trains]), torch.stack([d[1] for d in trains])
+    betas = torch.tensor([c.beta for c in cfgs], dtype=like.dtype, device=like.device)
+    sobolev = any(c.beta < 1 for c in cfgs)
+    Jd = torch.stack([d[2] for d in trains]) if sobolev else torch.zeros(M, 1, dtype=like.dtype)
+    params, buffers = stack_module_state(models)
+    params = {k: p.detach().requires_grad_(True) for k, p in params.items()}
+    base, both = models[0], _ValueAndJacobian(models[0])
+
+    def member(p, b, x, y, J, beta):
+        """train.sobolev_loss of one member (the values and J from one tangent pass where it trains on J)."""
+        if not sobolev:
+            return beta * torch.mean((functional_call(base, (p, b), (x,)) - y) ** 2)
+        y_m, J_m = functional_call(both, ({f"net.{k}": v for k, v in p.items()},
+                                          {f"net.{k}": v for k, v in b.items()}), (x,))  # fmt: skip
+        return beta * torch.mean((y_m - y) ** 2) + (1 - beta) * torch.mean((J_m - J) ** 2)
+
+    losses_of = vmap(member, in_dims=(0, 0, 0, 0, 0, 0))
+    frozen = _unreached(models[0], trains[0], cfgs, like)
+    opt = _StackedAdam(params, cfg)
+    results = [FitResult(steps=0, seconds=0.0, best_val_loss=math.nan, best_step=-1, stopped_early=False, lr=c.lr)
+               for c in cfgs]  # fmt: skip
+    best = [math.inf] * M
+    best_params: list[dict | None] = [None] * M
+    active = torch.ones(M, dtype=torch.bool, device=like.device)
+    step = 0
+    while step < cfg.steps and bool(active.any()):
+        lr = torch.tensor([train._lr(c, step / cfg.steps) for c in cfgs], dtype=like.dtype, device=like.device)
+        losses = losses_of(params, buffers, X, Y, Jd, betas)
+        values = losses.detach().tolist()
+        for i, v in enumerate(values):
+            if bool(active[i]):
+                train._check_finite(v, "training", step, cfgs[i])
+        grads = dict(zip(params, torch.autograd.grad(losses.sum(), list(params.values())), strict=True))
+        opt.step(grads, lr, active, frozen)
+        step += 1
+        if step % cfg.eval_every and step != cfg.steps:
+            continue
+        for i in range(M):
+            if not bool(active[i]):
+                continue
+            r = results[i]
+            r.steps = step
+            entry = {"step": step, "seconds": time.perf_counter() - start, "lr": float(lr[i]), "loss": values[i]}
+            r.history.append(entry)
+            if vals[i] is None:
+                continue
+            _load_member(models[i], params, i)
+            entry["val_loss"] = v = train._val_loss(models[i], vals[i], cfgs[i])
+            train._check_finite(v, "validation", step, cfgs[i])
+            if v < best[i]:
+                best[i], r.best_step = v, step
+                best_params[i] = {k: p[i].detach().clone() for k, p in params.items()}
+            elif cfgs[i].patience and step - r.best_step >= cfgs[i].patience:
+                r.stopped_early, active[i] = True, False
+    for i, (model, c) in enumerate(zip(models, cfgs, strict=True)):
+        r = results[i]
+        r.steps = r.steps or step
+        _load_member(model, params, i)
+        if vals[i] is not None and best_params[i] is None:
+            best[i], r.best_step = train._val_loss(model, vals[i], c), r.steps
+            best_params[i] = {k: p.detach().clone() for k, p in model.named_parameters()}
+        if best_params[i] is not None and c.restore_best:
+            with torch.no_grad():
+                for k, p in model.named_parameters():
+                    p.copy_(best_params[i][k])
+        if c.lbfgs_steps > 0:
+            best[i] = train._polish_and_keep_better(model, trains[i], vals[i], c, best[i], r)
+        r.best_val_loss = best[i] if vals[i] is not None else math.nan
+        r.seconds = time.perf_counter() - start
+        model.eval()
+    return results
