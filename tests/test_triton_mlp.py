@@ -56,3 +56,16 @@ def test_fused_kernel_refuses_what_it_cannot_run(interpreter, monkeypatch):
         jacobian(mlp(2, [8], 1, nn.Tanh), torch.rand(3, 2), engine="triton_fused_mlp", create_graph=True)
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     assert "CUDA only" in e.supports(mlp(2, [8], 1, nn.Tanh), cpu, torch.float32)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("act", [nn.Sigmoid, nn.Tanh])
+def test_fused_kernel_on_the_gpu_equals_reverse_mode(act, monkeypatch):
+    """The compiled kernel itself (no interpreter) on the forum MLP's shape, 10,000 samples."""
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    m = mlp(4, [100, 100, 100, 100], 4, act)
+    x = torch.randn(10_000, 4, generator=torch.Generator().manual_seed(1))
+    J = jacobian(m.cuda(), x.cuda(), engine="triton_fused_mlp").cpu()
+    ref = jacobian(m.cpu().double(), x.double(), engine="vmap_jacrev")
+    assert (J.double() - ref).abs().max() <= TOL32 * ref.abs().max()
