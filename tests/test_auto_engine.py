@@ -28,6 +28,7 @@ def user_table(monkeypatch, tmp_path):
     path = tmp_path / "auto_table.csv"
     monkeypatch.setenv(auto.ENV, str(path))
     monkeypatch.setattr(auto, "SHIPPED", tmp_path / "no_shipped_table.csv")  # only this test's rows
+    monkeypatch.setattr(auto, "RECHECK_S", 0.0)  # tests rewrite their table at once: look at it on every call
     return path
 
 
@@ -117,5 +118,36 @@ def test_refresh_merges_a_sweeps_rates(tmp_path):
               {**row, "batch_size": 64, "engine": "vmap_jacfwd", "jac_per_s": 9e9, "status": "failed"}]  # fmt: skip
     assert auto.refresh(second, path) == 1
     rows = {(r["batch_size"], r["engine"]): r["jac_per_s"] for r in auto.read(path)}
-    # batch 64 re-measured: its old rows replaced as a whole; batch 8 kept
-    assert rows == {(64, "vmap_jacrev"): 3e5, (8, "forward_tangents"): 1e4}
+    # vmap_jacrev at 64 re-measured: that row replaced; the other engines' rows stay (a sweep of one engine must not
+    # leave it the only one measured, hence the fastest)
+    assert rows == {(64, "vmap_jacrev"): 3e5, (64, "forward_tangents"): 2e5, (8, "forward_tangents"): 1e4}
+
+
+def test_damaged_tables_count_as_no_measurement(user_table):
+    """Bad rows are skipped (zero or missing batch, NaN or negative rate, missing columns); an unreadable file is
+    ignored with a warning: auto falls back to the fixed order, it never fails the Jacobian."""
+    user_table.write_text(
+        "model,family,device,dtype,batch_size,engine,jac_per_s\n"
+        "mlp_tanh,mlp,cpu,float32,0,vmap_jacrev,9e9\n"
+        "mlp_tanh,mlp,cpu,float32,64,vmap_jacrev,nan\n"
+        "mlp_tanh,mlp,cpu,float32,64,vmap_jacfwd,-1\n"
+        "mlp_tanh,mlp,cpu,float32,,vmap_jacrev,9e9\n"
+        "mlp_tanh,mlp,cpu\n"
+    )
+    assert auto.read(user_table) == []
+    assert choose(tanh_mlp(), torch.rand(64, 4)).name == AUTO_ORDER[0]
+    user_table.write_bytes(b"\xff\xfe not a csv \x00")
+    with pytest.warns(UserWarning, match="unreadable"):
+        assert choose(tanh_mlp(), torch.rand(64, 4)).name == AUTO_ORDER[0]
+
+
+def test_other_dimensions_do_not_decide(user_table):
+    """A 1 -> 8 configuration's measurement does not pick the engine of the 4 -> 4 model of the same name."""
+    with open(user_table, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=auto.COLUMNS)
+        w.writeheader()
+        w.writerow({"model": "mlp_tanh", "family": "mlp", "n_in": 1, "n_out": 8, "device": "cpu", "dtype": "float32",
+                    "batch_size": 64, "engine": "vmap_jacrev", "jac_per_s": 9e9})  # fmt: skip
+    assert choose(tanh_mlp(), torch.rand(64, 4)).name == AUTO_ORDER[0]
+    one_to_eight = models.create_model("mlp_tanh", n_in=1, n_out=8, width=8, depth=2, seed=0)
+    assert choose(one_to_eight, torch.rand(64, 1)).name == "vmap_jacrev"

@@ -167,6 +167,14 @@ def test_mlp_plan_paths_match_reverse_mode(act, batch):
     assert rel_err(jacobian(m32, x64.float(), engine="forward_tangents"), ref) < TOL32
 
 
+@pytest.mark.parametrize("batch", [1, 5, 600])
+def test_a_single_linear_layer_is_its_weight(batch):
+    """No activation: the fused pass's fall-through (not the plan), J = W for every sample."""
+    m = nn.Sequential(nn.Linear(3, 2))
+    J = jacobian(m, torch.rand(batch, 3), engine="forward_tangents")
+    assert J.shape == (batch, 2, 3) and torch.equal(J, m[0].weight.detach().expand(batch, 2, 3))
+
+
 def test_mlp_plan_returns_fresh_jacobians():
     """The plan's buffers are reused by the next call: a returned J must never alias them."""
     m = MODELS["mlp_forum"]().float()

@@ -26,7 +26,7 @@ def _params(m):
     return torch.cat([p.detach().flatten() for p in m.parameters()])
 
 
-@pytest.mark.parametrize("family", ["mlp_tanh", "efficient_kan", "chebykan"])
+@pytest.mark.parametrize("family", ["mlp_tanh", "efficient_kan", "chebykan", "fastkan"])
 @pytest.mark.parametrize("optimizer", ["adam", "adamw"])
 def test_stacked_members_equal_separate_training(family, optimizer):
     """Four members (seeds 0-3: own initialization and data; betas 1, 0.5, 0.5, 0; two learning rates), 40 full-batch
@@ -60,6 +60,8 @@ def test_stacking_refuses_what_it_cannot_stack():
     data = [_data(8, s) for s in range(2)]
     with pytest.raises(ValueError, match="differ in beta, lr, lr_grid, patience only, not \\['steps'\\]"):
         stacked.fit_stacked(ms, data, None, [TrainConfig(steps=5), TrainConfig(steps=6)])
+    with pytest.raises(ValueError, match="max_seconds"):
+        stacked.fit_stacked(ms, data, None, [TrainConfig(steps=5, max_seconds=10)] * 2)
     with pytest.raises(ValueError, match="batch_size"):
         stacked.fit_stacked(ms, data, None, [TrainConfig(steps=5, batch_size=4)] * 2)
     with pytest.raises(ValueError, match="architecture"):

@@ -324,3 +324,22 @@ def test_a_failing_compilation_trains_eagerly_and_says_so(monkeypatch):
     assert any("compiled training step failed (RuntimeError: inductor cannot lower" in n for n in res.notes)
     fit(reference, _data(32, 0, torch.float64), None, TrainConfig(steps=5, beta=0.5, lr=1e-2, compile_step="off"))
     assert torch.equal(_params(model), _params(reference))  # the eager fallback is the eager training
+
+
+def test_a_compilation_failing_on_a_later_shape_trains_eagerly_from_there(monkeypatch):
+    """Mini-batches of 12 over 32 points: the last batch (8 rows) is a new shape; if compiling it fails, the fit goes
+    on eagerly, notes why, and ends exactly where eager training ends."""
+
+    def picky(model, x, y, J, cfg, H):
+        if x.shape[0] != 12:
+            raise RuntimeError("cannot compile this shape")
+        return train.sobolev_loss(model, x, y, J, cfg, H)
+
+    monkeypatch.setattr(train, "_compiled_loss", lambda: picky)
+    model, reference = _kan("chebykan"), _kan("chebykan")
+    base = dict(steps=6, beta=0.5, lr=1e-2, batch_size=12)
+    res = fit(model, _data(32, 0, torch.float64), None, TrainConfig(**base, compile_step="on"), seed=0)
+    assert any("cannot compile this shape" in n for n in res.notes)
+    fit(reference, _data(32, 0, torch.float64), None, TrainConfig(**base, compile_step="off"), seed=0)
+    assert torch.equal(_params(model), _params(reference))
+    assert "full-batch" in train.compile_reason(_kan("chebykan"), TrainConfig(batch_size=100), rows=10_000)

@@ -17,12 +17,12 @@ def interpreter(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "1")
 
 
-def mlp(n_in, widths, n_out, act, bias=True, seed=0):
+def mlp(n_in, widths, n_out, act, bias=True, seed=0, first_bias=True):
     torch.manual_seed(seed)
     dims = [n_in, *widths, n_out]
     mods = []
     for i, (a, b) in enumerate(itertools.pairwise(dims)):
-        mods.append(nn.Linear(a, b, bias=bias or i == 0))
+        mods.append(nn.Linear(a, b, bias=first_bias if i == 0 else bias))
         if i < len(dims) - 2:
             mods.append(act())
     return nn.Sequential(*mods)
@@ -43,6 +43,14 @@ def test_fused_kernel_equals_reverse_mode(interpreter, act, n_in, widths, n_out,
     assert (J.double() - ref).abs().max() <= TOL32 * ref.abs().max()
 
 
+def test_fused_kernel_without_any_bias(interpreter):
+    m = mlp(2, [24, 24], 3, nn.Tanh, bias=False, first_bias=False)
+    x = torch.randn(20, 2, generator=torch.Generator().manual_seed(2))
+    ref = jacobian(m.double(), x.double(), engine="vmap_jacrev")
+    J = jacobian(m.float(), x, engine="triton_fused_mlp")
+    assert (J.double() - ref).abs().max() <= TOL32 * ref.abs().max()
+
+
 def test_fused_kernel_refuses_what_it_cannot_run(interpreter, monkeypatch):
     e = ENGINES["triton_fused_mlp"]
     cpu = torch.device("cpu")
@@ -50,7 +58,8 @@ def test_fused_kernel_refuses_what_it_cannot_run(interpreter, monkeypatch):
     mixed = nn.Sequential(nn.Linear(2, 8), nn.Tanh(), nn.Linear(8, 8), nn.Sigmoid(), nn.Linear(8, 1))
     assert "one activation" in e.supports(mixed, cpu, torch.float32)
     assert "one activation" in e.supports(mlp(2, [8], 1, nn.GELU), cpu, torch.float32)
-    assert "widths up to" in e.supports(mlp(2, [300], 1, nn.Tanh), cpu, torch.float32)
+    assert "widths up to" in e.supports(mlp(2, [129], 1, nn.Tanh), cpu, torch.float32)
+    assert "parameters must be" in e.supports(mlp(2, [8], 1, nn.Tanh).double(), cpu, torch.float32)
     assert "plain MLPs" in e.supports(nn.Sequential(nn.Linear(2, 8), nn.LayerNorm(8)), cpu, torch.float32)
     with pytest.raises(Exception, match="create_graph"):
         jacobian(mlp(2, [8], 1, nn.Tanh), torch.rand(3, 2), engine="triton_fused_mlp", create_graph=True)

@@ -238,7 +238,8 @@ def run(args: argparse.Namespace) -> int:
           f"{jax_peer.version()}; writing {out}", file=sys.stderr)  # fmt: skip
     rows = throughput.sweep(cfg, on_row=_progress)
     table.write_csv(rows, out, append=args.append)
-    if not args.no_auto_table and cfg.order == 1:
+    if not args.no_auto_table and cfg.order == 1 and (args.auto_table or not args.from_run):
+        # a run's networks are resized (--match-params, overrides): not the zoo's configurations auto looks up
         from bench.engines import auto
 
         n = auto.refresh(rows, args.auto_table)

@@ -98,7 +98,8 @@ def _block(mods: list[nn.Module], need: list[bool], xb: torch.Tensor, eye: torch
 def alternating(mods: list[nn.Module]) -> bool:
     """Linear, activation, Linear, ..., Linear, with no identity activations: the shape a `_Plan` runs."""
     return (
-        len(mods) % 2 == 1
+        len(mods) >= 3
+        and len(mods) % 2 == 1
         and all(type(m) is nn.Linear for m in mods[0::2])
         and all(type(m) is not nn.Linear and type(m) is not nn.Identity for m in mods[1::2])
     )

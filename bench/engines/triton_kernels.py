@@ -37,7 +37,7 @@ def mlp_jacobian_kernel(x_ptr, w_ptr, b_ptr, j_ptr, B, N_IN: tl.constexpr, N_OUT
                         BLOCK: tl.constexpr):  # fmt: skip
     """J (B, N_OUT, N_IN) of BLOCK samples per program; w_ptr (LAYERS, P, P) and b_ptr (LAYERS, P) zero-padded."""
     pid = tl.program_id(0)
-    rows = pid * BLOCK + tl.arange(0, BLOCK)  # samples
+    rows = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)  # samples; 64-bit offsets: B n_out n_in may pass 2^31
     ok = rows < B
     cols = tl.arange(0, P)
     k = tl.arange(0, P)

@@ -26,7 +26,7 @@ from bench.engines.base import Engine, UnsupportedEngine, model_name
 from bench.engines.fused_mlp import alternating, fusable
 
 ACTS = {nn.Sigmoid: 0, nn.Tanh: 1, nn.SiLU: 2, nn.ReLU: 3}  # the kernel's ACT codes
-MAX_WIDTH = 256  # a padded weight tile (P x P, float32) must fit in shared memory
+MAX_WIDTH = 128  # a padded weight tile (P x P float32: 64 KiB at 128) must fit in shared memory (~227 KiB)
 BLOCK = 16  # samples per program: the tangents are n_in x 16 rows (a dot needs at least 16)
 
 
@@ -68,6 +68,9 @@ def reason(model: nn.Module, device: torch.device, dtype: torch.dtype) -> str | 
     if dtype != torch.float32:
         return f"float32 only, not {dtype}"
     mods = fusable(model)
+    if mods is not None and any(p.dtype != dtype for p in model.parameters()):
+        got = sorted({str(p.dtype) for p in model.parameters()})
+        return f"the model's parameters must be {dtype} like x (got {got})"
     if mods is None or not alternating(mods):
         return "plain MLPs only: an nn.Sequential of Linear, activation, ..., Linear"
     acts = {type(m) for m in mods[1::2]}

@@ -4,7 +4,7 @@ trained together on stacked parameters with torch.func, equal to training each a
     results = fit_stacked(models, trains, vals, cfgs, seeds)     # one FitResult per member; weights in the models
 
 Members must share the architecture (the same module structure and parameter shapes), the training data's shapes
-and every TrainConfig field but `beta`, `lr` and `lr_grid`. Each step evaluates all members' losses at once,
+and every TrainConfig field but `beta`, `lr`, `lr_grid` and `patience`. Each step evaluates all members' losses at once,
 `vmap` over the stacked parameters of `torch.func.functional_call`, and sums them (members do not interact, so
 each member's gradient is its own loss's). Adam (or AdamW) is written out elementwise over the stack, with each
 member's own learning rate and schedule: the same update as `torch.optim.Adam` member by member. Validation,
@@ -13,7 +13,9 @@ its best weights and is no longer updated. The L-BFGS polish then runs per membe
 turns many small launches into one; on the CPU it is what the tests check against separate training.
 
 Not stacked: efficient-KAN grid updates (they change buffers per member from its data), the regularization
-term, mini-batches and a Hessian term: `fit_stacked` refuses them (train members with `train.fit`).
+term, mini-batches, a Hessian term and a wall-time budget: `fit_stacked` refuses them (train members with
+`train.fit`). Frozen parameters (FastKAN's grid) stay frozen. The steps run eagerly (no `compile_step`), and a
+member whose loss diverges stops the whole stack with TrainingDiverged naming it.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ def _check(models: list[nn.Module], trains: list, cfgs: list[TrainConfig]) -> No
     c = cfgs[0]
     unsupported = {"grid_update_every": c.grid_update_every > 0, "reg_weight": c.reg_weight > 0,
                    "batch_size": c.batch_size is not None, "hess_weight": c.hess_weight > 0,
-                   "steps": c.steps is None}  # fmt: skip
+                   "steps": c.steps is None, "max_seconds": c.max_seconds is not None}  # fmt: skip
     bad = [k for k, v in unsupported.items() if v]
     if bad:
         raise ValueError(f"fit_stacked does not stack {', '.join(bad)}: train these members with train.fit")
@@ -111,11 +113,12 @@ def _unreached(model: nn.Module, data, cfgs: list[TrainConfig], like: Tensor) ->
     """name -> (M,) members whose loss never reaches that parameter: with beta = 0 (Jacobian only) the output
     layer's bias, say. train.fit's optimizer leaves such a parameter alone (no grad), weight decay included."""
     out = {}
-    names = [k for k, _ in model.named_parameters()]
+    named = [(k, p) for k, p in model.named_parameters() if p.requires_grad]
+    names = [k for k, _ in named]
     for beta in {c.beta for c in cfgs}:
         cfg = TrainConfig(**{**vars(cfgs[0]), "beta": beta, "lr_grid": ()})
         loss = train.sobolev_loss(model, *data[:3], cfg, None)
-        grads = torch.autograd.grad(loss, list(model.parameters()), allow_unused=True)
+        grads = torch.autograd.grad(loss, [p for _, p in named], allow_unused=True)
         for k, g in zip(names, grads, strict=True):
             if g is None:
                 mask = out.setdefault(k, torch.zeros(len(cfgs), dtype=torch.bool, device=like.device))
@@ -126,7 +129,8 @@ def _unreached(model: nn.Module, data, cfgs: list[TrainConfig], like: Tensor) ->
 def _load_member(model: nn.Module, params: dict[str, Tensor], i: int) -> None:
     with torch.no_grad():
         for k, p in model.named_parameters():
-            p.copy_(params[k][i])
+            if k in params:
+                p.copy_(params[k][i])
 
 
 def fit_stacked(
@@ -146,8 +150,11 @@ def fit_stacked(
     betas = torch.tensor([c.beta for c in cfgs], dtype=like.dtype, device=like.device)
     sobolev = any(c.beta < 1 for c in cfgs)
     Jd = torch.stack([d[2] for d in trains]) if sobolev else torch.zeros(M, 1, dtype=like.dtype)
-    params, buffers = stack_module_state(models)
-    params = {k: p.detach().requires_grad_(True) for k, p in params.items()}
+    stacked_params, buffers = stack_module_state(models)
+    trainable = {k for k, p in models[0].named_parameters() if p.requires_grad}
+    # frozen parameters (FastKAN's grid) ride with the buffers: swapped in, never differentiated or updated
+    params = {k: p.detach().requires_grad_(True) for k, p in stacked_params.items() if k in trainable}
+    buffers = {**buffers, **{k: p.detach() for k, p in stacked_params.items() if k not in trainable}}
     base, both = models[0], _ValueAndJacobian(models[0])
 
     def member(p, b, x, y, J, beta):
@@ -172,8 +179,11 @@ def fit_stacked(
         losses = losses_of(params, buffers, X, Y, Jd, betas)
         values = losses.detach().tolist()
         for i, v in enumerate(values):
-            if bool(active[i]):
-                train._check_finite(v, "training", step, cfgs[i])
+            if bool(active[i]) and not math.isfinite(v):
+                raise train.TrainingDiverged(
+                    f"member {i} of the stack: training loss is {v} at step {step} (lr {cfgs[i].lr:g}, beta "
+                    f"{cfgs[i].beta:g}); the whole stack stops: train the members with train.fit to keep the others"
+                )
         grads = dict(zip(params, torch.autograd.grad(losses.sum(), list(params.values())), strict=True))
         opt.step(grads, lr, active, frozen)
         step += 1
@@ -206,7 +216,8 @@ def fit_stacked(
         if best_params[i] is not None and c.restore_best:
             with torch.no_grad():
                 for k, p in model.named_parameters():
-                    p.copy_(best_params[i][k])
+                    if k in best_params[i]:  # the trained ones (frozen parameters never moved)
+                        p.copy_(best_params[i][k])
         if c.lbfgs_steps > 0:
             best[i] = train._polish_and_keep_better(model, trains[i], vals[i], c, best[i], r)
         r.best_val_loss = best[i] if vals[i] is not None else math.nan

@@ -149,7 +149,7 @@ def _compiled_loss() -> Callable:
 
 
 def compile_reason(model: nn.Module, cfg: TrainConfig, rows: int | None = None) -> str | None:
-    """None if this model's training step is compiled under ``cfg`` on batches of ``rows``, else why it runs
+    """None if this model's training step is compiled under ``cfg`` on ``rows`` training points, else why it runs
     eagerly. "auto" compiles a KAN family's step when the budget repays the compilation: steps x rows at least
     COMPILE_MIN_WORK (or a max_seconds budget of at least COMPILE_MIN_SECONDS). Deterministic: the choice depends
     on the config alone, never on a timing, so a cell's result does not depend on the machine's speed."""
@@ -159,6 +159,8 @@ def compile_reason(model: nn.Module, cfg: TrainConfig, rows: int | None = None) 
     if cfg.compile_step == "auto":
         if family not in COMPILE_FAMILIES:
             return f"compile_step = auto compiles {', '.join(sorted(COMPILE_FAMILIES))} only (family {family})"
+        if cfg.batch_size is not None and rows is not None and cfg.batch_size < rows:
+            return "compile_step = auto compiles full-batch training only (a last mini-batch compiles again)"
         work = math.inf if cfg.steps is None else cfg.steps * (rows or 0)
         if (cfg.steps is None and (cfg.max_seconds or 0) < COMPILE_MIN_SECONDS) or work < COMPILE_MIN_WORK:
             return (f"compile_step = auto: a budget of {cfg.steps} steps x {rows} rows does not repay the "
@@ -179,14 +181,16 @@ class _Loss:
         self.cfg, self.notes = cfg, notes
         reason = compile_reason(model, cfg, rows)
         self.compiled = _compiled_loss() if reason is None else None
-        self.first = True
+        self.seen: set[tuple] = set()  # input shapes compiled already
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, J: Tensor | None, H: Tensor | None) -> Tensor:
         if self.compiled is None:
             return sobolev_loss(model, x, y, J, self.cfg, H)
-        if not self.first:
+        shape = (tuple(x.shape), None if J is None else tuple(J.shape), torch.is_grad_enabled())
+        if shape in self.seen:
             return self.compiled(model, x, y, J, self.cfg, H)
-        self.first = False
+        # a new shape may compile again (a last mini-batch, L-BFGS's full batch): guarded like the first call
+        self.seen.add(shape)
         loss, reason = _first_compiled_call(self.compiled, model, x, y, J, self.cfg, H)
         if loss is not None:
             return loss
@@ -326,7 +330,7 @@ def fit(model: nn.Module, train: Data, val: Data | None, cfg: TrainConfig, seed:
         res.notes.append("reg_weight ignored: the model has no regularization_loss()")
     best_state, best = None, math.inf
     model.train()
-    loss_fn = _Loss(model, cfg, res.notes, min(len(x), cfg.batch_size or len(x)))
+    loss_fn = _Loss(model, cfg, res.notes, len(x))
     step = 0
     while cfg.steps is None or step < cfg.steps:
         elapsed = time.perf_counter() - start
