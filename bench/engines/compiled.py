@@ -38,28 +38,37 @@ def _short(err: BaseException) -> str:
     return f"{type(err).__name__}: {first}" + (f": {inner.group(1)}..." if inner else "")
 
 
-def _first_call(compiled: Callable, x: torch.Tensor) -> tuple[torch.Tensor | None, str | None]:
-    """(J, None) or (None, why compilation failed), compiling in a thread of its own.
+def in_own_thread(
+    call: Callable[[], object], reason: Callable[[BaseException], str] | None = None
+) -> tuple[object, str | None]:
+    """(call(), None) or (None, reason(err)) when the first call of a torch.compile'd function fails, run in a
+    thread of its own (the one copy: the compiled engines here and bench.fidelity.train's compiled steps).
 
     torch 2.13: the frames of a failed dynamo trace through torch.func hold suspended context managers that,
     when garbage-collected, restore dispatch-key sets captured mid-trace, in whichever thread collects them:
     left to the collector, autograd went off in the main thread at an arbitrary later point (a cascade of
     failures in unrelated tests). Here the garbage is collected in the compiling thread, which then ends.
     """
+    reason = reason or _short
     out: dict = {}
 
     def work() -> None:
         try:
-            out["J"] = _call(compiled, x)
+            out["value"] = call()
         except Exception as err:  # torch.compile raises many exception types; all mean "not compilable here"
-            out["reason"] = _short(err)
+            out["reason"] = reason(err)
             del err
         gc.collect()
 
     thread = threading.Thread(target=work, name="jacbench-compile")
     thread.start()
     thread.join()
-    return out.get("J"), out.get("reason")
+    return out.get("value"), out.get("reason")
+
+
+def _first_call(compiled: Callable, x: torch.Tensor) -> tuple[torch.Tensor | None, str | None]:
+    """(J, None) or (None, why compilation failed), compiling in a thread of its own (`in_own_thread`)."""
+    return in_own_thread(lambda: _call(compiled, x))
 
 
 def _call(compiled: Callable, x: torch.Tensor) -> torch.Tensor:

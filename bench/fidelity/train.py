@@ -27,9 +27,7 @@ the number of steps, and so the result, depend on the machine's speed.
 from __future__ import annotations
 
 import dataclasses
-import gc
 import math
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,6 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from bench import engines
+from bench.engines.compiled import in_own_thread
 from bench.engines.tangents import tangent_reason, value_and_jacobian
 from bench.run.config import OPTIMIZER_NAMES, TrainConfig
 
@@ -201,22 +200,13 @@ class _Loss:
 
 def _first_compiled_call(compiled: Callable, *args) -> tuple[Tensor | None, str | None]:
     """(loss, None) or (None, why compiling failed), compiling in a thread of its own: the garbage of a failed
-    dynamo trace must be collected there, not in the training thread (bench.engines.compiled._first_call)."""
-    out: dict = {}
+    dynamo trace must be collected there, not in the training thread (bench.engines.compiled.in_own_thread)."""
 
-    def work() -> None:
-        try:
-            out["loss"] = compiled(*args)
-        except Exception as err:  # torch.compile raises many exception types; all mean "not compilable here"
-            first = (str(err).strip().splitlines() or [""])[0]
-            out["reason"] = f"{type(err).__name__}: {first[:200]}"
-            del err
-        gc.collect()
+    def reason(err: BaseException) -> str:
+        first = (str(err).strip().splitlines() or [""])[0]
+        return f"{type(err).__name__}: {first[:200]}"
 
-    thread = threading.Thread(target=work, name="jacbench-compile-step")
-    thread.start()
-    thread.join()
-    return out.get("loss"), out.get("reason")
+    return in_own_thread(lambda: compiled(*args), reason)
 
 
 def _val_loss(model: nn.Module, val: Data, cfg: TrainConfig) -> float:

@@ -84,27 +84,11 @@ def time_callable(
         min_repeats, max_repeats: bounds on the chosen number of repeats.
         clock: the wall clock (injectable for tests).
     """
-    sync = sync if sync is not None else synchronizer(device)
-
-    def call() -> float:
-        t0 = clock()
-        fn()
-        sync()
-        return clock() - t0
-
-    # Choosing the repeats needs one call's duration: then at least one warm-up call.
-    warm = [call() for _ in range(max(warmup, 1 if repeats is None else 0))]
-    if repeats is None:
-        # The last warm-up call is the best estimate (the first one may include compilation).
-        repeats = choose_repeats(warm[-1], budget_s, min_repeats, max_repeats)
-    gc_was_enabled = gc.isenabled()
-    gc.disable()  # like timeit: a collection inside one repeat is noise, not the work's cost
-    try:
-        seconds = tuple(call() for _ in range(repeats))
-    finally:
-        if gc_was_enabled:
-            gc.enable()
-    return Timing(seconds=seconds, warmup=len(warm))
+    out = time_interleaved({"fn": fn}, sync=sync, device=device, warmup=warmup, repeats=repeats, budget_s=budget_s,
+                           min_repeats=min_repeats, max_repeats=max_repeats, clock=clock)["fn"]  # fmt: skip
+    if isinstance(out, Exception):
+        raise out  # with its own traceback
+    return out
 
 
 def time_interleaved(
