@@ -81,13 +81,13 @@ def expected_value_error(model: str, variant: str = "value", beta: float = 1.0, 
 
 
 def expected_jac_error(model: str, variant: str = "value", beta: float = 1.0, n_train: int = 1024) -> float:
-    """Mean over seeds of jac_rel_fro_median (test) for a cell configuration (any equation)."""
+    """Mean over seeds of jac_err_rms (test) for a cell configuration (any equation)."""
     base = MODELS[model][3] * (1024 / n_train) ** 0.5
     return base * {"value": 1.0, "sobolev": SOBOLEV.get(beta, (0, 0))[1], "hessian": HESSIAN_JAC_FACTOR}[variant]
 
 
 def expected_hess_error(model: str, variant: str = "value", beta: float = 1.0, n_train: int = 1024) -> float:
-    """Mean over seeds of hess_rel_fro_median (test) for a cell configuration (any equation)."""
+    """Mean over seeds of hess_err_rms (test) for a cell configuration (any equation)."""
     return HESS_BASE[model] * (1024 / n_train) ** 0.3 * HESSIAN_FACTOR[variant]
 
 
@@ -119,8 +119,8 @@ def _cell_rows(eq: str, model: str, variant: str, beta: float, n_train: int, see
             add(split, "r2", 1.0 - value_err * s * w, output=o)
             add(split, "rmse", float(np.sqrt(value_err * s * w)), output=o)
         add(split, "r2_min", 1.0 - value_err * s)
-        for metric, m in (("median", 1.0), ("mean", 1.3), ("p90", 2.5), ("max", 8.0)):
-            add(split, f"jac_rel_fro_{metric}", jac * s * m)
+        for metric, m in (("rms", 1.0), ("median", 0.8), ("p90", 2.5), ("max", 8.0)):
+            add(split, f"jac_err_{metric}", jac * s * m)
         add(split, "jac_sign_agree", 1.0 - min(jac * s, 1.0) / 2)
     pattern = entry_pattern(model, len(outputs), len(inputs))
     for i, o in enumerate(outputs):
@@ -132,8 +132,8 @@ def _cell_rows(eq: str, model: str, variant: str, beta: float, n_train: int, see
         add("test", "jac_spurious", share)
         add("test", "jac_spurious_max", 10 * share)
     hess = expected_hess_error(model, variant, beta, n_train) * f
-    for metric, m in (("median", 1.0), ("mean", 1.4), ("p90", 3.0), ("max", 10.0)):
-        add("test", f"hess_rel_fro_{metric}", hess * m)
+    for metric, m in (("rms", 1.0), ("median", 0.7), ("p90", 3.0), ("max", 10.0)):
+        add("test", f"hess_err_{metric}", hess * m)
     for i, o in enumerate(outputs):
         for j, a in enumerate(inputs):
             for k in range(j, len(inputs)):
@@ -147,8 +147,8 @@ def _cell_rows(eq: str, model: str, variant: str, beta: float, n_train: int, see
         add("test", "lap_nrmse", hess * (0.8 + 0.1 * i), output=o)
     edge_scale = 2.0 if MODELS[model][0] == "fastkan" else 1.0  # the RBF KAN degrades most near the boundary
     for b, e in zip(EDGE_BINS, EDGE_FACTOR, strict=True):
-        add("test", "jac_rel_fro_by_edge", jac * (1 + (e - 1) * edge_scale), bin=b)
-        add("test", "hess_rel_fro_by_edge", hess * (1 + (e - 1) * edge_scale), bin=b)
+        add("test", "jac_err_by_edge", jac * (1 + (e - 1) * edge_scale), bin=b)
+        add("test", "hess_err_by_edge", hess * (1 + (e - 1) * edge_scale), bin=b)
     add("", "denorm_check", 1e-13)
     add("", "train_seconds", 10.0 + params_of(model, eq) / 1000 * f)
     add("", "train_steps", 3000.0)

@@ -60,7 +60,7 @@ def _noisy_grid(seeds, shift: dict[str, float] | None = None, n_models: int = 6,
         for m in range(n_models):
             model = f"model{m}"
             for k in range(n_metrics):
-                metric = "jac_entry_nrmse" if k else "jac_rel_fro_median"
+                metric = "jac_entry_nrmse" if k else "jac_err_rms"
                 value = base[m, k] + sd[m, k] * (noise[m, k] + (shift or {}).get(model, 0.0))
                 rows.append(dict(
                     run_id="", cell_id=f"eq__{model}__value__n512__s{seed}", equation="eq", model=model,
@@ -110,9 +110,9 @@ def test_single_seed_runs_are_untestable_never_flagged(tmp_path):
     a = rf.metrics_table("a")
     a = a[a["seed"] == 0]
     b = a.copy()
-    b.loc[_select(b, "fastkan", "jac_rel_fro_median"), "value"] *= 10
+    b.loc[_select(b, "fastkan", "jac_err_rms"), "value"] *= 10
     df = compare_runs(load_run(_write(tmp_path, "a", a)), load_run(_write(tmp_path, "b", b)))
-    row = _get(df, "fastkan", "jac_rel_fro_median")
+    row = _get(df, "fastkan", "jac_err_rms")
     assert not row["flagged"] and row["rule"].startswith("untestable") and row["delta"] > 0
     assert not df["flagged"].any()
 
@@ -135,7 +135,7 @@ def test_files_and_cli_never_write_the_inputs(tmp_path, capsys):
     a_m = rf.metrics_table("a")
     b_m = a_m.copy()
     # 0.30 -> 1.50 with the seed spread unchanged (0.03): Welch p ~ 1e-6, q ~ 0.005 over the 4500 metrics
-    b_m.loc[_select(b_m, "fastkan", "jac_rel_fro_median"), "value"] += 1.2
+    b_m.loc[_select(b_m, "fastkan", "jac_err_rms"), "value"] += 1.2
     b_m = b_m[b_m["status"] == "ok"]  # the failed cell of A is not in B
     a, b = _write(tmp_path, "run-a", a_m), _write(tmp_path, "run-b", b_m)
     before = {p: p.read_bytes() for p in [*a.rglob("*"), *b.rglob("*")] if p.is_file()}
@@ -159,8 +159,8 @@ def test_files_and_cli_never_write_the_inputs(tmp_path, capsys):
 
 def test_direction():
     assert direction("r2_min", 0.1) == "better" and direction("r2_min", -0.1) == "worse"
-    assert direction("jac_rel_fro_median", -0.1) == "better" and direction("train_steps", 5) == "changed"
-    assert direction("jac_rel_fro_median", np.nan) == "changed"
+    assert direction("jac_err_rms", -0.1) == "better" and direction("train_steps", 5) == "changed"
+    assert direction("jac_err_rms", np.nan) == "changed"
 
 
 def test_an_engine_that_stops_being_timed_is_flagged_not_dropped(tmp_path):

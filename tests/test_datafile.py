@@ -150,7 +150,7 @@ def test_without_derivatives_sobolev_cells_are_left_out_and_jacobian_metrics_say
         res = run_cell(cell, cfg, "t")
         by = {(r["split"], r["metric"]): r for r in res.rows if not r.get("output")}
         assert 0.0 < by[("test", "r2_min")]["value"] <= 1.0  # fit metrics still run
-        jac = by[("test", "jac_rel_fro_median")]
+        jac = by[("test", "jac_err_rms")]
         assert np.isnan(jac["value"]) and "no derivative columns" in jac["error"]
         assert not any(r["metric"].startswith("hess") for r in res.rows) and res.jacobians is None
 
@@ -190,7 +190,7 @@ def test_evaluate_scores_a_model_against_a_file_of_its_own_derivatives_as_exact(
     assert main(args) == 0
     out = capsys.readouterr().out
     m = pd.read_csv(tmp_path / "out" / "metrics.csv")
-    assert m.loc[m["metric"] == "jac_rel_fro_max", "value"].item() < 1e-12  # float64: its own derivatives
+    assert m.loc[m["metric"] == "jac_err_max", "value"].item() < 1e-12  # float64: its own derivatives
     assert "derivatives of data:" in out and "noise none: exact" in out and "no Hessian reference" in out
     assert main([*args[:-2], "--data", str(tmp_path / "own.csv"), "--out", str(tmp_path / "o2")]) != 0
 
@@ -260,7 +260,7 @@ def test_the_oscillator_example_end_to_end_train_report_leaderboard(tmp_path):
     peers = md.split("## Peers: JENN")[1].split("\n## ")[0]
     assert "beats the peer's best Jacobian error on" in peers and "| zoo best |" in peers
     m = pd.read_csv(run / "metrics.csv")
-    jac = m[(m["metric"] == "jac_rel_fro_median") & (m["split"] == "test")]
+    jac = m[(m["metric"] == "jac_err_rms") & (m["split"] == "test")]
     assert len(jac) == 8 and np.isfinite(jac["value"]).all()  # 2 models x 2 trainings x 2 seeds, all scored
 
 

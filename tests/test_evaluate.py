@@ -77,8 +77,8 @@ def test_forum_workflow_end_to_end(tmp_path, capsys):
         np.testing.assert_allclose(jac[f"d2f{i}_dx{j}_dx{k}_true"], eq.hessian(xs)[:, i - 1, j - 1, k - 1], rtol=1e-13)
 
     metrics = pd.read_csv(tmp_path / "out" / "metrics.csv")
-    assert {"r2", "jac_rel_fro_median", "jac_entry_nrmse", "denorm_check"} <= set(metrics["metric"])
-    assert {"hess_rel_fro_median", "hess_entry_nrmse", "lap_nrmse"} <= set(metrics["metric"])
+    assert {"r2", "jac_err_rms", "jac_entry_nrmse", "denorm_check"} <= set(metrics["metric"])
+    assert {"hess_err_rms", "hess_entry_nrmse", "lap_nrmse"} <= set(metrics["metric"])
     assert set(metrics["split"]) == {"eval"} and set(metrics["status"]) == {"ok"}
     pred = pd.read_csv(tmp_path / "out" / "predictions.csv")
     assert list(pred.columns[:6]) == ["x1", "x2", "x3", "x4", "Predicted_f1", "True_f1"]

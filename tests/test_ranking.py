@@ -51,8 +51,8 @@ def test_ties_share_the_average_rank_and_incomplete_sets_are_listed_not_ranked()
     assert r.average.to_dict() == {"A": 1.5, "B": 1.5, "C": 3.0}
     # Iman-Davenport from the chi-square form, by hand
     chi2 = 12 * 3 / (3 * 4) * (1.5**2 + 1.5**2 + 3**2) - 3 * 3 * 4
-    # scipy corrects chi2 for ties (divides by 1 - sum(t^3 - t) / (n (k^3 - k)) = 1 - 3*6/(3*24) = 0.75)
-    assert r.chi2 == pytest.approx(chi2 / 0.75, rel=1e-12)
+    # Demšar's formula, no tie correction (scipy's friedmanchisquare would divide by 1 - 3*6/(3*24) = 0.75: 6.0)
+    assert r.chi2 == pytest.approx(chi2, rel=1e-12) and chi2 == pytest.approx(4.5)
 
 
 def test_no_difference_gives_a_large_friedman_p_value_and_one_clique():
@@ -92,16 +92,58 @@ def test_a_method_that_fails_on_a_set_ranks_last_there_instead_of_dropping_the_s
                 if model == "flaky" and e == 3:
                     rows.append({**key, "split": "", "metric": "failed", "value": np.nan, "status": "failed"})
                 else:
-                    rows.append({**key, "metric": "jac_rel_fro_median", "value": err, "status": "ok"})
+                    rows.append({**key, "metric": "jac_err_rms", "value": err, "status": "ok"})
     per_seed = ranking.per_seed_scores(RunData(tmp_path, pd.DataFrame(rows), None))
     r = ranking.rank_methods(per_seed)
     assert r.n_sets == 4 and r.incomplete == []  # the failed set stays in
     assert r.average.to_dict() == {"flaky · value": 1.25, "good · value": 1.75}
     w = ranking.win_rates(per_seed)
+    good, flaky = "good · value", "flaky · value"
+    assert w["median"].loc[good, flaky] == 0.25 and w["testable"].loc[good, flaky] == 4  # the failed set is tested
+    assert w["significant"].loc[good, flaky] == 0.25 and w["significant"].loc[flaky, good] == 0.75
+
+
+def _seed_rows(scores: dict[str, list[list[float]]]) -> pd.DataFrame:
+    """per_seed_scores rows from {method: [[seed scores] per set]}; inf is a failed seed."""
+    rows = [{"equation": f"s{e:02d}", "method": m, "seed": k, "score": v}
+            for m, sets in scores.items() for e, seeds in enumerate(sets) for k, v in enumerate(seeds)]  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_a_method_failing_every_seed_on_half_the_sets_does_not_win_them():
+    # A: 10x lower errors where it finishes, every seed failed on 6 of 12 sets; B: finishes everywhere.
+    inf = np.inf
+    a = [[0.01, 0.011, 0.012]] * 6 + [[inf, inf, inf]] * 6
+    b = [[0.1, 0.11, 0.12]] * 12
+    d = _seed_rows({"A": a, "B": b})
+    w = ranking.win_rates(d)
+    assert w["sets"].loc["A", "B"] == 12 and w["testable"].loc["A", "B"] == 12  # all 12 tested, not 6
+    assert w["significant"].loc["A", "B"] == 0.5 and w["significant"].loc["B", "A"] == 0.5
+    assert w["median"].loc["A", "B"] == 0.5
+    r = ranking.rank_methods(d)
+    assert r.n_sets == 12 and r.average.to_dict() == {"A": 1.5, "B": 1.5}
+
+
+def test_one_failed_seed_of_three_is_a_loss_not_a_median():
+    # A fails one seed of three on every set, with the lowest errors otherwise: median(a, b, inf) is finite and
+    # would rank A first; a failed seed is a loss, so B and C (no failures) rank ahead of it on every set.
+    inf = np.inf
+    d = _seed_rows({"A": [[0.001, 0.002, inf]] * 10, "B": [[0.1, 0.1, 0.1]] * 10, "C": [[0.5, 0.5, 0.6]] * 10})
+    r = ranking.rank_methods(d)
+    assert r.average.to_dict() == {"B": 1.0, "C": 2.0, "A": 3.0}
+    assert np.isinf(r.scores["A"]).all()  # shown as failed, not as the median of its finished seeds
+    # Demšar's chi2 for a perfect order over N = 10 sets, k = 3: 12 N / (k (k+1)) (1 + 4 + 9 - 12) = 20
+    assert r.chi2 == pytest.approx(20.0, rel=1e-12) and np.isinf(r.f_stat)
+    w = ranking.win_rates(d)
+    assert w["significant"].loc["A", "C"] == 0.0 and w["significant"].loc["C", "A"] == 1.0
+    assert w["median"].loc["A", "B"] == 0.0 and w["testable"].loc["A", "B"] == 10
+    # equal failures: the finished seeds decide; both failing everywhere is a tie, not a win
+    e = _seed_rows({"A": [[0.01, 0.011, inf]], "B": [[0.1, 0.11, inf]], "C": [[inf, inf, inf]], "D": [[inf] * 3]})
     assert (
-        w["median"].loc["good · value", "flaky · value"] == 0.25
-        and w["testable"].loc["good · value", "flaky · value"] == 3
+        ranking.compare_set(*[g.to_numpy() for _, g in e[e.method.isin(["A", "B"])].groupby("method")["score"]])[1]
+        == 1.0
     )
+    assert ranking.compare_set(np.array([inf] * 3), np.array([inf] * 3)) == (1.0, 0.5)
 
 
 def test_the_diagram_and_the_matrix_draw_or_say_why_not():

@@ -267,10 +267,10 @@ def test_tiny_real_grid_end_to_end(tmp_path, capsys):
     table = pd.read_csv(run_dir / "metrics.csv", keep_default_na=False)
     # the default (quick) profile's Hessian variant comes along: Sobolev plus a Hessian term on forum4x4
     assert set(table["status"]) == {"ok"} and set(table["variant"]) == {"value", "sobolev", "hessian"}
-    assert "hess_rel_fro_median" in set(table["metric"]) and set(table["hess_weight"].astype(float)) == {0.0, 0.1}
+    assert "hess_err_rms" in set(table["metric"]) and set(table["hess_weight"].astype(float)) == {0.0, 0.1}
     assert set(table["family"]) == {"mlp"} and (table["params"].astype(int) > 0).all()
-    for metric in ("r2", "r2_min", "rmse", "jac_rel_fro_median", "jac_rel_fro_mean", "jac_rel_fro_p90",
-                   "jac_rel_fro_max", "jac_entry_nrmse", "jac_sign_agree", "jac_rel_fro_by_edge", "denorm_check",
+    for metric in ("r2", "r2_min", "rmse", "jac_err_rms", "jac_err_median", "jac_err_p90",
+                   "jac_err_max", "jac_entry_nrmse", "jac_sign_agree", "jac_err_by_edge", "denorm_check",
                    "train_seconds", "train_steps"):  # fmt: skip
         assert metric in set(table["metric"]), metric
     assert set(table.loc[table["metric"] == "r2", "split"]) == {"train", "test"}

@@ -2,7 +2,6 @@
 
 import math
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -166,14 +165,14 @@ def test_lbfgs_polish_lowers_the_training_loss():
 @pytest.mark.slow
 def test_sobolev_training_lowers_the_test_jacobian_error():
     # 2-D smooth target, 30 samples: value-only training fits the samples but not the slopes between them.
-    # Measured (seeds 0-2 of the init): median test error 0.31-0.39 value-only vs 0.09-0.11 with beta = 0.5.
+    # Sobolev training must at least halve the headline test error (RMS over points).
     train_data, test = _data(30, 0), _data(500, 1)
     errs = {}
     for beta in (1.0, 0.5):
         model = _mlp()
         fit(model, train_data, None, TrainConfig(steps=300, lr=1e-2, beta=beta), seed=0)
         J_pred = torch.func.vmap(torch.func.jacrev(model))(test[0]).detach()
-        errs[beta] = metrics.jac_rel_fro_summary(test[2], J_pred)[0]["median"]
+        errs[beta] = metrics.summarize(metrics.jacobian_error(test[2], J_pred, [2.0, 2.0]))["rms"]  # box [-1, 1]²
     assert errs[0.5] < 0.5 * errs[1.0], errs
 
 
@@ -238,9 +237,8 @@ def _hessians(x):
 
 def test_a_hessian_term_lowers_the_test_hessian_error():
     # the same 30-sample target: Jacobian supervision fits slopes, a Hessian term the curvature between samples.
-    # Measured (init seed 0): median test Hessian error 0.19 with beta = 0.5 alone, 0.077 with hess_weight = 0.1.
+    # The Hessian term must lower the headline test Hessian error by 30% or more.
     from bench.engines import hessian
-    from bench.fidelity.hessian_metrics import hess_rel_fro
 
     train_data, test = _data(30, 0), _data(500, 1)
     H_train = _hessians(train_data[0]).float()
@@ -248,7 +246,9 @@ def test_a_hessian_term_lowers_the_test_hessian_error():
     for w in (0.0, 0.1):
         model = _mlp()
         fit(model, (*train_data, H_train), None, TrainConfig(steps=300, lr=1e-2, beta=0.5, hess_weight=w), seed=0)
-        errs[w] = float(np.median(hess_rel_fro(_hessians(test[0]), hessian(model, test[0]))[0]))
+        errs[w] = metrics.summarize(metrics.hessian_error(_hessians(test[0]), hessian(model, test[0]), [2.0, 2.0]))[
+            "rms"
+        ]
     assert errs[0.1] < 0.7 * errs[0.0], errs
 
 

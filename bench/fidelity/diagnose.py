@@ -19,7 +19,11 @@ from bench.fidelity import metrics
 OFF_ENTRY = 0.1  # an entry whose normalized RMSE exceeds this is "off"
 EDGE = 0.1  # samples within this normalized distance of the box boundary are "at the edge"
 EDGE_RATIO = 2.0  # edge median error / interior median error above this: errors concentrate at the edges
-FAITHFUL = 0.02  # a median relative Jacobian error this small is a faithful Jacobian (the fit line's threshold)
+FAITHFUL = 0.02  # a headline Jacobian error (RMS over points) this small is a faithful Jacobian
+HEADLINE_MEANING = (
+    "(Error = RMS over points of the range-scaled derivative error, each output relative to its typical "
+    "range-scaled gradient: 100% is as wrong as predicting zero derivatives; units do not change it.)"
+)
 
 
 def _pct(v: float) -> str:
@@ -36,15 +40,17 @@ def fit_lines(ev) -> list[str]:
     if not ev.eq.has_jacobian:
         why = f"{ev.eq.name} has no derivative columns: the Jacobian cannot be checked against it"
         return [*lines, f"{why} (its reference: {ev.eq.reference})."]
-    stats, _ = metrics.jac_rel_fro_summary(ev.J_true, ev.J_pred)
+    head = headline(ev, 1)
+    stats = head.summary()
     sign, _ = metrics.jac_sign_agreement(ev.J_true, ev.J_pred)
     ref = f"{ev.eq.name}'s exact Jacobian" if ev.eq.reference.startswith("exact") else (
         f"the derivatives of {ev.eq.name} ({ev.eq.reference})")  # fmt: skip
     lines.append(
-        f"Jacobian vs {ref}: relative Frobenius error median {_pct(stats['median'])}, "
-        f"90th percentile {_pct(stats['p90'])}, max {_pct(stats['max'])}; signs agree on {_pct(sign)} of entries."
+        f"Jacobian vs {ref}: error {_pct(stats['rms'])} (RMS over points; median {_pct(stats['median'])}, "
+        f"90th percentile {_pct(stats['p90'])}, max {_pct(stats['max'])}); signs agree on {_pct(sign)} of entries."
     )
-    if np.nanmin(r2) > 0.99 and stats["median"] > FAITHFUL:
+    lines.append("  Per output: " + _per_output(head, ev.eq.output_names) + ". " + HEADLINE_MEANING)
+    if np.nanmin(r2) > 0.99 and stats["rms"] > FAITHFUL:
         lines.append(
             "The values fit well but the derivatives do not: a good R² does not constrain the Jacobian. "
             "Training on Jacobians too (Sobolev, `python -m bench run --set 'grid.betas=[1.0, 0.5]'`) measures "
@@ -57,6 +63,19 @@ def fit_lines(ev) -> list[str]:
             f"({ev.eq.output_names[k]}): is it the same equation set? Metrics use {ev.eq.name}'s values."
         )
     return lines
+
+
+def headline(ev, order: int) -> metrics.DerivativeError:
+    """The headline error of the evaluation's Jacobians (order 1) or Hessians (order 2) over its input box."""
+    ranges = np.asarray(ev.eq.upper, dtype=float) - np.asarray(ev.eq.lower, dtype=float)
+    true, pred = (ev.J_true, ev.J_pred) if order == 1 else (ev.H_true, ev.H_pred)
+    return metrics.derivative_error(true, pred, ranges, order)
+
+
+def _per_output(head: metrics.DerivativeError, names) -> str:
+    out = head.output_rms()
+    return ", ".join(f"{n} {_pct(v)}" if np.isfinite(v) else f"{n} – ({why})"
+                     for n, v, why in zip(names, out, head.output_notes, strict=True))  # fmt: skip
 
 
 def entry_lines(ev) -> list[str]:
@@ -83,7 +102,7 @@ def _off_entries(entries: list[tuple[str, float]], shown: int = 6) -> tuple[list
 
 
 def edge_lines(ev) -> list[str]:
-    err, _ = metrics.jac_rel_fro(ev.J_true, ev.J_pred)
+    err = headline(ev, 1).per_sample
     d = metrics.edge_distance(ev.x, ev.eq.lower, ev.eq.upper)
     edge, inner = err[d < EDGE], err[d >= EDGE]
     if len(edge) < 5 or len(inner) < 5:
@@ -107,7 +126,8 @@ def hessian_lines(ev) -> list[str]:
 
     if ev.H_pred is None:
         return [f"Second derivatives: not measured ({ev.hessian_error})."]
-    stats, _ = hm.hess_rel_fro_summary(ev.H_true, ev.H_pred)
+    head = headline(ev, 2)
+    stats = head.summary()
     lap, lap_notes = hm.lap_nrmse(ev.H_true, np.trace(ev.H_pred, axis1=-2, axis2=-1))
     nrmse, _ = hm.hess_entry_nrmse(ev.H_true, ev.H_pred)
     entries = [(f"d2{o}/d{pair.replace(',', 'd')}", nrmse[i, j, k]) for i, o in enumerate(ev.eq.output_names)
@@ -117,13 +137,14 @@ def hessian_lines(ev) -> list[str]:
     laps = ", ".join(f"{o} {v:.3g}" + (" (no curvature: absolute RMSE)" if i in absolute else "")
                      for i, (o, v) in enumerate(zip(ev.eq.output_names, lap, strict=True)))  # fmt: skip
     lines = [
-        f"Second derivatives vs {ev.eq.name}'s exact Hessian: relative Frobenius error median {_pct(stats['median'])},"
-        f" 90th percentile {_pct(stats['p90'])}; Laplacian normalized RMSE {laps}; "
+        f"Second derivatives vs {ev.eq.name}'s exact Hessian: error {_pct(stats['rms'])} (RMS over points; median "
+        f"{_pct(stats['median'])}, 90th percentile {_pct(stats['p90'])}, max {_pct(stats['max'])}); per output "
+        f"{_per_output(head, ev.eq.output_names)}; Laplacian normalized RMSE {laps}; "
         + (f"{len(off)} of {len(entries)} distinct entries off (> {OFF_ENTRY:g}): {shown}" if off else
            f"every distinct entry within {OFF_ENTRY:g} (worst {worst[0][0]} {worst[0][1]:.3g})") + "."
     ]  # fmt: skip
-    jac, _ = metrics.jac_rel_fro_summary(ev.J_true, ev.J_pred)
-    if jac["median"] <= FAITHFUL and stats["median"] > OFF_ENTRY:
+    jac = headline(ev, 1).summary()
+    if jac["rms"] <= FAITHFUL and stats["rms"] > OFF_ENTRY:
         lines.append(
             "The Jacobian is faithful but the curvature is not: value and Jacobian losses never train second "
             "derivatives. A PINN residual or a Newton step would use these; a Hessian term in the loss "

@@ -3,9 +3,8 @@
 Pure functions like `bench.fidelity.metrics`, whose rules they reuse one derivative up. Shapes: x (B, n_in),
 H (B, n_out, n_in, n_in) symmetric in its last two axes, L (B, n_out) = trace of H per output.
 
-- ``hess_rel_fro``: per sample ||H_pred - H_true||_F / max(||H_true||_F, REL_FLOOR x the split's RMS of
-  ||H_true||_F): the Jacobian metric's floor rule, so a sample whose true curvature is ~0 is judged against the
-  curvature the set typically has.
+- the headline ``hess_err_*``: ``bench.fidelity.headline.hessian_error`` (H scaled by r_j r_k, output by output,
+  each output's error relative to its typical range-scaled curvature, the outputs' squares pooled);
 - ``hess_entry_nrmse``: per entry (i, j <= k) RMSE over samples divided by the RMS of the true entry, with the
   Jacobian entries' fallbacks (`metrics.jac_entry_nrmse`: a structurally zero entry by its output's RMS curvature).
 - ``lap_nrmse``: per output RMSE of the Laplacian divided by the RMS of the true Laplacian (its output's RMS
@@ -18,17 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from bench.fidelity.metrics import (
-    REL_FLOOR,
-    ZERO_REL_TOL,
-    _f64,
-    _row,
-    _summarize,
-    errors_by_edge,
-    jac_entry_nrmse,
-    jac_fro_scale,
-    jac_rel_fro,
-)
+from bench.fidelity.headline import derivative_error
+from bench.fidelity.metrics import ZERO_REL_TOL, _f64, _row, errors_by_edge, headline_rows, jac_entry_nrmse
 
 
 def _pair(H_true: Any, H_pred: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -41,31 +31,6 @@ def _pair(H_true: Any, H_pred: Any) -> tuple[np.ndarray, np.ndarray]:
 def _flat(H: np.ndarray) -> np.ndarray:
     """(B, n_out, n_in, n_in) -> (B, n_out, n_in * n_in): Frobenius norms and entry rules are the Jacobian's."""
     return H.reshape(*H.shape[:2], -1)
-
-
-def hess_fro_scale(H_true: Any) -> float:
-    """The split's typical Hessian norm: RMS over samples of ||H_true||_F."""
-    return jac_fro_scale(_flat(_f64(H_true, "H_true")))
-
-
-def hess_rel_fro(H_true: Any, H_pred: Any, floor: float = REL_FLOOR) -> tuple[np.ndarray, np.ndarray]:
-    """Per-sample relative Frobenius error of the Hessians, (B,), and which samples were divided by the floor.
-
-    A split whose true Hessians are all exactly zero (a linear map) has no curvature to be relative to: the
-    error is then the absolute ||H_pred||_F.
-    """
-    t, p = _pair(H_true, H_pred)
-    return jac_rel_fro(_flat(t), _flat(p), floor)
-
-
-def hess_rel_fro_summary(H_true: Any, H_pred: Any) -> tuple[dict[str, float], str]:
-    """Median, mean, 90th percentile and max of ``hess_rel_fro`` over the samples, and a note (or "")."""
-    return _hess_summary(hess_rel_fro(H_true, H_pred)[0])
-
-
-def _hess_summary(err: np.ndarray) -> tuple[dict[str, float], str]:
-    stats, note = _summarize(err)
-    return stats, note.replace("Jacobian", "Hessian")  # the summary's words, for H
 
 
 def hess_entry_nrmse(H_true: Any, H_pred: Any) -> tuple[np.ndarray, list[list[str]]]:
@@ -118,11 +83,8 @@ def hessian_rows(
     if len(output_names) != t.shape[1] or len(input_names) != t.shape[2]:
         raise ValueError(f"Hessians are {t.shape} but got outputs {list(output_names)} and inputs {list(input_names)}")
     rows = []
-    err, floored = hess_rel_fro(H_true, H_pred)
-    stats, note = _hess_summary(err)
-    rows += [_row(f"hess_rel_fro_{k}", v, error=note) for k, v in stats.items()]
-    rows.append(_row("hess_fro_scale", hess_fro_scale(H_true)))
-    rows.append(_row("hess_rel_floored", float(floored.mean())))
+    head = derivative_error(H_true, H_pred, _f64(upper, "upper") - _f64(lower, "lower"), order=2)
+    rows += headline_rows(head, output_names, input_names)
     nrmse, notes = hess_entry_nrmse(H_true, H_pred)
     n = len(input_names)
     for i, o in enumerate(output_names):
@@ -130,6 +92,6 @@ def hessian_rows(
             rows.append(_row("hess_entry_nrmse", nrmse[i, j, k], output=o, input=pair, error=notes[i][j * n + k]))
     lap, lap_notes = lap_nrmse(H_true, L_pred)
     rows += [_row("lap_nrmse", lap[i], output=o, error=lap_notes[i]) for i, o in enumerate(output_names)]
-    for edge, med, _count, note in errors_by_edge(x, lower, upper, err):
-        rows.append(_row("hess_rel_fro_by_edge", med, bin=edge, error=note))
+    for edge, med, _count, note in errors_by_edge(x, lower, upper, head.per_sample):
+        rows.append(_row("hess_err_by_edge", med, bin=edge, error=note))
     return rows

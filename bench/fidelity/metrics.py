@@ -2,38 +2,39 @@
 
 Every function here is pure: float64 arrays (numpy or torch, converted once) in physical (raw) units in,
 numbers out. Shapes: x (B, n_in), y (B, n_out), J (B, n_out, n_in). A value that is undefined is NaN with
-a reason, never a crash and never a fake 0. ``fidelity_rows`` turns them into the rows of metrics.csv
+a reason, never a crash and never a fake 0. The headline Jacobian and Hessian errors are
+``jacobian_error`` / ``hessian_error`` (defined in bench.fidelity.headline); the per-entry NRMSE, R², sign and
+spurious-derivative metrics here are breakdowns beside it. ``fidelity_rows`` turns them into the rows of metrics.csv
 (see results/README.md); ``denorm_check`` is the one function here that runs a model.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from sklearn.metrics import r2_score
 
+# The headline (its definition: bench.fidelity.headline), public here: metrics.jacobian_error / hessian_error.
+from bench.fidelity.headline import (  # noqa: F401
+    DerivativeError,
+    _f64,
+    derivative_error,
+    hessian_error,
+    jacobian_error,
+    summarize,
+)
+from bench.run.results import HEADLINE_STATS
+
 EDGE_BIN_WIDTH = 0.1  # bins of normalized distance to the box boundary: [0, .1), [.1, .2), ..., [.4, .5]
 ZERO_REL_TOL = 1e-10  # a true Jacobian entry whose RMS is below this fraction of its row's RMS counts as ~0
 SIGN_REL_TOL = 1e-3  # sign agreement skips |J_true| below this fraction of the RMS of its row
-# Relative Jacobian error: ||J_pred - J_true||_F / max(||J_true||_F, REL_FLOOR x the split's typical norm), the
-# typical norm being the RMS of ||J_true||_F over the samples. A sample whose true Jacobian is small (cos x near
-# pi/2) is judged against the derivatives the set typically has, not divided through by ~0.
-REL_FLOOR = 1.0
 # A derivative is spurious where the truth is exactly 0 and |J_pred| exceeds this fraction of the RMS of its true
 # row (the output's typical derivative): the model invents a sensitivity that the equations do not have.
 SPURIOUS_REL_TOL = 1e-2
-
-
-def _f64(a: Any, name: str) -> np.ndarray:
-    if isinstance(a, torch.Tensor):
-        a = a.detach().cpu().to(torch.float64).numpy()
-    arr = np.asarray(a, dtype=np.float64)
-    if arr.size == 0:
-        raise ValueError(f"{name} is empty; metrics need at least one sample")
-    return arr
 
 
 def _pair(true: Any, pred: Any, ndim: int, what: str) -> tuple[np.ndarray, np.ndarray]:
@@ -74,49 +75,6 @@ def rmse_per_output(y_true: Any, y_pred: Any) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------- Jacobians
-def jac_norms(J_true: Any, J_pred: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Per-sample ||J_true||_F and ||J_pred - J_true||_F, (B,) each: every relative error is built from these."""
-    t, p = _pair(J_true, J_pred, 3, "J")
-    return np.linalg.norm(t.reshape(len(t), -1), axis=1), np.linalg.norm((p - t).reshape(len(t), -1), axis=1)
-
-
-def jac_fro_scale(J_true: Any) -> float:
-    """The split's typical Jacobian norm: RMS over samples of ||J_true||_F (recorded as metric jac_fro_scale)."""
-    t = _f64(J_true, "J_true")
-    return float(np.sqrt(np.mean(np.sum(t.reshape(len(t), -1) ** 2, axis=1))))
-
-
-def jac_rel_fro(J_true: Any, J_pred: Any, floor: float = REL_FLOOR) -> tuple[np.ndarray, np.ndarray]:
-    """Per-sample relative Frobenius error ||J_pred - J_true||_F / max(||J_true||_F, floor x jac_fro_scale).
-
-    Returns ``(err (B,), floored (B,) bool)``: ``floored`` marks the samples divided by the floor (their own norm
-    is below it). With floor 0 this is the plain ratio; a sample whose true Jacobian is exactly zero is then
-    scored by its absolute error. Near a zero Jacobian the plain ratio explodes (a constant 1e-3 offset on
-    sin x scores 51% at x = pi/2); with the floor, a constant offset scores at most offset / typical norm.
-    """
-    ref, diff = jac_norms(J_true, J_pred)
-    scale = floor * jac_fro_scale(J_true)
-    denom = np.maximum(ref, scale)
-    floored = ref < scale if scale > 0 else ref == 0.0
-    return diff / np.where(denom > 0, denom, 1.0), floored
-
-
-def jac_rel_fro_summary(J_true: Any, J_pred: Any) -> tuple[dict[str, float], str]:
-    """Median, mean, 90th percentile and max of ``jac_rel_fro`` over the samples, and a note (or "")."""
-    return _summarize(jac_rel_fro(J_true, J_pred)[0])
-
-
-def _summarize(err: np.ndarray) -> tuple[dict[str, float], str]:
-    stats = {
-        "median": float(np.median(err)),
-        "mean": float(np.mean(err)),
-        "p90": float(np.percentile(err, 90)),
-        "max": float(np.max(err)),
-    }
-    note = "" if np.isfinite(err).all() else "model Jacobian has NaN/inf values"
-    return stats, note
-
-
 def _rms(a: np.ndarray, axis: Any) -> np.ndarray:
     return np.sqrt(np.mean(a**2, axis=axis))
 
@@ -237,15 +195,15 @@ def edge_distance(x: Any, lower: Any, upper: Any) -> np.ndarray:
 
 
 def jac_error_by_edge(
-    x: Any, lower: Any, upper: Any, J_true: Any, J_pred: Any, width: float = EDGE_BIN_WIDTH, floor: float = REL_FLOOR
+    x: Any, lower: Any, upper: Any, J_true: Any, J_pred: Any, width: float = EDGE_BIN_WIDTH
 ) -> list[tuple[float, float, int, str]]:
-    """Median relative Frobenius error per bin of ``edge_distance``.
+    """Median headline Jacobian error (``jacobian_error``, scaled over the whole split) per bin of ``edge_distance``.
 
     Bins [0, w), [w, 2w), ... with the last one closed at 0.5. Returns one ``(upper edge, median error,
     samples in bin, note)`` per bin; an empty bin has NaN and says so.
     """
-    err, _ = jac_rel_fro(J_true, J_pred, floor)  # floored against the whole split's typical norm, then binned
-    return errors_by_edge(x, lower, upper, err, width)
+    ranges = _f64(upper, "upper") - _f64(lower, "lower")
+    return errors_by_edge(x, lower, upper, jacobian_error(J_true, J_pred, ranges), width)
 
 
 def errors_by_edge(
@@ -312,7 +270,26 @@ def value_rows(y_true: Any, y_pred: Any, output_names: tuple[str, ...] | list[st
 
 def unavailable_jacobian_rows(reason: str) -> list[dict]:
     """The Jacobian summary rows, NaN with ``reason``, for a set without reference derivatives (fit rows still run)."""
-    return [_row(f"jac_rel_fro_{k}", np.nan, error=reason) for k in ("median", "mean", "p90", "max")]
+    return [_row(f"jac_err_{k}", np.nan, error=reason) for k in HEADLINE_STATS]
+
+
+def headline_rows(res: DerivativeError, output_names: Sequence[str], input_names: Sequence[str]) -> list[dict]:
+    """The headline's rows of one split: ``{jac,hess}_err_{rms,median,p90,max}``, per output ``*_out_err`` (RMS
+    over samples) and ``*_out_scale`` (the output's typical range-scaled derivative, its own units), and for
+    Jacobians ``jac_entry_err`` per entry (its squares over the inputs sum to the output's ``jac_out_err``²)."""
+    pre = "jac" if res.order == 1 else "hess"
+    rows = [_row(f"{pre}_err_{k}", v, error=res.note) for k, v in res.summary().items()]
+    out_rms = res.output_rms()
+    for i, o in enumerate(output_names):
+        rows.append(_row(f"{pre}_out_err", out_rms[i], output=o, error=res.output_notes[i]))
+        rows.append(_row(f"{pre}_out_scale", res.output_scale[i], output=o))
+    if res.order == 1:
+        rows += [
+            _row("jac_entry_err", res.per_entry[i, j], output=o, input=n, error=res.output_notes[i])
+            for i, o in enumerate(output_names)
+            for j, n in enumerate(input_names)
+        ]
+    return rows
 
 
 def fidelity_rows(
@@ -341,11 +318,8 @@ def fidelity_rows(
             f"and {len(input_names)} input names {list(input_names)}"
         )
     rows = value_rows(y_true, y_pred, output_names)
-    err, floored = jac_rel_fro(J_true, J_pred)  # once: the summary and the floored share both read it
-    stats, note = _summarize(err)
-    rows += [_row(f"jac_rel_fro_{k}", v, error=note) for k, v in stats.items()]
-    rows.append(_row("jac_fro_scale", jac_fro_scale(J_true)))
-    rows.append(_row("jac_rel_floored", float(floored.mean())))  # share judged against the floor, not their own
+    head = derivative_error(J_true, J_pred, _f64(upper, "upper") - _f64(lower, "lower"), order=1)
+    rows += headline_rows(head, output_names, input_names)
     nrmse, notes = jac_entry_nrmse(J_true, J_pred)
     rows += [
         _row("jac_entry_nrmse", nrmse[i, j], output=o, input=n, error=notes[i][j])
@@ -370,6 +344,6 @@ def fidelity_rows(
         for j, n in enumerate(input_names)
         if np.isfinite(per_entry[i, j])
     ]
-    for edge, med, _count, note in jac_error_by_edge(x, lower, upper, J_true, J_pred):
-        rows.append(_row("jac_rel_fro_by_edge", med, bin=edge, error=note))
+    for edge, med, _count, note in errors_by_edge(x, lower, upper, head.per_sample):
+        rows.append(_row("jac_err_by_edge", med, bin=edge, error=note))
     return rows

@@ -16,6 +16,7 @@ from bench.report.peers import peer_section_items
 from bench.report.render import Code, Note, Section, Table, plot, pretty_json, to_html, to_markdown
 from bench.report.stats import CONFIG_KEYS, aggregate, fmt_ci, fmt_key, fmt_num
 from bench.run import results
+from bench.run.results import HESS_HEADLINE, JAC_HEADLINE
 
 GUIDES = {  # section title -> one sentence on how to read it (the order is the report's order)
     "Ranking across equation sets": "Each (architecture, training) is ranked by its median test Jacobian error "
@@ -81,7 +82,7 @@ def main_equation(run: RunData) -> str | None:
     equations = sorted(run.ok["equation"].unique())
     if "forum4x4" in equations:
         return "forum4x4"
-    jac = run.ok[(run.ok["metric"] == "jac_rel_fro_median") & np.isfinite(run.ok["value"])]
+    jac = run.ok[(run.ok["metric"] == JAC_HEADLINE) & np.isfinite(run.ok["value"])]
     scored = sorted(jac["equation"].unique(), key=lambda e: (str(e).startswith("data:"), e))
     return scored[0] if scored else (equations[0] if equations else None)
 
@@ -133,8 +134,8 @@ def _ranking(run: RunData) -> Section:
     cols = ["method (architecture · training)", "average rank", "sets ranked first", "geometric mean error"]
     if np.isinf(geo.to_numpy()).any():
         cols[-1] += " (– : a failed cell, ranked last)"
-    caption = f"{r.n_sets} equation sets with every method finished, {r.k} methods; the error is the median test "
-    caption += "Jacobian relative error (median over seeds)"
+    caption = f"{r.n_sets} equation sets, {r.k} methods; the error is the headline test Jacobian error (RMS over "
+    caption += "points; median over seeds, a failed seed counting as a loss)"
     s.add(Table(cols, rows, {(0, 1)}, caption=caption))
     if r.incomplete:
         s.add(Note(f"Left out of the ranks (some method did not finish there): {', '.join(r.incomplete)}."))
@@ -296,8 +297,8 @@ def _second_derivatives(run: RunData, eq: str | None) -> Section:
 
 COMPARED = {  # metric (test split) -> column title of the training comparison
     "r2_min": "fit R² (min)",
-    "jac_rel_fro_median": "Jacobian rel. err. median",
-    "hess_rel_fro_median": "Hessian rel. err. median",
+    JAC_HEADLINE: "Jacobian error (RMS over points)",
+    HESS_HEADLINE: "Hessian error (RMS over points)",
     "lap_nrmse": "Laplacian nRMSE (mean over outputs)",
     "train_seconds": "training s",
 }
@@ -372,6 +373,16 @@ def _points_tables(ratio) -> Table:
                  "there by its largest (clipped)", text=True)  # fmt: skip
 
 
+# What every headline number in the report means (bench.fidelity.headline has the definition and its tests).
+HEADLINE_TEXT = (
+    "The headline derivative error: each output's Jacobian (Hessian) is scaled by the widths of the input box "
+    "(J_ij x range_j), its error at a point divided by that output's typical range-scaled gradient over the test "
+    "split, the outputs' squares averaged at each point, and the RMS taken over points. Units cancel, every output "
+    "weighs the same, nothing is floored: 0 is exact, 1 (100%) is as wrong as predicting zero derivatives or twice "
+    "the true ones. Its median, p90 and max over points stand beside it."
+)
+
+
 def _intro(run: RunData) -> str:
     m = run.metrics
     if m.empty:
@@ -380,11 +391,19 @@ def _intro(run: RunData) -> str:
     cells, failed = m["cell_id"].nunique(), run.failed["cell_id"].nunique()
     seeds = ", ".join(fmt_key(s) for s in sorted(m["seed"].dropna().unique()))
     models = ", ".join(fig_fidelity.models_in_order(m)) if not m.empty else "none"
-    return (
+    text = (
         f"Run {run.run_id}: {cells} cells ({cells - failed} finished, {failed} failed) over equation sets "
         f"{', '.join(sorted(m['equation'].unique()))}; architectures {models}; seeds {seeds}. "
-        "Errors are in physical units on the test split unless stated."
+        f"Errors are on the test split unless stated. {HEADLINE_TEXT}"
     )
+    version = int(run.config.get("metrics_version", 1)) if isinstance(run.config, dict) else 1
+    if version < results.METRICS_VERSION:
+        text += (
+            f" WARNING: this run was measured with metric definitions v{version}, before the headline error "
+            f"(v{results.METRICS_VERSION}); its tables and ranks have no headline to show. Re-run the grid "
+            "(`python -m bench run --resume` does not re-measure finished cells: run it afresh)."
+        )
+    return text
 
 
 def build_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:

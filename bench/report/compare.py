@@ -43,11 +43,9 @@ OTHER_METRICS = {
     "train_steps",
     "denorm_check",
     "jac_fd_check",  # a peer's self-check (central differences), not a fidelity score
-    "jac_fro_scale",
-    "jac_rel_floored",
+    "jac_out_scale",  # the set's typical range-scaled gradient per output: the data, not the model
     "loss_drop_last10",
-    "hess_fro_scale",
-    "hess_rel_floored",
+    "hess_out_scale",
 }
 OTHER_METRICS |= {"still_improving", "lr", "lr_trial_val_loss", "tune_seconds"}
 ALPHA = 0.05  # false-discovery rate of the flags
@@ -167,7 +165,7 @@ def status_changes(a: RunData, b: RunData) -> pd.DataFrame:
 
 
 def _label(row) -> str:
-    """The metric's key in one short string: `r2 f1`, `jac_entry_nrmse f2/x3`, `jac_rel_fro_by_edge bin 0.1`."""
+    """The metric's key in one short string: `r2 f1`, `jac_entry_nrmse f2/x3`, `jac_err_by_edge bin 0.1`."""
     parts = [row["metric"]]
     if row["output"] or row["input"]:
         parts.append("/".join(x for x in (row["output"], row["input"]) if x))
@@ -244,7 +242,8 @@ def version_warning(a: RunData, b: RunData) -> str:
         return ""
     return (
         f"WARNING: A was measured with metric definitions v{va}, B with v{vb} (bench.run.results.METRICS_VERSION): "
-        "metrics whose definition changed (e.g. jac_rel_fro_* in v2) move by definition, not by the model."
+        "metrics whose definition changed (e.g. jac_rel_fro_* in v2, replaced by the unit-invariant jac_err_* in v3) "
+        "move by definition, not by the model; a metric only one run has is not compared."
     )
 
 

@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from bench.report import style
 from bench.report.load import RunData, largest_n_train
 from bench.report.stats import fmt_num
+from bench.run.results import HESS_BY_EDGE, HESS_HEADLINE, JAC_BY_EDGE, JAC_HEADLINE
 
 FLOOR = 1e-16  # 1 - R² of an exact fit is 0; drawn at this floor on a log axis
 VARIANT_RANK = {"value": 0, "sobolev": 1, "hessian": 2}  # least supervised first: the reference training
@@ -47,13 +48,13 @@ def cell_errors(run: RunData) -> pd.DataFrame:
     """One row per finished cell: its config, value error 1 - r2_min and Jacobian error (test)."""
     ok = run.ok[run.ok["split"] == "test"]
     keys = ["cell_id", "equation", "model", "family", "variant", "beta", "n_train", "seed"]
-    scores = ok[ok["metric"].isin(["r2_min", "jac_rel_fro_median"])]
+    scores = ok[ok["metric"].isin(["r2_min", JAC_HEADLINE])]
     wide = scores.set_index([*keys, "metric"])["value"].unstack("metric")
-    if wide.empty or not {"r2_min", "jac_rel_fro_median"} <= set(wide.columns):
+    if wide.empty or not {"r2_min", JAC_HEADLINE} <= set(wide.columns):
         return pd.DataFrame(columns=[*keys, "value_err", "jac", "training"])
     wide = wide.reset_index()
     wide["value_err"] = np.maximum(1.0 - wide["r2_min"], FLOOR)
-    wide["jac"] = wide["jac_rel_fro_median"]
+    wide["jac"] = wide[JAC_HEADLINE]
     wide = wide.dropna(subset=["value_err", "jac"])
     wide["training"] = [style.training_label(v, b) for v, b in zip(wide["variant"], wide["beta"], strict=True)]
     return wide
@@ -63,7 +64,7 @@ def fidelity_vs_fit(run: RunData) -> Figure | str:
     """1 - R² against Jacobian error, one point per cell, a panel per equation (generated sets: per family)."""
     df = cell_errors(run)
     if df.empty:
-        return "no cell has both r2_min and jac_rel_fro_median on the test split"
+        return f"no cell has both r2_min and {JAC_HEADLINE} on the test split"
     panel, panels, titles = style.set_panels(df)
     palette, markers = style.family_palette(df["family"].unique()), style.variant_markers(df["variant"].unique())
     fig, axes = style.new_figure(*style.grid_shape(len(panels), max_cols=3))
@@ -268,7 +269,7 @@ def training_comparison(run: RunData, equation: str) -> Figure | str:
     """Jacobian and Hessian error (test, median over samples) of each family under each training (value,
     Sobolev, Hessian term), mean and 95% CI over its models and seeds, at the largest n_train (a run without
     Hessian metrics: the Jacobian panel only)."""
-    ok = pd.concat([test_metric(run, "jac_rel_fro_median"), test_metric(run, "hess_rel_fro_median")])
+    ok = pd.concat([test_metric(run, JAC_HEADLINE), test_metric(run, HESS_HEADLINE)])
     ok = ok[(ok["equation"] == equation) & np.isfinite(ok["value"])]
     if ok.empty:
         return f"no Jacobian errors for {equation}"
@@ -278,7 +279,7 @@ def training_comparison(run: RunData, equation: str) -> Figure | str:
     if len(order) < 2:
         return f"{equation} has one training only ({order[0]}): nothing to compare"
     families = style.family_order(ok["family"].unique())
-    panels = (("jac_rel_fro_median", style.JAC_ERR), ("hess_rel_fro_median", style.HESS_ERR))
+    panels = ((JAC_HEADLINE, style.JAC_ERR), (HESS_HEADLINE, style.HESS_ERR))
     panels = [(m, label) for m, label in panels if (ok["metric"] == m).any()]
     fig, axes = style.new_figure(len(panels), 1, width=0.9 * len(families) + 2.4, height=3.2, margin=2.2)
     for ax, (metric, label) in zip(axes.flat, panels, strict=True):
@@ -305,7 +306,7 @@ def training_labels(df: pd.DataFrame) -> list[str]:
 def edge_error(run: RunData, order: int = 1) -> Figure | str:
     """Median Jacobian (``order=2``: Hessian) error per distance-to-boundary bin, per family (mean over its
     models and seeds)."""
-    metric = "jac_rel_fro_by_edge" if order == 1 else "hess_rel_fro_by_edge"
+    metric = JAC_BY_EDGE if order == 1 else HESS_BY_EDGE
     df = reference_rows(test_metric(run, metric)).dropna(subset=["bin"])
     df = df[np.isfinite(df["value"])]
     if df.empty:

@@ -61,10 +61,15 @@ def win_rate_heatmap(wins: dict[str, pd.DataFrame], order: list[str]) -> Figure 
     med = wins["median"].reindex(index=order, columns=order)
     if sig.shape[0] < 2 or not np.isfinite(med.to_numpy()).any():
         return "fewer than two methods share an equation set: no pairwise comparison"
-    text = lambda s, m: (f"{s:.0%}" if np.isfinite(s) else "n/a") + f"\n({m:.0%})" if np.isfinite(m) else ""  # noqa: E731
-    annot = np.array(
-        [[text(s, m) for s, m in zip(rs, rm, strict=True)] for rs, rm in zip(sig.values, med.values, strict=True)]
-    )
+    tested = wins["testable"].reindex(index=order, columns=order)
+
+    def text(s: float, m: float, t: float) -> str:
+        if not np.isfinite(m):
+            return ""
+        return (f"{s:.0%} of {int(t)}" if np.isfinite(s) else "n/a") + f"\n({m:.0%})"
+
+    annot = np.array([[text(s, m, t) for s, m, t in zip(rs, rm, rt, strict=True)]
+                      for rs, rm, rt in zip(sig.values, med.values, tested.values, strict=True)])  # fmt: skip
     n = len(order)
     fig, axes = style.new_figure(1, 1, width=1.0 + 0.85 * n, height=0.9 + 0.6 * n, margin=0.0)
     ax = axes[0, 0]
@@ -73,8 +78,8 @@ def win_rate_heatmap(wins: dict[str, pd.DataFrame], order: list[str]) -> Figure 
                 linewidths=0.5, annot_kws={"fontsize": "x-small"}, cbar_kws=bar)  # fmt: skip
     ax.set(xlabel="B", ylabel="A")
     n = int(np.nanmax(wins["sets"].to_numpy())) if np.isfinite(wins["sets"].to_numpy()).any() else 0
-    ax.set_title(f"share of the {n} sets on which A's Jacobian error is significantly below B's\n(one-sided Welch "
-                 f"on log errors over seeds, α = {ALPHA:g}; n/a: under 2 seeds); in brackets: A's median below B's",
-                 fontsize="small")  # fmt: skip
+    ax.set_title(f"share of the tested sets (of {n}) on which A's Jacobian error is significantly below B's\n"
+                 f"(one-sided Welch on log errors over seeds, α = {ALPHA:g}; a failed seed loses; n/a: under 2 "
+                 "seeds); in brackets: A's median below B's", fontsize="small")  # fmt: skip
     ax.tick_params(axis="x", labelrotation=60)
     return fig

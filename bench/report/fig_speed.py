@@ -16,6 +16,7 @@ from bench.report.fig_fidelity import models_in_order, reference_rows, test_metr
 from bench.report.leaderboard import FORWARD, MISSING_NOTE, PEER_PREFIX, attach_throughput, run_dtype
 from bench.report.load import RunData, speed_key
 from bench.run import results
+from bench.run.results import JAC_HEADLINE
 
 
 def measured(run: RunData) -> pd.DataFrame:
@@ -103,7 +104,7 @@ def pareto_front(points: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
 
 def accuracy_vs_speed(run: RunData, equation: str) -> Figure | str:
     """Jacobian error (reference training) against the best torch engine's Jacobians/s, a panel per device."""
-    err = reference_rows(test_metric(run, "jac_rel_fro_median"))
+    err = reference_rows(test_metric(run, JAC_HEADLINE))
     err = err[err["equation"] == equation]
     keys = ["model", "family", "model_config", "params"]
     err = err.groupby(keys, dropna=False)["value"].mean().rename("jac").reset_index()

@@ -1,7 +1,8 @@
 """The leaderboard: per equation set, one row per (architecture, training), mean ± 95% CI over seeds.
 
-Columns: params, FLOPs per forward, fit R² (min over outputs), Jacobian relative Frobenius error (median and
-90th percentile over test samples), the Hessian's (median), and the best torch engine's Jacobians/s on each device in
+Columns: params, FLOPs per forward, fit R² (min over outputs), the headline Jacobian error (``JAC_HEADLINE``: RMS
+over test points of bench.fidelity.headline's per-point error) with its median / p90 / max beside it, the Hessian's
+likewise, and the best torch engine's Jacobians/s on each device in
 throughput.csv. Rows use the largest n_train each configuration has.
 """
 
@@ -14,15 +15,27 @@ from bench.report.load import RunData, largest_n_train, speed_key
 from bench.report.render import Note, Table
 from bench.report.stats import CONFIG_KEYS, aggregate, fmt_ci, fmt_key, fmt_num
 from bench.report.style import training_label
-from bench.run.results import CONVERGENCE_DROP, CONVERGENCE_WINDOW
+from bench.run.results import (
+    CONVERGENCE_DROP,
+    CONVERGENCE_WINDOW,
+    HESS_HEADLINE,
+    HESS_TAIL,
+    JAC_HEADLINE,
+    JAC_TAIL,
+)
+
+# The headline's definition in a table header (bench.fidelity.headline; results/README.md has it in full).
+HEADLINE_DEF = "RMS over points of the range-scaled error, per output / its typical gradient; 1 = as bad as 0"
 
 SCORES = {  # metric (test split) -> (column title, whether larger is better)
     "r2_min": ("fit R² (min)", True),
-    "jac_rel_fro_median": ("Jacobian rel. err. median", False),
-    "jac_rel_fro_p90": ("Jacobian rel. err. p90", False),
-    "hess_rel_fro_median": ("Hessian rel. err. median", False),
+    JAC_HEADLINE: (f"Jacobian error ({HEADLINE_DEF})", False),
+    HESS_HEADLINE: (f"Hessian error ({HEADLINE_DEF})", False),
 }
-OPTIONAL_SCORES = ("hess_rel_fro_median",)  # shown only where the run measured them (older runs did not)
+OPTIONAL_SCORES = (HESS_HEADLINE,)  # shown only where the run measured them
+# The tail beside each headline: median / p90 / max over the test points, means over seeds, one column.
+TAILS = {JAC_HEADLINE: ("Jacobian err. median / p90 / max", JAC_TAIL),
+         HESS_HEADLINE: ("Hessian err. median / p90 / max", HESS_TAIL)}  # fmt: skip
 STILL_IMPROVING_NOTE = (
     f"STILL IMPROVING: in that many seeds the best validation loss still fell by more than {CONVERGENCE_DROP:.0%} "
     f"over the last {CONVERGENCE_WINDOW:.0%} of the steps; the row compares a model that had not finished "
@@ -149,7 +162,7 @@ def leaderboard(run: RunData) -> pd.DataFrame:
     ``jac_per_s_<device>`` and ``engine_<device>`` for each device in throughput.csv.
     """
     ok = run.ok
-    ok = ok[(ok["split"] == "test") & ok["metric"].isin(list(SCORES))]
+    ok = ok[(ok["split"] == "test") & ok["metric"].isin([*SCORES, *JAC_TAIL, *HESS_TAIL])]
     if ok.empty:
         return pd.DataFrame()
     ok = largest_n_train(ok, ["equation", "model", "variant", "beta"])
@@ -163,7 +176,7 @@ def leaderboard(run: RunData) -> pd.DataFrame:
     wide = wide.merge(chosen_lr(run), on=[*CONFIG_KEYS], how="left")
     wide["training"] = [training_label(v, b) for v, b in zip(wide["variant"], wide["beta"], strict=True)]
     wide["_order"] = training_order(wide)
-    jac = wide.get("jac_rel_fro_median_mean", pd.Series(np.nan, index=wide.index))
+    jac = wide.get(f"{JAC_HEADLINE}_mean", pd.Series(np.nan, index=wide.index))
     wide = wide.assign(_jac=jac).sort_values(["equation", "_order", "_jac"], ascending=[True, False, True])
     return wide.drop(columns=["_order", "_jac"]).reset_index(drop=True)
 
@@ -187,7 +200,8 @@ def leaderboard_table(board: pd.DataFrame, equation: str) -> Table:
     show_n = df["n_train"].nunique(dropna=False) > 1
     columns += ["n_train"] if show_n else []
     columns += ["params", "FLOPs / forward", "seeds"]
-    columns += [title for title, _ in scores.values()]
+    for m, (title, _) in scores.items():
+        columns += [title] + ([TAILS[m][0]] if m in TAILS else [])
     columns += [f"best Jacobians/s ({d})" for d in devices]
     judged = "judged" in df and df["judged"].notna().any()
     columns += ["converged"] if judged else []
@@ -200,9 +214,10 @@ def leaderboard_table(board: pd.DataFrame, equation: str) -> Table:
         counts = [float(r.get(f"{m}_n", 0) or 0) for m in scores]  # a set without derivatives has R² seeds only
         seeds = int(max((c for c in counts if np.isfinite(c)), default=0))
         row += [fmt_key(r["params"]), fmt_key(r["flops"]), str(seeds)]
-        row += [
-            fmt_ci(r.get(f"{m}_mean", np.nan), r.get(f"{m}_ci", np.nan), int(r.get(f"{m}_n", 0) or 0)) for m in scores
-        ]
+        for m in scores:
+            row.append(fmt_ci(r.get(f"{m}_mean", np.nan), r.get(f"{m}_ci", np.nan), int(r.get(f"{m}_n", 0) or 0)))
+            if m in TAILS:
+                row.append(" / ".join(fmt_num(r.get(f"{t}_mean", np.nan)) for t in TAILS[m][1]))
         for d in devices:
             row.append(fmt_num(r[f"jac_per_s_{d}"]) if np.isfinite(r[f"jac_per_s_{d}"]) else NOT_MEASURED)
         if judged:
@@ -212,12 +227,11 @@ def leaderboard_table(board: pd.DataFrame, equation: str) -> Table:
             row.append(r["lr_chosen"] if isinstance(r["lr_chosen"], str) else "–")
         rows.append(row)
     bold = set()
-    first_score = columns.index(next(iter(scores.values()))[0])
-    for k, (metric, (_, larger)) in enumerate(scores.items()):
+    for metric, (title, larger) in scores.items():
         if f"{metric}_mean" in df:
-            bold |= {(i, first_score + k) for i in _best_rows(df[f"{metric}_mean"], larger)}
-    for k, d in enumerate(devices):
-        bold |= {(i, first_score + len(scores) + k) for i in _best_rows(df[f"jac_per_s_{d}"], True)}
+            bold |= {(i, columns.index(title)) for i in _best_rows(df[f"{metric}_mean"], larger)}
+    for d in devices:
+        bold |= {(i, columns.index(f"best Jacobians/s ({d})")) for i in _best_rows(df[f"jac_per_s_{d}"], True)}
     n_train = sorted(df["n_train"].dropna().unique())
     caption = f"{equation}: test split, n_train = {', '.join(fmt_key(n) for n in n_train)}"
     if "speed_missing" in df and df["speed_missing"].any():

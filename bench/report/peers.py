@@ -16,7 +16,7 @@ from bench.report.leaderboard import leaderboard
 from bench.report.load import RunData, largest_n_train
 from bench.report.render import Note, Table
 from bench.report.stats import CONFIG_KEYS, aggregate, fmt_ci, fmt_key, fmt_num
-from bench.run.results import PEER_FAMILIES
+from bench.run.results import JAC_HEADLINE, JAC_TAIL, PEER_FAMILIES
 
 COMPARABLE = 2.0  # "comparable parameter count": within a factor 2 of the peer's
 
@@ -25,23 +25,23 @@ def comparison(run: RunData) -> pd.DataFrame:
     """One row per (equation, role): role "peer <training>", "zoo best" or "zoo best, comparable size", with
     model, family, training, params, Jacobian error (mean, ci, n), R² min (mean) and training seconds (mean)."""
     board = leaderboard(run)
-    if board.empty or "jac_rel_fro_median_mean" not in board:
+    if board.empty or f"{JAC_HEADLINE}_mean" not in board:
         return pd.DataFrame()
     secs = training_seconds(run)
     board = board.merge(secs[[*CONFIG_KEYS, "mean"]].rename(columns={"mean": "train_s"}), on=CONFIG_KEYS, how="left")
-    board = board[np.isfinite(board["jac_rel_fro_median_mean"])]
+    board = board[np.isfinite(board[f"{JAC_HEADLINE}_mean"])]
     rows = []
     for eq, df in board.groupby("equation", sort=True):
         peer, zoo = df[df["family"].isin(PEER_FAMILIES)], df[~df["family"].isin(PEER_FAMILIES)]
         if peer.empty or zoo.empty:
             continue
-        best_peer = peer.loc[peer["jac_rel_fro_median_mean"].idxmin()]
+        best_peer = peer.loc[peer[f"{JAC_HEADLINE}_mean"].idxmin()]
         rows += [_row(eq, f"peer ({r.family})", r) for _, r in peer.iterrows()]
-        rows.append(_row(eq, "zoo best", zoo.loc[zoo["jac_rel_fro_median_mean"].idxmin()]))
+        rows.append(_row(eq, "zoo best", zoo.loc[zoo[f"{JAC_HEADLINE}_mean"].idxmin()]))
         ratio = zoo["params"] / best_peer["params"]
         near = zoo[(ratio <= COMPARABLE) & (ratio >= 1 / COMPARABLE)]
         if not near.empty:
-            rows.append(_row(eq, "zoo best, comparable size", near.loc[near["jac_rel_fro_median_mean"].idxmin()]))
+            rows.append(_row(eq, "zoo best, comparable size", near.loc[near[f"{JAC_HEADLINE}_mean"].idxmin()]))
     return pd.DataFrame(rows)
 
 
@@ -64,14 +64,15 @@ def peer_training(beta: float) -> str:
 def _row(eq: str, role: str, r: pd.Series) -> dict:
     training = peer_training(r["beta"]) if r["family"] in PEER_FAMILIES else r["training"]
     return {"equation": eq, "role": role, "model": r["model"], "family": r["family"], "training": training,
-            "params": r["params"], "jac": r["jac_rel_fro_median_mean"], "jac_ci": r["jac_rel_fro_median_ci"],
-            "n": r["jac_rel_fro_median_n"], "r2": r.get("r2_min_mean", np.nan), "train_s": r["train_s"]}  # fmt: skip
+            "params": r["params"], "jac": r[f"{JAC_HEADLINE}_mean"], "jac_ci": r[f"{JAC_HEADLINE}_ci"],
+            "n": r[f"{JAC_HEADLINE}_n"], "r2": r.get("r2_min_mean", np.nan), "train_s": r["train_s"],
+            "tail": " / ".join(fmt_num(r.get(f"{t}_mean", np.nan)) for t in JAC_TAIL)}  # fmt: skip
 
 
 def comparison_table(comp: pd.DataFrame) -> Table:
-    cols = ["equation", "who", "architecture", "training", "params", "Jacobian rel. err. median", "fit R² (min)",
-            "training s (all lr candidates)"]  # fmt: skip
-    rows = [[r.equation, r.role, r.model, r.training, fmt_key(r.params), fmt_ci(r.jac, r.jac_ci, int(r.n)),
+    cols = ["equation", "who", "architecture", "training", "params", "Jacobian error (RMS over points)",
+            "median / p90 / max", "fit R² (min)", "training s (all lr candidates)"]  # fmt: skip
+    rows = [[r.equation, r.role, r.model, r.training, fmt_key(r.params), fmt_ci(r.jac, r.jac_ci, int(r.n)), r.tail,
              fmt_num(r.r2, 4), fmt_num(r.train_s)] for r in comp.itertuples()]  # fmt: skip
     return Table(cols, rows, caption=f"per set: the peer's trainings, the zoo's best recipe, and the zoo's best with "
                  f"a parameter count within {COMPARABLE:g}x of the peer's best (test split, largest n_train, mean ± "

@@ -2,26 +2,32 @@
 difference, and a pairwise win-rate matrix.
 
 A *method* is one (architecture, training) pair; a *block* is one equation set. Each method's score on a set is
-the median over seeds of the cells' test Jacobian error (``jac_rel_fro_median``; lower is better), at the
+the median over seeds of the cells' test headline Jacobian error (``results.JAC_HEADLINE``; lower is better), at the
 largest n_train the set has. Mean errors across sets are dominated by the hardest sets; ranks are not, so
 the verdict over a population of generated sets is drawn from ranks:
 
-- ranks within each set (1 = lowest error, ties share the average rank), averaged over the sets on which
-  every method has a cell (complete blocks; the others are listed, never silently dropped; a method the grid
-  runs on a few sets only, such as a Hessian variant, is left out of the ranks instead when that keeps more scores);
-- the Friedman test of "all methods rank alike" (``scipy.stats.friedmanchisquare``) with the Iman-Davenport
-  F form Demšar recommends;
+- a failed seed is a loss: within each set, methods are ordered first by how many seeds failed (fewer is better),
+  then by the median over their finished seeds (1 = best, ties share the average rank), so neither a failure nor
+  the median of (a, b, inf) can flatter a method; ranks are averaged over the sets on which every method has a
+  cell (complete blocks; the others are listed, never silently dropped; a method the grid runs on a few sets only,
+  such as a Hessian variant, is left out of the ranks instead when that keeps more scores);
+- the Friedman test of "all methods rank alike" and its Iman-Davenport F form, both by Demšar's formulas (eqs. 3
+  and 4) on these ranks, without a tie correction (``scipy.stats.friedmanchisquare`` corrects for ties and would
+  rank a failure's inf as a number);
 - the Nemenyi critical difference CD = q_α √(k(k+1) / 6N), q_α the studentized range quantile / √2: two
   methods whose average ranks differ by less than CD are not significantly different (α = 0.05);
 - win rates: W[A, B] = the share of sets on which A's per-seed errors are significantly lower than B's
   (one-sided Welch t-test on log10 errors over seeds, α = 0.05, no correction: each entry is a rate over
-  sets, not a claim about one set), beside the plain share of sets on which A's median is lower.
+  sets, not a claim about one set), beside the plain share of sets on which A's median is lower. A set on which
+  the two failed different numbers of seeds goes to the one that failed fewer (in both matrices); with equal
+  failures their finished seeds are compared. Denominators are the sets so decided ("testable"), shown.
 Pandas and scipy only.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,10 +36,11 @@ from scipy import stats
 
 from bench.report.load import RunData, largest_n_train
 from bench.report.style import training_label
+from bench.run.results import JAC_HEADLINE
 
 ALPHA = 0.05
 FEW_SETS = 10  # below this many sets the Friedman chi-square approximation is rough (Demšar 2006)
-SCORE = "jac_rel_fro_median"  # per cell, test split: lower is better
+SCORE = JAC_HEADLINE  # per cell, test split: lower is better
 METHOD_KEYS = ["model", "variant", "beta"]
 
 
@@ -120,30 +127,54 @@ def _complete_blocks(med: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     return by_set, []
 
 
+def set_outcomes(per_seed: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(sets x methods: failed seeds, sets x methods: median over finished seeds, inf where none finished);
+    NaN where the method has no cell on the set."""
+    score = per_seed["score"].astype(float)
+    g = per_seed.assign(failed=~np.isfinite(score), ok=score.where(np.isfinite(score)))
+    grouped = g.groupby(["equation", "method"])
+    failed = grouped["failed"].sum().unstack("method")
+    median = grouped["ok"].median().unstack("method")
+    return failed, median.where(median.notna() | failed.isna(), np.inf)
+
+
+def rank_sets(failed: pd.DataFrame, median: pd.DataFrame) -> pd.DataFrame:
+    """Ranks within each set (rows): fewer failed seeds first, then the lower median; ties share the average."""
+    k = failed.shape[1]
+    key = failed * (k + 1) + median.rank(axis=1, method="min")
+    return key.rank(axis=1, method="average")
+
+
+def friedman(ranks: pd.DataFrame) -> tuple[float, float, float, float]:
+    """(χ²_F, p, Iman-Davenport F_F, p) from a sets x methods rank table (Demšar 2006, eqs. 3 and 4, no tie
+    correction); NaN where undefined (fewer than 3 methods or 2 sets, or every set a full tie)."""
+    n, k = ranks.shape
+    if k < 3 or n < 2 or (ranks.nunique(axis=1) == 1).all():
+        return math.nan, math.nan, math.nan, math.nan
+    avg = ranks.mean(axis=0).to_numpy()
+    chi2 = 12.0 * n / (k * (k + 1)) * (float(np.sum(avg**2)) - k * (k + 1) ** 2 / 4.0)
+    p = float(stats.chi2.sf(chi2, k - 1))
+    denom = n * (k - 1) - chi2
+    if denom <= 0:  # the ranks agree perfectly on every set
+        return chi2, p, math.inf, 0.0
+    f = (n - 1) * chi2 / denom
+    return chi2, p, float(f), float(stats.f.sf(f, k - 1, (k - 1) * (n - 1)))
+
+
 def rank_methods(per_seed: pd.DataFrame) -> Ranking:
     """Average ranks, Friedman and Iman-Davenport tests and the Nemenyi CD from ``per_seed_scores`` rows."""
-    med = per_seed.groupby(["equation", "method"])["score"].median().unstack("method")
-    complete, partial = _complete_blocks(med)
-    incomplete = sorted(set(med.index) - set(complete.index))
+    failed, median = set_outcomes(per_seed)
+    shown = median.where(failed.fillna(0) == 0, np.inf).where(failed.notna())  # a failed seed: no score shown
+    complete, partial = _complete_blocks(shown)
+    incomplete = sorted(set(shown.index) - set(complete.index))
     if complete.empty:
         empty = pd.DataFrame()
         return Ranking(empty, empty, pd.Series(dtype=float), incomplete, partial)
-    ranks = complete.rank(axis=1, method="average")
+    ranks = rank_sets(failed.loc[complete.index, complete.columns], median.loc[complete.index, complete.columns])
     average = ranks.mean(axis=0).sort_values(kind="stable")
     out = Ranking(complete, ranks, average, incomplete, partial)
-    k, n = complete.shape[1], complete.shape[0]
-    if k >= 3 and n >= 2:
-        ties = (complete.nunique(axis=1) == 1).all()  # every set a full tie: the test is undefined
-        if not ties:
-            chi2, p = stats.friedmanchisquare(*[complete[c].to_numpy() for c in complete.columns])
-            out.chi2, out.p_value = float(chi2), float(p)
-            denom = n * (k - 1) - chi2
-            if denom > 0:
-                out.f_stat = float((n - 1) * chi2 / denom)
-                out.f_p_value = float(stats.f.sf(out.f_stat, k - 1, (k - 1) * (n - 1)))
-            else:  # the ranks agree perfectly on every set
-                out.f_stat, out.f_p_value = math.inf, 0.0
-    out.cd = nemenyi_cd(k, n)
+    out.chi2, out.p_value, out.f_stat, out.f_p_value = friedman(ranks)
+    out.cd = nemenyi_cd(complete.shape[1], complete.shape[0])
     return out
 
 
@@ -154,20 +185,36 @@ def lower_p(a: np.ndarray, b: np.ndarray) -> float:
         return math.nan
     if np.ptp(a) == 0 and np.ptp(b) == 0:  # no spread at all: the difference is certain or absent
         return 0.0 if a[0] < b[0] else 1.0
-    return float(stats.ttest_ind(a, b, equal_var=False, alternative="less").pvalue)
+    with warnings.catch_warnings():  # one side without spread (identical seeds): scipy warns, the test stands
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return float(stats.ttest_ind(a, b, equal_var=False, alternative="less").pvalue)
+
+
+def compare_set(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """(p of "A's errors are lower than B's", 1.0 / 0.5 / 0.0 for A's median lower / tied / higher) on one set,
+    from per-seed scores with +inf for a failed seed. Different failure counts decide both (p 0 or 1); equal ones
+    leave it to the finished seeds (p NaN where fewer than 2 finished on a side; both all failed: p 1, a tie)."""
+    fa, fb = int(np.sum(~np.isfinite(a))), int(np.sum(~np.isfinite(b)))
+    if fa != fb:
+        return (0.0, 1.0) if fa < fb else (1.0, 0.0)
+    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+    if len(a) == 0:
+        return 1.0, 0.5
+    ma, mb = float(np.median(a)), float(np.median(b))
+    return lower_p(a, b), 1.0 if ma < mb else (0.5 if ma == mb else 0.0)
 
 
 def win_rates(
     per_seed: pd.DataFrame, methods: list[str] | None = None, alpha: float = ALPHA
 ) -> dict[str, pd.DataFrame]:
-    """Pairwise matrices over the sets where both methods have scores, rows A, columns B:
+    """Pairwise matrices over the sets where both methods have cells, rows A, columns B (``compare_set``):
 
-    ``significant``: share of the testable sets (both with 2+ finite seeds) on which A's errors are significantly
-    lower than B's (lower_p < alpha), NaN where none is testable; ``median``: share of the sets on which A's
-    median error is lower than B's; ``sets``: the number of such sets; ``testable``: how many could be tested.
+    ``significant``: share of the testable sets on which A's errors are significantly lower than B's (p < alpha),
+    NaN where none is testable; ``median``: share of the sets on which A's median error is lower than B's (a tie
+    counts half); ``sets``: the number of such sets; ``testable``: how many of them the significance decided.
     """
     methods = methods or sorted(per_seed["method"].unique())
-    groups = {key: g["score"].to_numpy() for key, g in per_seed.groupby(["equation", "method"])}
+    groups = {key: g["score"].to_numpy(dtype=float) for key, g in per_seed.groupby(["equation", "method"])}
     equations = sorted(per_seed["equation"].unique())
     shape = (len(methods), len(methods))
     sig, med, sets, testable = (np.full(shape, np.nan) for _ in range(4))
@@ -178,10 +225,11 @@ def win_rates(
             pairs = [(groups[(e, a)], groups[(e, b)]) for e in equations if (e, a) in groups and (e, b) in groups]
             if not pairs:
                 continue
-            p = np.array([lower_p(x, y) for x, y in pairs])
+            outcomes = np.array([compare_set(x, y) for x, y in pairs])
+            p = outcomes[:, 0]
             sets[i, j] = len(pairs)
             testable[i, j] = int(np.isfinite(p).sum())
-            med[i, j] = np.mean([np.median(x) < np.median(y) for x, y in pairs])
+            med[i, j] = float(np.mean(outcomes[:, 1]))
             sig[i, j] = np.mean(p[np.isfinite(p)] < alpha) if np.isfinite(p).any() else np.nan
     frame = lambda m: pd.DataFrame(m, index=methods, columns=methods)  # noqa: E731
     return {"significant": frame(sig), "median": frame(med), "sets": frame(sets), "testable": frame(testable)}

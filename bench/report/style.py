@@ -36,12 +36,12 @@ MARKERS = ["o", "s", "^", "D", "v", "P", "X", "<", ">", "p", "*", "h", "d", "8"]
 DASHES = ["", (4, 1.5), (1, 1), (3, 1, 1, 1), (5, 1, 1, 1, 1, 1)]  # line styles of a second grouping
 
 # Axis labels, with units, shared by every figure.
-JAC_ERR = "Jacobian rel. Frobenius error\n(median, test)"
+JAC_ERR = "Jacobian error\n(RMS over test points)"
 VALUE_ERR = "1 - R² (min over outputs, test)"
 JAC_PER_S = "Jacobians / s"
 BATCH = "batch size (Jacobians per call)"
 ENTRY_ERR = "Jacobian entry nRMSE (test)"
-HESS_ERR = "Hessian rel. Frobenius error\n(median, test)"
+HESS_ERR = "Hessian error\n(RMS over test points)"
 HESS_ENTRY_ERR = "Hessian entry nRMSE (test)"
 EDGE = "distance to the domain boundary\n(normalized, upper edge of the bin)"
 BETA = "β (value-loss weight; 1 = value only)"

@@ -43,7 +43,21 @@ THROUGHPUT_NUMBERS = (
 LATER_COLUMNS = ("n_in", "n_out", "model_config", "node", "hess_weight")
 # The definitions behind metrics.csv; config.json records it and `compare` warns when two runs differ.
 # 1: the first wave. 2: jac_rel_fro floored at the split's typical norm; jac_fro_scale; jac_spurious*.
-METRICS_VERSION = 2
+# 3: the unit-invariant headline (bench.fidelity.headline): jac_err_* / hess_err_* per sample, jac_out_err /
+#    hess_out_err per output, jac_entry_err; the floored jac_rel_fro_* / hess_rel_fro_* are gone.
+METRICS_VERSION = 3
+# The headline derivative errors (bench.fidelity.headline, test split): the RMS over samples of the per-sample
+# errors; 1.0 = as wrong as predicting zero derivatives. Every table, figure, ranking and comparison reads these
+# names, never the strings: JAC_HEADLINE and HESS_HEADLINE are the scores, *_TAIL the statistics shown beside them.
+HEADLINE_STATS = ("rms", "median", "p90", "max")
+JAC_HEADLINE = "jac_err_rms"
+HESS_HEADLINE = "hess_err_rms"
+JAC_TAIL = ("jac_err_median", "jac_err_p90", "jac_err_max")
+HESS_TAIL = ("hess_err_median", "hess_err_p90", "hess_err_max")
+JAC_PER_OUTPUT = "jac_out_err"
+HESS_PER_OUTPUT = "hess_out_err"
+JAC_BY_EDGE = "jac_err_by_edge"
+HESS_BY_EDGE = "hess_err_by_edge"
 # "Still improving" (metric still_improving): the best validation loss (training loss without validation data)
 # fell by more than CONVERGENCE_DROP over the last CONVERGENCE_WINDOW of the steps. The report flags such rows: a
 # comparison at a budget some architectures had not finished with says so.
