@@ -167,6 +167,15 @@ def test_nan_predictions_propagate_and_bad_ranges_are_clear_errors():
     bad[2, 0, 1] = np.nan
     head = derivative_error(J, bad, [1, 1, 1], order=1)
     assert math.isnan(head.summary()["rms"]) and "NaN/inf" in head.note
+    # a NaN prediction on an output without a scale (left out of the pooling) still makes its sample NaN
+    J0 = np.ones((4, 2, 3))
+    J0[:, 1] = 0.0
+    bad0 = J0.copy()
+    bad0[1, 1, 0] = np.inf
+    head0 = derivative_error(J0, bad0, [1, 1, 1], order=1)
+    assert np.isnan(head0.per_sample[1]) and np.isfinite(head0.per_sample[[0, 2, 3]]).all()
+    with pytest.raises(ValueError, match=r"J_true has NaN/inf values \(first at index \(2, 0, 1\)\)"):
+        metrics.jacobian_error(bad, J, [1, 1, 1])
     with pytest.raises(ValueError, match="input_ranges has 2 entries"):
         metrics.jacobian_error(J, J, [1, 1])
     with pytest.raises(ValueError, match="finite and > 0"):

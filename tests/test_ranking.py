@@ -143,7 +143,22 @@ def test_one_failed_seed_of_three_is_a_loss_not_a_median():
         ranking.compare_set(*[g.to_numpy() for _, g in e[e.method.isin(["A", "B"])].groupby("method")["score"]])[1]
         == 1.0
     )
-    assert ranking.compare_set(np.array([inf] * 3), np.array([inf] * 3)) == (1.0, 0.5)
+    assert all(np.isnan(ranking.compare_set(np.array([inf] * 3), np.array([inf] * 3))))  # nothing to compare
+
+
+def test_sets_where_both_failed_everything_leave_the_denominators_and_failure_is_a_share():
+    inf = np.inf
+    # X better than Y on s01 and s02; both failed every seed on s00: X wins 2 of the 2 tested sets, not 2 of 3
+    d = _seed_rows({"X": [[inf] * 3, [0.01, 0.011, 0.012], [0.01, 0.011, 0.012]],
+                    "Y": [[inf] * 3, [0.1, 0.11, 0.12], [0.1, 0.11, 0.12]]})  # fmt: skip
+    w = ranking.win_rates(d)
+    assert w["sets"].loc["X", "Y"] == 3 and w["testable"].loc["X", "Y"] == 2
+    assert w["significant"].loc["X", "Y"] == 1.0 and w["median"].loc["X", "Y"] == 1.0
+    # a method with one finished seed (a run in progress) is not ahead of one with 1 failure in 3 by counting:
+    # shares 0 < 1/3 still order them, but one seed cannot make the difference significant
+    e = _seed_rows({"X": [[0.01, 0.01, inf]], "Y": [[0.5]]})
+    p, med = ranking.compare_set(*[g.to_numpy() for _, g in e.groupby("method")["score"]])
+    assert np.isnan(p) and med == 0.0
 
 
 def test_the_diagram_and_the_matrix_draw_or_say_why_not():

@@ -109,6 +109,12 @@ def derivative_error(D_true: Any, D_pred: Any, input_ranges: Any, order: int) ->
     shape = "(B, n_out, n_in)" if order == 1 else "(B, n_out, n_in, n_in)"
     if t.ndim != order + 2 or t.shape != p.shape or (order == 2 and t.shape[2] != t.shape[3]):
         raise ValueError(f"{what}_true {t.shape} and {what}_pred {p.shape} must both be {shape}")
+    if not np.isfinite(t).all():
+        bad = np.argwhere(~np.isfinite(t))[0]
+        raise ValueError(
+            f"{what}_true has NaN/inf values (first at index {tuple(int(i) for i in bad)}): the reference "
+            "derivatives must be finite; drop those samples or fix the reference"
+        )
     r = _ranges(input_ranges, t.shape[2])
     scale = r if order == 1 else r[:, None] * r[None, :]
     B, n_out = t.shape[:2]
@@ -136,8 +142,10 @@ def derivative_error(D_true: Any, D_pred: Any, input_ranges: Any, order: int) ->
         if not has.all():
             left = ", ".join(str(i) for i in np.flatnonzero(~has))
             note = f"over the outputs with non-zero true {name} only (left out: output {left})"
-    if not np.isfinite(p).all():
-        note = "; ".join(filter(None, [f"model {what} has NaN/inf values", note]))
+    bad = ~np.isfinite(p.reshape(B, -1)).all(axis=1)
+    if bad.any():  # a NaN/inf prediction never vanishes, not even on an output left out for want of a scale
+        per_sample = np.where(bad, np.nan, per_sample)
+        note = "; ".join(filter(None, [f"model {what} has NaN/inf values at {int(bad.sum())} of {B} samples", note]))
     return DerivativeError(order, per_sample, per_output, per_entry.reshape(t.shape[1:]), sigma, notes, note)
 
 

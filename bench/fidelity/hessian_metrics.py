@@ -19,6 +19,7 @@ import numpy as np
 
 from bench.fidelity.headline import derivative_error
 from bench.fidelity.metrics import ZERO_REL_TOL, _f64, _row, errors_by_edge, headline_rows, jac_entry_nrmse
+from bench.run.results import HESS_BY_EDGE
 
 
 def _pair(H_true: Any, H_pred: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -93,5 +94,5 @@ def hessian_rows(
     lap, lap_notes = lap_nrmse(H_true, L_pred)
     rows += [_row("lap_nrmse", lap[i], output=o, error=lap_notes[i]) for i, o in enumerate(output_names)]
     for edge, med, _count, note in errors_by_edge(x, lower, upper, head.per_sample):
-        rows.append(_row("hess_err_by_edge", med, bin=edge, error=note))
+        rows.append(_row(HESS_BY_EDGE, med, bin=edge, error=note))
     return rows

@@ -27,7 +27,7 @@ from bench.fidelity.headline import (  # noqa: F401
     jacobian_error,
     summarize,
 )
-from bench.run.results import HEADLINE_STATS
+from bench.run.results import HESS_PER_OUTPUT, HESS_STATS, JAC_BY_EDGE, JAC_PER_OUTPUT, JAC_STATS
 
 EDGE_BIN_WIDTH = 0.1  # bins of normalized distance to the box boundary: [0, .1), [.1, .2), ..., [.4, .5]
 ZERO_REL_TOL = 1e-10  # a true Jacobian entry whose RMS is below this fraction of its row's RMS counts as ~0
@@ -270,7 +270,7 @@ def value_rows(y_true: Any, y_pred: Any, output_names: tuple[str, ...] | list[st
 
 def unavailable_jacobian_rows(reason: str) -> list[dict]:
     """The Jacobian summary rows, NaN with ``reason``, for a set without reference derivatives (fit rows still run)."""
-    return [_row(f"jac_err_{k}", np.nan, error=reason) for k in HEADLINE_STATS]
+    return [_row(n, np.nan, error=reason) for n in JAC_STATS]
 
 
 def headline_rows(res: DerivativeError, output_names: Sequence[str], input_names: Sequence[str]) -> list[dict]:
@@ -278,10 +278,11 @@ def headline_rows(res: DerivativeError, output_names: Sequence[str], input_names
     over samples) and ``*_out_scale`` (the output's typical range-scaled derivative, its own units), and for
     Jacobians ``jac_entry_err`` per entry (its squares over the inputs sum to the output's ``jac_out_err``²)."""
     pre = "jac" if res.order == 1 else "hess"
-    rows = [_row(f"{pre}_err_{k}", v, error=res.note) for k, v in res.summary().items()]
+    names, per_output = (JAC_STATS, JAC_PER_OUTPUT) if res.order == 1 else (HESS_STATS, HESS_PER_OUTPUT)
+    rows = [_row(n, v, error=res.note) for n, v in zip(names, res.summary().values(), strict=True)]
     out_rms = res.output_rms()
     for i, o in enumerate(output_names):
-        rows.append(_row(f"{pre}_out_err", out_rms[i], output=o, error=res.output_notes[i]))
+        rows.append(_row(per_output, out_rms[i], output=o, error=res.output_notes[i]))
         rows.append(_row(f"{pre}_out_scale", res.output_scale[i], output=o))
     if res.order == 1:
         rows += [
@@ -345,5 +346,5 @@ def fidelity_rows(
         if np.isfinite(per_entry[i, j])
     ]
     for edge, med, _count, note in errors_by_edge(x, lower, upper, head.per_sample):
-        rows.append(_row("jac_err_by_edge", med, bin=edge, error=note))
+        rows.append(_row(JAC_BY_EDGE, med, bin=edge, error=note))
     return rows

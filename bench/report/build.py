@@ -19,12 +19,13 @@ from bench.run import results
 from bench.run.results import HESS_HEADLINE, JAC_HEADLINE
 
 GUIDES = {  # section title -> one sentence on how to read it (the order is the report's order)
-    "Ranking across equation sets": "Each (architecture, training) is ranked by its median test Jacobian error "
-    "(median over seeds) within every equation set, 1 = lowest; ranks, unlike mean errors, are not dominated by "
-    "the hardest sets. The Friedman test asks whether the methods rank alike at all; in the critical-difference "
+    "Ranking across equation sets": "Each (architecture, training) is ranked by its headline test Jacobian error "
+    "(median over seeds; a failed seed is a loss: fewer failures rank first) within every equation set, 1 = lowest; "
+    "ranks, unlike mean errors, are not dominated by the hardest sets. The Friedman test asks whether the methods "
+    "rank alike at all; in the critical-difference "
     "diagram (Demšar 2006) a thick bar joins methods whose average ranks differ by less than the Nemenyi critical "
     "difference, i.e. that this run cannot tell apart; the matrix gives, for each pair, the share of sets on which "
-    "the row's errors are significantly lower than the column's over seeds.",
+    "the row's errors are significantly lower than the column's over seeds, out of the sets it could test.",
     "Leaderboard": "One row per architecture and training at its largest training set, mean ± 95% confidence "
     "interval over seeds (t-distribution); bold marks the best value of each score column (highest R², lowest "
     "Jacobian error, most Jacobians/s of the fastest torch engine).",
@@ -45,7 +46,8 @@ GUIDES = {  # section title -> one sentence on how to read it (the order is the 
     "derivative), which sign agreement cannot see.",
     "Predicted vs true derivatives": "Each row shows one architecture's three worst Jacobian entries on its test "
     "samples (first seed, value training): points on the dashed identity line are exact derivatives.",
-    "Error near the domain boundary": "Median Jacobian error of test samples binned by normalized distance to the "
+    "Error near the domain boundary": "Median headline Jacobian error of test samples binned by normalized distance "
+    "to the "
     "nearest face of the input box (0 = on the boundary, 0.5 = the centre), mean and 95% CI over the "
     "family's models and seeds: a curve rising to the left means derivatives degrade near the boundary.",
     "Second derivatives": "Hessians of the same models (value training, largest n_train, mean over seeds): the "
@@ -70,8 +72,8 @@ GUIDES = {  # section title -> one sentence on how to read it (the order is the 
     "Accuracy vs speed": "Each point is one architecture's Jacobian error against its fastest torch engine: lower "
     "right is better, and the dashed Pareto front joins the architectures no other beats on both at once.",
     "Environment and config": "What produced these numbers: compare these before comparing two reports.",
-    "Failed cells": "Cells that did not finish, with their error: they are missing from every number above, "
-    "and listed here so that nothing is dropped silently.",
+    "Failed cells": "Cells that did not finish, with their error: they are missing from the means above, count as "
+    "losses in the ranks and win rates, and are listed here so that nothing is dropped silently.",
 }
 SECTION_TITLES = list(GUIDES)
 

@@ -315,7 +315,7 @@ def edge_error(run: RunData, order: int = 1) -> Figure | str:
     palette = style.family_palette(df["family"].unique())
     families = style.family_order(df["family"].unique())
     fig, axes = style.new_figure(*style.grid_shape(len(panels), max_cols=3))
-    ylabel = (style.JAC_ERR if order == 1 else style.HESS_ERR).replace("median, test", "median in bin, test")
+    ylabel = (style.JAC_ERR if order == 1 else style.HESS_ERR).split("\n")[0] + "\n(median over the bin's test points)"
     for ax, p in zip(axes.flat, panels, strict=False):
         style.mean_ci_lines(ax, df[panel == p], "bin", "value", palette)
         ax.set(yscale="log", xlabel=style.EDGE, ylabel=ylabel)

@@ -128,20 +128,22 @@ def _complete_blocks(med: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
 
 
 def set_outcomes(per_seed: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(sets x methods: failed seeds, sets x methods: median over finished seeds, inf where none finished);
-    NaN where the method has no cell on the set."""
+    """(sets x methods: share of failed seeds, sets x methods: median over finished seeds, inf where none finished);
+    NaN where the method has no cell on the set. A share, not a count: a method with fewer cells on a set (a run in
+    progress) has fewer chances to fail."""
     score = per_seed["score"].astype(float)
     g = per_seed.assign(failed=~np.isfinite(score), ok=score.where(np.isfinite(score)))
     grouped = g.groupby(["equation", "method"])
-    failed = grouped["failed"].sum().unstack("method")
+    failed = grouped["failed"].mean().unstack("method")
     median = grouped["ok"].median().unstack("method")
     return failed, median.where(median.notna() | failed.isna(), np.inf)
 
 
 def rank_sets(failed: pd.DataFrame, median: pd.DataFrame) -> pd.DataFrame:
-    """Ranks within each set (rows): fewer failed seeds first, then the lower median; ties share the average."""
+    """Ranks within each set (rows): a smaller share of failed seeds first, then the lower median; ties share the
+    average rank."""
     k = failed.shape[1]
-    key = failed * (k + 1) + median.rank(axis=1, method="min")
+    key = failed.rank(axis=1, method="dense") * (k + 1) + median.rank(axis=1, method="min")
     return key.rank(axis=1, method="average")
 
 
@@ -192,14 +194,16 @@ def lower_p(a: np.ndarray, b: np.ndarray) -> float:
 
 def compare_set(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     """(p of "A's errors are lower than B's", 1.0 / 0.5 / 0.0 for A's median lower / tied / higher) on one set,
-    from per-seed scores with +inf for a failed seed. Different failure counts decide both (p 0 or 1); equal ones
-    leave it to the finished seeds (p NaN where fewer than 2 finished on a side; both all failed: p 1, a tie)."""
-    fa, fb = int(np.sum(~np.isfinite(a))), int(np.sum(~np.isfinite(b)))
+    from per-seed scores with +inf for a failed seed. Different shares of failed seeds decide both (p 0 or 1) where
+    each side has 2 or more seeds; equal ones leave it to the finished seeds (p NaN where fewer than 2 finished on a
+    side). Both failing every seed: nothing to compare (NaN, NaN): the set is in neither denominator."""
+    fa, fb = float(np.mean(~np.isfinite(a))), float(np.mean(~np.isfinite(b)))
+    if fa == 1.0 and fb == 1.0:
+        return math.nan, math.nan
     if fa != fb:
-        return (0.0, 1.0) if fa < fb else (1.0, 0.0)
+        p = (0.0 if fa < fb else 1.0) if min(len(a), len(b)) >= 2 else math.nan
+        return p, 1.0 if fa < fb else 0.0
     a, b = a[np.isfinite(a)], b[np.isfinite(b)]
-    if len(a) == 0:
-        return 1.0, 0.5
     ma, mb = float(np.median(a)), float(np.median(b))
     return lower_p(a, b), 1.0 if ma < mb else (0.5 if ma == mb else 0.0)
 
@@ -211,7 +215,8 @@ def win_rates(
 
     ``significant``: share of the testable sets on which A's errors are significantly lower than B's (p < alpha),
     NaN where none is testable; ``median``: share of the sets on which A's median error is lower than B's (a tie
-    counts half); ``sets``: the number of such sets; ``testable``: how many of them the significance decided.
+    counts half; a set where both failed every seed is left out); ``sets``: the number of sets both have cells on;
+    ``testable``: how many of them the significance decided.
     """
     methods = methods or sorted(per_seed["method"].unique())
     groups = {key: g["score"].to_numpy(dtype=float) for key, g in per_seed.groupby(["equation", "method"])}
@@ -229,7 +234,8 @@ def win_rates(
             p = outcomes[:, 0]
             sets[i, j] = len(pairs)
             testable[i, j] = int(np.isfinite(p).sum())
-            med[i, j] = float(np.mean(outcomes[:, 1]))
+            decided = outcomes[np.isfinite(outcomes[:, 1]), 1]
+            med[i, j] = float(np.mean(decided)) if len(decided) else np.nan
             sig[i, j] = np.mean(p[np.isfinite(p)] < alpha) if np.isfinite(p).any() else np.nan
     frame = lambda m: pd.DataFrame(m, index=methods, columns=methods)  # noqa: E731
     return {"significant": frame(sig), "median": frame(med), "sets": frame(sets), "testable": frame(testable)}

@@ -49,11 +49,12 @@ METRICS_VERSION = 3
 # The headline derivative errors (bench.fidelity.headline, test split): the RMS over samples of the per-sample
 # errors; 1.0 = as wrong as predicting zero derivatives. Every table, figure, ranking and comparison reads these
 # names, never the strings: JAC_HEADLINE and HESS_HEADLINE are the scores, *_TAIL the statistics shown beside them.
-HEADLINE_STATS = ("rms", "median", "p90", "max")
-JAC_HEADLINE = "jac_err_rms"
-HESS_HEADLINE = "hess_err_rms"
-JAC_TAIL = ("jac_err_median", "jac_err_p90", "jac_err_max")
-HESS_TAIL = ("hess_err_median", "hess_err_p90", "hess_err_max")
+HEADLINE_STATS = ("rms", "median", "p90", "max")  # over the split's samples; rms is the headline
+JAC_STATS = tuple(f"jac_err_{k}" for k in HEADLINE_STATS)
+HESS_STATS = tuple(f"hess_err_{k}" for k in HEADLINE_STATS)
+JAC_HEADLINE, *_jac_tail = JAC_STATS  # "jac_err_rms"
+HESS_HEADLINE, *_hess_tail = HESS_STATS  # "hess_err_rms"
+JAC_TAIL, HESS_TAIL = tuple(_jac_tail), tuple(_hess_tail)  # median, p90, max
 JAC_PER_OUTPUT = "jac_out_err"
 HESS_PER_OUTPUT = "hess_out_err"
 JAC_BY_EDGE = "jac_err_by_edge"
