@@ -321,22 +321,18 @@ def test_committed_example_rebuilds_with_todays_report_code(tmp_path):
     """results/example (linked from the README) still loads, and its rebuilt report has every section it should."""
     example = Path(__file__).resolve().parents[1] / "results" / "example"
     run = load_run(example)
-    assert set(run.metrics["model"]) == {"mlp_tanh", "fastkan", "efficient_kan", "chebykan"}
-    assert set(run.metrics["status"]) == {"ok"} and set(run.metrics["seed"]) == {0, 1, 2}
+    assert run.config["metrics_version"] == 3  # measured under the headline
+    assert set(run.metrics["model"]) == {"mlp_tanh", "fastkan", "efficient_kan", "chebykan", "jenn"}
+    assert set(run.metrics["seed"]) == {0, 1, 2}
     assert main(["report", str(example), "--out", str(tmp_path)]) == 0
     md = (tmp_path / "report.md").read_text(encoding="utf-8")
     for title in SECTION_TITLES:
         assert title in md, title
-    if run.config.get("metrics_version", 1) < 3:  # measured before the headline: the report must say so up front
-        assert "WARNING: this run was measured with metric definitions v2" in md
-        return
-    # one training-set size: that section says so; and the example predates second-derivative metrics
-    hessian = {"hessian_heatmaps", "pred_vs_true_hessian", "edge_error_hessian"}
-    for note in ("predates second-derivative metrics", "with Hessian entries", "no hess_err_by_edge rows"):
-        assert note in md, note
-    for name in FIGURES - {"n_train"} - hessian:
+    assert "WARNING" not in md.split("\n## ")[0]  # no metric-version warning in the introduction
+    # one training-set size: that section says so; every other figure is drawn (Hessians, JENN and the data set too)
+    for name in FIGURES - {"n_train"}:
         assert (tmp_path / "figures" / f"{name}.png").exists(), name
-    assert "jax_jit_vmap_jacfwd" in md  # the JAX peer is part of the example's throughput table
+    assert "data:equations/examples/oscillator.csv" in md and "Peers: JENN" in md
 
 
 def test_the_points_ratio_recovers_the_power_laws_put_in():
