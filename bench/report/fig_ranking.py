@@ -62,11 +62,13 @@ def win_rate_heatmap(wins: dict[str, pd.DataFrame], order: list[str]) -> Figure 
     if sig.shape[0] < 2 or not np.isfinite(med.to_numpy()).any():
         return "fewer than two methods share an equation set: no pairwise comparison"
     tested = wins["testable"].reindex(index=order, columns=order)
+    sets = wins["sets"].to_numpy()
+    n_sets = int(np.nanmax(sets)) if np.isfinite(sets).any() else 0
 
-    def text(s: float, m: float, t: float) -> str:
+    def text(s: float, m: float, t: float) -> str:  # "/T": tested on T sets only, where fewer than all n
         if not np.isfinite(m):
             return ""
-        return (f"{s:.0%} of {int(t)}" if np.isfinite(s) else "n/a") + f"\n({m:.0%})"
+        return (f"{s:.0%}" + (f"/{int(t)}" if t < n_sets else "") if np.isfinite(s) else "n/a") + f"\n({m:.0%})"
 
     annot = np.array([[text(s, m, t) for s, m, t in zip(rs, rm, rt, strict=True)]
                       for rs, rm, rt in zip(sig.values, med.values, tested.values, strict=True)])  # fmt: skip
@@ -77,9 +79,8 @@ def win_rate_heatmap(wins: dict[str, pd.DataFrame], order: list[str]) -> Figure 
     sns.heatmap(sig, ax=ax, vmin=0, vmax=1, cmap="mako_r", annot=annot, fmt="", cbar=True, square=True,
                 linewidths=0.5, annot_kws={"fontsize": "x-small"}, cbar_kws=bar)  # fmt: skip
     ax.set(xlabel="B", ylabel="A")
-    n = int(np.nanmax(wins["sets"].to_numpy())) if np.isfinite(wins["sets"].to_numpy()).any() else 0
-    ax.set_title(f"share of the tested sets (of {n}) on which A's Jacobian error is significantly below B's\n"
-                 f"(one-sided Welch on log errors over seeds, α = {ALPHA:g}; a failed seed loses; n/a: under 2 "
-                 "seeds); in brackets: A's median below B's", fontsize="small")  # fmt: skip
+    ax.set_title(f"share of the {n_sets} sets (x%/T: of the T it could test) on which A's Jacobian error is\n"
+                 f"significantly below B's (one-sided Welch on log errors over seeds, α = {ALPHA:g}; a failed seed "
+                 "loses; n/a: under 2 seeds);\nin brackets: A's median below B's", fontsize="small")  # fmt: skip
     ax.tick_params(axis="x", labelrotation=60)
     return fig
