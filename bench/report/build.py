@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.report import fig_fidelity, fig_ranking, fig_speed, fig_training, ranking, style
+from bench.report.compare import metrics_version
 from bench.report.leaderboard import best_throughput, chosen_lr_table, leaderboard, leaderboard_table
 from bench.report.load import RunData, largest_n_train, load_run, speed_key
 from bench.report.peers import peer_section_items
@@ -398,7 +399,7 @@ def _intro(run: RunData) -> str:
         f"{', '.join(sorted(m['equation'].unique()))}; architectures {models}; seeds {seeds}. "
         f"Errors are on the test split unless stated. {HEADLINE_TEXT}"
     )
-    version = int(run.config.get("metrics_version", 1)) if isinstance(run.config, dict) else 1
+    version = metrics_version(run)
     if version < results.METRICS_VERSION:
         text += (
             f" WARNING: this run was measured with metric definitions v{version}, before the headline error "

@@ -6,11 +6,11 @@ the median over seeds of the cells' test headline Jacobian error (``results.JAC_
 largest n_train the set has. Mean errors across sets are dominated by the hardest sets; ranks are not, so
 the verdict over a population of generated sets is drawn from ranks:
 
-- a failed seed is a loss: within each set, methods are ordered first by how many seeds failed (fewer is better),
-  then by the median over their finished seeds (1 = best, ties share the average rank), so neither a failure nor
-  the median of (a, b, inf) can flatter a method; ranks are averaged over the sets on which every method has a
-  cell (complete blocks; the others are listed, never silently dropped; a method the grid runs on a few sets only,
-  such as a Hessian variant, is left out of the ranks instead when that keeps more scores);
+- a failed seed is a loss: within each set, methods are ordered first by their share of failed seeds (smaller is
+  better), then by the median over their finished seeds (1 = best, ties share the average rank), so neither a
+  failure nor the median of (a, b, inf) can flatter a method; ranks are averaged over the sets on which every
+  method has a cell (complete blocks; the others are listed, never silently dropped; a method the grid runs on a
+  few sets only, such as a Hessian variant, is left out of the ranks instead when that keeps more scores);
 - the Friedman test of "all methods rank alike" and its Iman-Davenport F form, both by Demšar's formulas (eqs. 3
   and 4) on these ranks, without a tie correction (``scipy.stats.friedmanchisquare`` corrects for ties and would
   rank a failure's inf as a number);
@@ -19,8 +19,8 @@ the verdict over a population of generated sets is drawn from ranks:
 - win rates: W[A, B] = the share of sets on which A's per-seed errors are significantly lower than B's
   (one-sided Welch t-test on log10 errors over seeds, α = 0.05, no correction: each entry is a rate over
   sets, not a claim about one set), beside the plain share of sets on which A's median is lower. A set on which
-  the two failed different numbers of seeds goes to the one that failed fewer (in both matrices); with equal
-  failures their finished seeds are compared. Denominators are the sets so decided ("testable"), shown.
+  the two failed different shares of seeds goes to the one that failed fewer (in both matrices); with equal
+  shares their finished seeds are compared. Denominators are the sets so decided ("testable"), shown.
 Pandas and scipy only.
 """
 
