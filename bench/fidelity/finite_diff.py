@@ -19,6 +19,10 @@ import numpy as np
 
 JAC_STEP = 1e-6  # of each input's range: the check of an API Jacobian against its own values
 HESS_STEP = 1e-4  # of each input's range: Hessians as central differences of API Jacobians
+# The check tries these steps (of each input's range) and keeps the one that agrees best: a model whose values carry
+# more round-off than eps |f| (kriging's ill-conditioned correlation solve: ~1e-12 relative) needs a larger step
+# than 1e-6, and a Jacobian that is wrong by more than the tolerance disagrees at every step.
+CHECK_STEPS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2)
 FD_CHECK_TOL = 1e-5  # the API Jacobian must match central differences of the values to this (relative) ...
 ROUNDING = 10.0  # ... plus this many times the differences' rounding bound
 
@@ -35,16 +39,38 @@ def central_jacobian(f: Callable[[np.ndarray], np.ndarray], x: np.ndarray, h: np
 
 
 def fd_check(
-    values: Callable[[np.ndarray], np.ndarray], jac: np.ndarray, x: np.ndarray, h: np.ndarray
+    values: Callable[[np.ndarray], np.ndarray],
+    jac: np.ndarray,
+    x: np.ndarray,
+    h: np.ndarray,
+    tol: float = FD_CHECK_TOL,
 ) -> tuple[float, float]:
     """(max over samples of ||J_api - J_fd||_F over the median ||J_fd||_F (1 where that is 0), the tolerance it
-    must stay below: FD_CHECK_TOL plus the central differences' rounding bound on the same scale). x (B, n_in)."""
+    must stay below: ``tol`` (FD_CHECK_TOL, or a peer's own) plus the central differences' rounding bound on the
+    same scale). x (B, n_in)."""
     fd = central_jacobian(values, x, h)
     err = np.linalg.norm((np.asarray(jac) - fd).reshape(len(x), -1), axis=1)
     scale = float(np.median(np.linalg.norm(fd.reshape(len(x), -1), axis=1))) or 1.0
     y = np.abs(values(np.asarray(x, dtype=np.float64))).max()
     rounding = ROUNDING * np.finfo(np.float64).eps * y * np.sqrt(fd[0].size) / float(np.min(h))
-    return float(err.max() / scale), FD_CHECK_TOL + float(rounding / scale)
+    return float(err.max() / scale), tol + float(rounding / scale)
+
+
+def fd_check_steps(
+    values: Callable[[np.ndarray], np.ndarray],
+    jac: np.ndarray,
+    x: np.ndarray,
+    widths: np.ndarray,
+    tol: float = FD_CHECK_TOL,
+) -> tuple[float, float, float]:
+    """``fd_check`` at each step of CHECK_STEPS (fractions of ``widths``, each input's range): (error, tolerance,
+    step) of the step whose error is smallest against its own tolerance. Passes when error <= tolerance."""
+    best = None
+    for step in CHECK_STEPS:
+        err, bound = fd_check(values, jac, x, step * np.asarray(widths, dtype=np.float64), tol)
+        if best is None or err / bound < best[0] / best[1]:
+            best = (err, bound, step)
+    return best
 
 
 def central_hessian(jacobian: Callable[[np.ndarray], np.ndarray], x: np.ndarray, h: np.ndarray) -> np.ndarray:

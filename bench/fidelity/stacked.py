@@ -133,6 +133,15 @@ def _load_member(model: nn.Module, params: dict[str, Tensor], i: int) -> None:
                 p.copy_(params[k][i])
 
 
+def stack_reason(models: list[nn.Module], trains: list, cfgs: list[TrainConfig]) -> str | None:
+    """Why these members cannot train as one stack (None: they can)."""
+    try:
+        _check(models, trains, cfgs)
+    except ValueError as err:
+        return str(err)
+    return None
+
+
 def fit_stacked(
     models: list[nn.Module], trains: list, vals: list | None, cfgs: list[TrainConfig], seeds: list[int] | None = None
 ) -> list[FitResult]:

@@ -423,6 +423,10 @@ def fit_selecting_lr(
         return model, fit(model, train, val, cfg, seed), []
     if val is None:
         raise ValueError("train.lr_grid chooses the learning rate on the validation split: give validation data")
+    cfgs = [dataclasses.replace(cfg, lr=lr, lr_grid=()) for lr in cfg.lr_grid]
+    stacked = _fit_candidates_stacked(make_model, train, val, cfgs, seed) if cfg.stack_candidates else None
+    if stacked is not None:
+        return stacked
     best: tuple[nn.Module, FitResult] | None = None
     trials: list[Trial] = []
     last_error: TrainingDiverged | None = None
@@ -441,3 +445,27 @@ def fit_selecting_lr(
     if best is None:
         raise TrainingDiverged(f"every learning rate of train.lr_grid {list(cfg.lr_grid)} diverged") from last_error
     return best[0], best[1], trials
+
+
+def _fit_candidates_stacked(
+    make_model: Callable[[], nn.Module], train: Data, val: Data, cfgs: list[TrainConfig], seed: int
+) -> tuple[nn.Module, FitResult, list[Trial]] | None:
+    """The candidates of ``fit_selecting_lr`` as one stacked launch; None where stacking does not apply (the caller
+    trains them one at a time) or a candidate diverged (the caller retrains them one at a time, so each candidate's
+    divergence is recorded on its own). Each Trial's seconds is its share of the launch's wall time."""
+    from bench.fidelity import stacked  # stacked builds on this module: imported here, not at the top
+
+    members = [make_model() for _ in cfgs]
+    if stacked.stack_reason(members, [train] * len(cfgs), cfgs) is not None:
+        return None
+    try:
+        results = stacked.fit_stacked(members, [train] * len(cfgs), [val] * len(cfgs), cfgs, [seed] * len(cfgs))
+    except TrainingDiverged:
+        return None
+    share = max(r.seconds for r in results) / len(results)
+    note = f"trained stacked with {len(results)} candidates (bench.fidelity.stacked)"
+    trials = [Trial(c.lr, r.best_val_loss, share, note) for c, r in zip(cfgs, results, strict=True)]
+    best = min(range(len(results)), key=lambda i: (results[i].best_val_loss, i))
+    results[best].seconds = share
+    results[best].notes.append(note)
+    return members[best], results[best], trials

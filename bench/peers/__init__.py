@@ -12,9 +12,9 @@ from __future__ import annotations
 import fnmatch
 from typing import Any
 
-from bench.peers import jenn
+from bench.peers import jenn, smt
 
-PEERS = {"jenn": jenn.PEER}  # name -> peer; a peer module imports its package only when it trains
+PEERS = {"jenn": jenn.PEER, **smt.PEERS}  # name -> peer; a peer module imports its package only when it trains
 
 
 def is_peer(name: str) -> bool:

@@ -33,6 +33,7 @@ from scipy import stats
 from bench.report.load import RunData, load_run
 from bench.report.render import Table, table_md
 from bench.report.stats import CONFIG_KEYS, ENTRY_KEYS, fmt_key, fmt_num
+from bench.run import results
 
 # model_config too: a --match-params run and a plain one train other networks under the same model name
 KEYS = [k for k in CONFIG_KEYS if k != "family"] + ["model_config", "hess_weight"] + ENTRY_KEYS
@@ -47,7 +48,7 @@ OTHER_METRICS = {
     "loss_drop_last10",
     "hess_out_scale",
 }
-OTHER_METRICS |= {"still_improving", "lr", "lr_trial_val_loss", "tune_seconds"}
+OTHER_METRICS |= {"still_improving", "lr", "lr_trial_val_loss", "tune_seconds", *results.COST_METRICS}
 ALPHA = 0.05  # false-discovery rate of the flags
 SPEED_TOL = 0.10  # throughput ratio beyond 1 ± this is flagged
 SPEED_KEYS = ["model_config", "model", "engine", "device", "dtype", "batch_size"]

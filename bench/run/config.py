@@ -105,7 +105,7 @@ def _from_repository_root(layer: dict[str, dict[str, Any]]) -> dict[str, dict[st
     exist from the working directory, it is taken from the repository root (so a profile runs from anywhere)."""
     root = PROFILES_DIR.parents[2]
     grid = layer.get("grid", {})
-    for key in ("equations", "hess_equations"):
+    for key in ("equations", "hess_equations", "size_equations"):
         if isinstance(grid.get(key), list | tuple):
             grid[key] = tuple(_rooted(e, root) for e in grid[key])
     return layer
@@ -198,8 +198,9 @@ def load_config(
     if expand:
         grid["models"] = expand_models(grid.get("models", GridConfig.models))
         grid["equations"] = expand_equations(grid.get("equations", GridConfig.equations))
-        if grid.get("hess_equations"):
-            grid["hess_equations"] = expand_equations(grid["hess_equations"])
+        for key in ("hess_equations", "size_equations"):
+            if grid.get(key):
+                grid[key] = expand_equations(grid[key])
     cfg = Config(
         grid=GridConfig(**grid),
         run=RunConfig(**run),

@@ -54,6 +54,19 @@ JAC_STATS = tuple(f"jac_err_{k}" for k in HEADLINE_STATS)
 HESS_STATS = tuple(f"hess_err_{k}" for k in HEADLINE_STATS)
 JAC_HEADLINE, JAC_TAIL = JAC_STATS[0], JAC_STATS[1:]  # "jac_err_rms"; median, p90, max
 HESS_HEADLINE, HESS_TAIL = HESS_STATS[0], HESS_STATS[1:]  # "hess_err_rms"; median, p90, max
+# What a cell's method cost (every method alike: zoo, JENN, SMT): the whole fit, learning-rate candidates included,
+# in wall and CPU seconds (CPU: this process's, all its threads), and values plus Jacobians of the test split in
+# one call, in seconds per 1000 samples (the cell's device and engine; a peer through its own API).
+# A cell whose method ran past its time budget (a peer's max_seconds): a status beside ok and failed. It counts as
+# a loss in the rankings like a failure, but the run's exit status ignores it: a ceiling is a measurement.
+OVER_BUDGET = "over_budget"
+FIT_WALL, FIT_CPU, PREDICT_PER_1K = "fit_wall_seconds", "fit_cpu_seconds", "predict_seconds_per_1k"
+COST_METRICS = (FIT_WALL, FIT_CPU, PREDICT_PER_1K)
+COST_NOTES = {
+    FIT_WALL: "wall seconds of the whole fit (every learning-rate candidate, a peer's own training)",
+    FIT_CPU: "CPU seconds of the whole fit (this process, all threads)",
+    PREDICT_PER_1K: "seconds per 1000 test samples for values and Jacobians in one call",
+}
 JAC_PER_OUTPUT = "jac_out_err"
 HESS_PER_OUTPUT = "hess_out_err"
 JAC_BY_EDGE = "jac_err_by_edge"
@@ -65,7 +78,7 @@ CONVERGENCE_WINDOW = 0.10
 CONVERGENCE_DROP = 0.05
 # Families that are peers (bench.peers: other projects' surrogates trained by their own code); the report compares
 # the zoo against them. tests/test_peers.py checks this matches bench.peers.
-PEER_FAMILIES = ("jenn",)
+PEER_FAMILIES = ("jenn", "kriging")
 HISTORY_COLUMNS = ("step", "seconds", "lr", "loss", "val_loss")  # history/<cell>.csv, every eval_every steps
 TMP_MARK = ".tmp-"  # temporary files are <name>.tmp-<pid>; never matched by *.csv
 LATEST = "latest"  # symlink results/latest -> <run-id>; text file LATEST where symlinks are refused
@@ -121,10 +134,11 @@ def cell_row(cell: Any, run_id: str) -> dict:
     }  # fmt: skip
 
 
-def failed_rows(cell: Any, run_id: str, error: str) -> list[dict]:
-    """The single row that records a failed cell (metric ``failed``, value NaN, the message in ``error``)."""
+def failed_rows(cell: Any, run_id: str, error: str, status: str = "failed") -> list[dict]:
+    """The single row that records a failed cell (metric ``failed``, value NaN, the message in ``error``); status
+    ``failed``, or ``over_budget`` for a method that ran past its time budget."""
     return [{**cell_row(cell, run_id), "split": "", "metric": "failed", "value": float("nan"),
-             "status": "failed", "error": error}]  # fmt: skip
+             "status": status, "error": error}]  # fmt: skip
 
 
 def new_run_id(profile: str, now: _dt.datetime | None = None) -> str:
@@ -258,9 +272,10 @@ def read_cells(run_dir: str | Path) -> pd.DataFrame:
 
 
 def cell_status(path: str | Path) -> str:
-    """``ok`` or ``failed`` for a finished cell file (a cell is failed if any of its rows is)."""
+    """``ok``, ``failed`` or ``over_budget`` for a finished cell file (the first row that is not ok decides)."""
     status = read_cell(path).get("status", pd.Series(dtype=str))
-    return "failed" if (status == "failed").any() else "ok"
+    bad = status[status != "ok"]
+    return str(bad.iloc[0]) if len(bad) else "ok"
 
 
 def write_metrics(run_dir: str | Path) -> pd.DataFrame:

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.run import results
+from bench.run import budget, results
 from bench.run.config import Cell, Config, TrainConfig, grid_cells
 from bench.run.machine import resolve_device, set_threads, usable_cores
 from bench.run.results import CellResult
@@ -44,7 +44,7 @@ CellFn = Callable[[Cell, Config, str], CellResult]
 @dataclass(frozen=True)
 class Outcome:
     cell_id: str
-    status: str  # ok | failed
+    status: str  # ok | failed | over_budget (results.OVER_BUDGET: ran past its method's time budget, not an error)
     error: str
     seconds: float
 
@@ -59,7 +59,12 @@ class RunSummary:
 
     @property
     def failures(self) -> list[Outcome]:
-        return [o for o in self.outcomes if o.status != "ok"]
+        return [o for o in self.outcomes if o.status not in ("ok", results.OVER_BUDGET)]
+
+    @property
+    def over_budget(self) -> list[Outcome]:
+        """Cells whose method ran past its time budget: a measured outcome (the map's ceiling), not a failure."""
+        return [o for o in self.outcomes if o.status == results.OVER_BUDGET]
 
     @property
     def exit_code(self) -> int:
@@ -95,9 +100,10 @@ def _init_worker(threads: int, plugins: tuple[str, ...] = ()) -> None:
     load_plugins(plugins)
 
 
-def write_failed(cell: Cell, run_dir: Path, run_id: str, error: str, detail: str = "") -> None:
-    """The driver records a cell that produced no result of its own (its worker died, its task was lost)."""
-    frame = results.rows_frame(results.failed_rows(cell, run_id, error))
+def write_failed(cell: Cell, run_dir: Path, run_id: str, error: str, detail: str = "", status: str = "failed") -> None:
+    """The driver records a cell that produced no result of its own (its worker died, its task was lost, or its
+    method's budget ruled it out: status over_budget)."""
+    frame = results.rows_frame(results.failed_rows(cell, run_id, error, status))
     write_payload(run_dir, Payload(cell.cell_id, frame, None, None, detail, 0.0))
 
 
@@ -130,7 +136,8 @@ def compute_cell(cell_fn: CellFn, cell: Cell, config: Config, run_id: str, node:
         return Payload(cell.cell_id, frame, res.jacobians, res.history, "", time.perf_counter() - t0)
     except Exception as err:  # any failure of a cell is a result, the grid goes on
         msg = f"{type(err).__name__}: {err}"
-        rows = [{**r, "node": node} for r in results.failed_rows(cell, run_id, msg)]
+        status = getattr(err, "cell_status", "failed")  # OverBudget says over_budget
+        rows = [{**r, "node": node} for r in results.failed_rows(cell, run_id, msg, status)]
         return Payload(
             cell.cell_id, results.rows_frame(rows), None, None, traceback.format_exc(), time.perf_counter() - t0
         )
@@ -148,9 +155,18 @@ def write_payload(run_dir: Path, p: Payload) -> Outcome:
         (run_dir / "errors").mkdir(exist_ok=True)
         results.atomic_write_text(run_dir / "errors" / f"{stem}.txt", p.detail)
     results.atomic_write_csv(run_dir / "cells" / f"{stem}.csv", p.frame)
-    failed = p.frame[p.frame["status"] == "failed"]
+    failed = p.frame[p.frame["status"] != "ok"]
     error = str(failed["error"].iloc[0]) if len(failed) else ""
-    return Outcome(p.cell_id, "failed" if len(failed) else "ok", error, p.seconds)
+    return Outcome(p.cell_id, str(failed["status"].iloc[0]) if len(failed) else "ok", error, p.seconds)
+
+
+def skip_over_budget(cell: Cell, config: Config, run_dir: Path) -> Outcome | None:
+    """Record ``cell`` as over_budget without running it where its smaller sizes rule it out (bench.run.budget)."""
+    why = budget.ruled_out(cell, config, run_dir)
+    if not why:
+        return None
+    write_failed(cell, run_dir, run_dir.name, why, status=results.OVER_BUDGET)
+    return Outcome(cell.cell_id, results.OVER_BUDGET, why, 0.0)
 
 
 def execute_cell(cell_fn: CellFn, cell: Cell, config: Config, run_dir: Path, run_id: str) -> Outcome:
@@ -159,11 +175,11 @@ def execute_cell(cell_fn: CellFn, cell: Cell, config: Config, run_dir: Path, run
 
 
 def pending_cells(cells: list[Cell], run_dir: Path, retry_failed: bool = False) -> list[Cell]:
-    """Cells without a finished file (and, with retry_failed, cells recorded as failed)."""
+    """Cells without a finished file (and, with retry_failed, cells recorded as failed or over budget)."""
     todo = []
     for c in cells:
         path = run_dir / "cells" / f"{results.cell_filename(c.cell_id)}.csv"
-        if not path.exists() or (retry_failed and results.cell_status(path) == "failed"):
+        if not path.exists() or (retry_failed and results.cell_status(path) != "ok"):
             todo.append(c)
     return todo
 
@@ -185,7 +201,7 @@ class _Progress:
         if o.cell_id in self.running:
             self.running.remove(o.cell_id)
         if o.status != "ok":
-            self.bar.write(f"FAILED {o.cell_id}: {o.error}", file=sys.stderr)
+            self.bar.write(f"{o.status.upper()} {o.cell_id}: {o.error}", file=sys.stderr)
         self.bar.set_postfix_str(", ".join(self.running), refresh=False)
         self.bar.update(1)
 
@@ -219,7 +235,8 @@ def run_grid(
             load_plugins(config.run.plugins)
             for cell in todo:
                 bar.start(cell.cell_id)
-                summary.outcomes.append(execute_cell(cell_fn, cell, config, run_dir, run_dir.name))
+                outcome = skip_over_budget(cell, config, run_dir)
+                summary.outcomes.append(outcome or execute_cell(cell_fn, cell, config, run_dir, run_dir.name))
                 bar.done(summary.outcomes[-1])
         else:
             _run_pool(cell_fn, todo, config, run_dir, summary, bar)
@@ -289,6 +306,11 @@ class _Schedule:
         return True
 
     def _submit(self, pool: ProcessPoolExecutor, cell: Cell, origin: deque) -> bool:
+        skipped = skip_over_budget(cell, self.config, self.run_dir)
+        if skipped is not None:  # its method's budget rules it out: recorded here, the worker stays free
+            self.bar.start(cell.cell_id)
+            self._record(skipped)
+            return True
         try:
             fut = pool.submit(compute_cell, self.cell_fn, cell, self.config, self.run_dir.name)
         except BrokenProcessPool:  # a worker died between the last wait and this submit: the cell never ran
@@ -421,9 +443,15 @@ def finish_run(summary: RunSummary, out=None) -> int:
     timing = f", {sum(secs) / len(secs):.1f} s per cell" if secs else ""
     print(
         f"{summary.run_dir}: {summary.planned} cells, {summary.skipped} already done, {n_ok} finished now, "
-        f"{len(summary.failures)} failed{timing}; {len(table)} rows in metrics.csv",
+        f"{len(summary.failures)} failed, {len(summary.over_budget)} over their time budget{timing}; "
+        f"{len(table)} rows in metrics.csv",
         file=out,
     )
+    if summary.over_budget:
+        print(f"{len(summary.over_budget)} cells ran past their method's time budget (recorded as over_budget):",
+              file=out)  # fmt: skip
+        for o in summary.over_budget:
+            print(f"  {o.cell_id}: {o.error}", file=out)
     if summary.failures:
         print(f"{len(summary.failures)} failed cells (details in errors/ and cells/):", file=out)
         for o in summary.failures:

@@ -40,6 +40,9 @@ class TrainConfig:
     # candidate initial learning rates: each cell trains one fresh model (same init) per candidate and keeps the
     # one with the lowest validation loss, so the choice never sees the test split (empty = lr alone)
     lr_grid: tuple[float, ...] = ()
+    # train the lr_grid candidates as one stacked launch (bench.fidelity.stacked) where it applies (full batch, no
+    # grid updates, no regularization or Hessian term, a step budget): the same models as one at a time, faster
+    stack_candidates: bool = True
     weight_decay: float = 0.0  # L2 (adam) or decoupled (adamw) weight decay
     schedule: str = "cosine"  # "cosine", "exponential" or "constant" decay of lr over the budget
     final_lr_ratio: float = 0.01  # lr at the end of the budget / initial lr (cosine and exponential)
@@ -115,6 +118,9 @@ class GridConfig:
     hess_equations: tuple[str, ...] = ()
     hess_betas: tuple[float, ...] = ()
     n_train: tuple[int, ...] = (512,)  # training-set sizes (the size sweep)
+    # the equations that run every n_train; the others run at the first n_train only (empty: all run every size).
+    # A map crosses a size axis on a few sets with a dimension axis on others at one size (bench.run.profiles.map)
+    size_equations: tuple[str, ...] = ()
     n_test: int = 500  # held-out points per cell: test metrics and jacobians/<cell>.csv
     val_fraction: float = 0.15  # validation points as a fraction of n_train (early stopping)
     sampler: str = "lhs"  # equations.sampling.SAMPLERS key
@@ -187,6 +193,7 @@ def _all_cells(grid: GridConfig) -> list[Cell]:
         if hw == 0 or not grid.hess_equations or eq in grid.hess_equations
         if hw == 0 or not grid.hess_betas or beta in grid.hess_betas
         for n in grid.n_train
+        if n == grid.n_train[0] or not grid.size_equations or eq in grid.size_equations
         for seed in grid.seeds
     ]
 
@@ -228,7 +235,17 @@ class Config:
     def from_dict(cls, d: Mapping[str, Any]) -> Config:
         """Rebuild a resolved config (config.json of a run); names are not re-expanded."""
         g = dict(d["grid"])
-        for key in ("equations", "models", "seeds", "betas", "n_train", "hess_weights", "hess_equations", "hess_betas"):
+        for key in (
+            "equations",
+            "models",
+            "seeds",
+            "betas",
+            "n_train",
+            "hess_weights",
+            "hess_equations",
+            "hess_betas",
+            "size_equations",
+        ):
             if key in g:  # the Hessian keys are absent from runs written before they existed
                 g[key] = tuple(g[key])
         run = dict(d["run"])
@@ -289,7 +306,7 @@ _SPECS: dict[str, dict[str, Callable[[Any], Any]]] = {
     "grid": {
         "equations": _names, "models": _names, "seeds": _numbers(int), "betas": _numbers(float),
         "hess_weights": _numbers(float), "hess_equations": _names, "hess_betas": _numbers(float),
-        "n_train": _numbers(int), "n_test": _scalar(int), "val_fraction": _scalar(float),
+        "n_train": _numbers(int), "size_equations": _names, "n_test": _scalar(int), "val_fraction": _scalar(float),
         "sampler": _scalar(str), "scaling": _scalar(str, SCALINGS), "match_params": _scalar(int, optional=True),
     },
     "run": {

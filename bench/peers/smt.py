@@ -1,0 +1,289 @@
+"""The Surrogate Modeling Toolbox (PyPI ``smt``) as peers: kriging, KPLS and gradient-enhanced kriging.
+
+Three peers, each trained by SMT's own code on the cell's physical training split, one SMT model per output:
+
+    krg     KRG: ordinary kriging on values (constant trend, squared-exponential correlation, one length scale
+            per input), its hyperparameters fitted by SMT's maximum likelihood with ``n_start`` multistarts.
+    kpls    KPLS: the same kriging with its length scales in ``n_comp`` partial-least-squares directions, so the
+            likelihood has n_comp parameters instead of n_in: the kriging that stays cheap in higher dimension.
+    gekpls  GEKPLS: gradient-enhanced KPLS on values and partials. It folds each training point's partials into
+            the correlation through a first-order Taylor expansion and, with ``extra_points`` > 0, adds that
+            many Taylor-extrapolated points per training point (Bouhlel & Martins 2019).
+
+Variants map like JENN's: a value-only cell (beta = 1) is ``krg`` / ``kpls``, a derivative-enhanced cell
+(beta < 1) is ``gekpls``. GEKPLS weighs nothing by beta: every beta < 1 trains the same model.
+
+Values and Jacobians come from SMT's API (``predict_values``, ``predict_derivatives``), in float64; the cell checks
+that Jacobian against central differences of the values (``jac_fd_check``) and takes Hessians as central
+differences of it, as for every peer without a Hessian API. Inputs and outputs go in in physical units: SMT
+standardizes both itself before it fits.
+
+Settings (SMT's defaults unless said; measured on forum4x4 and gen:*:0 at n_train 256, jacbench's headline):
+  * ``n_start`` = 1 multistart (SMT's default is 10) with ``hyper_opt`` Cobyla for all three (KRG's and KPLS's
+    default is TNC): the table above ``MULTISTART_NOTE``;
+  * KPLS / GEKPLS ``n_comp`` = 2, GEKPLS ``extra_points`` = 1 (SMT's default 0);
+  * ``max_seconds``: a wall-time budget for the whole fit; a fit that runs past it stops and its cell is recorded
+    ``over_budget`` (kriging's cost grows like n_train^3: the data-size axis needs an honest ceiling, not a hang).
+A wrong input (too few points, a singular correlation matrix, more PLS components than inputs) fails the cell with
+SMT's own message, prefixed with the peer and the output it was fitting.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import io
+import signal
+import threading
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+# How the defaults were chosen (tests/test_smt_peers.py keeps the code path; the numbers are from one run each,
+# n_train 256, split and test points as a cell draws them, seed 0, headline Jacobian error, CPU seconds for 4 outputs):
+#                     forum4x4        gen:smooth:0    gen:mixed:0    gen:hard:0
+#   KRG TNC 1 start   1.0e-3  7.7 s   1.8e-4  7.2 s   -              0.38   5.6 s
+#   KRG TNC 3 starts  1.0e-3 14.9 s   8.0e-5 12.0 s   4.5e-3 12.5 s  0.18  14.8 s
+#   KRG TNC 10        1.8e-3 33.9 s
+#   KRG Cobyla 1      7.9e-4  1.5 s   3.6e-5  1.2 s   7.9e-3  1.5 s  0.19   1.4 s     <- the default
+#   KRG Cobyla 3      1.6e-3  3.7 s   3.6e-5  3.3 s   5.4e-3  3.3 s  0.19   3.8 s
+#   GEKPLS Cobyla 1, extra_points 1   2.0e-3 4.2 s   1.3e-4 4.4 s   5.6e-3 4.8 s   0.16 3.8 s     <- the default
+#   GEKPLS Cobyla 3, extra_points 0   1.5e-3 2.8 s   4.8e-5 2.7 s   1.0e-2 4.2 s   0.23 2.6 s
+# More starts find a higher likelihood, not better derivatives (10 TNC starts: the worst forum4x4 Jacobian), and
+# Cobyla is 2-5x cheaper than TNC at equal error: one Cobyla start. Fit time grows like n^3: KRG at n_train 1024
+# took 176 s (Cobyla, 1 start, 4 outputs, forum4x4), at 512 7.9 s.
+MULTISTART_NOTE = "n_start 1 with Cobyla: as accurate as 3 or 10 TNC starts at n_train 256, 2-10x cheaper"
+
+
+class OverBudget(RuntimeError):
+    """A fit ran past its wall-time budget (``max_seconds``): the cell is recorded ``over_budget``, not failed."""
+
+    cell_status = "over_budget"  # bench.run.results.OVER_BUDGET: the runner records the cell with this status
+
+
+class PeerFitError(RuntimeError):
+    """SMT refused or failed a fit: the message is SMT's own, prefixed with the peer and the output."""
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float | None, what: str):
+    """Raise OverBudget inside the block once ``seconds`` of wall time have passed (SIGALRM; main thread only).
+
+    Off the main thread (a thread-pool executor) no alarm can be set: the block runs without a limit, and says so
+    with a RuntimeWarning. An alarm set by someone else is restored afterwards.
+    """
+    if not seconds or seconds <= 0:
+        yield
+        return
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGALRM"):
+        warnings.warn(f"{what}: max_seconds = {seconds:g} cannot be enforced off the main thread", RuntimeWarning,
+                      stacklevel=3)  # fmt: skip
+        yield
+        return
+
+    def _raise(signum, frame):
+        raise OverBudget(f"{what} ran past its budget of max_seconds = {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, _raise)
+    signal.setitimer(signal.ITIMER_REAL, float(seconds))
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0.0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@dataclass
+class Fitted:
+    """One SMT model per output, and what fitting them took."""
+
+    models: list[Any]
+    n_in: int
+    seconds: float  # wall time of all the fits
+    params: int  # numbers the predictor keeps: the training points (inputs and weights) and the hyperparameters
+    flops: int  # multiply-adds of one value prediction, all outputs (the correlation with every training point)
+    steps: int = 0  # likelihood optimizations run (n_start per output)
+    history: list[dict] = field(default_factory=list)  # no per-iteration loss: SMT's optimizer keeps none
+
+    def predict_values(self, x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=np.float64)
+        return np.concatenate([m.predict_values(x) for m in self.models], axis=1)
+
+    def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """x (B, n_in) float64 -> y (B, n_out), J (B, n_out, n_in), from SMT's predict_values / predict_derivatives."""
+        x = np.ascontiguousarray(x, dtype=np.float64)
+        J = np.empty((len(x), len(self.models), self.n_in))
+        for i, m in enumerate(self.models):
+            for k in range(self.n_in):
+                J[:, i, k] = m.predict_derivatives(x, k)[:, 0]
+        return self.predict_values(x), J
+
+
+OPTIONS = {  # option -> default; each can be set in [model_overrides.<peer>]
+    "n_start": 1,  # multistarts of the likelihood optimization (SMT's default 10; MULTISTART_NOTE)
+    "hyper_opt": "Cobyla",  # SMT's optimizer: "Cobyla" (GEKPLS's default) or "TNC" (KRG's and KPLS's default)
+    "corr": "squar_exp",  # correlation kernel (SMT's default)
+    "poly": "constant",  # regression trend (SMT's default)
+    "nugget": None,  # diagonal jitter; None = SMT's 2.2e-14
+    "n_comp": 2,  # KPLS / GEKPLS: PLS directions
+    "extra_points": 1,  # GEKPLS: Taylor-extrapolated points per training point
+    "max_seconds": None,  # wall-time budget of the whole fit (all outputs); None = none
+}
+
+
+MIN_POINTS = 3  # SMT's KPLS refuses fewer ("The database should be at least 3 points"); KRG fails unclearly
+
+
+def _check_design(name: str, x: np.ndarray) -> None:
+    """PeerFitError for a design kriging cannot interpolate: fewer than MIN_POINTS points, or a point given twice
+    (two equal rows make the correlation matrix singular; SMT's nugget hides it and returns garbage derivatives)."""
+    if len(x) < MIN_POINTS:
+        raise PeerFitError(f"{name}: kriging needs at least {MIN_POINTS} training points, got {len(x)} "
+                           "(raise grid.n_train)")  # fmt: skip
+    _, first, counts = np.unique(x, axis=0, return_index=True, return_counts=True)
+    if (counts > 1).any():
+        row = int(first[np.argmax(counts > 1)])
+        raise PeerFitError(
+            f"{name}: {int((counts > 1).sum())} training point(s) appear more than once (first: row {row}, x = "
+            f"{x[row].tolist()}): kriging's correlation matrix is singular there; drop the duplicate rows"
+        )
+
+
+@functools.cache
+def smt_classes() -> dict[str, type]:
+    """SMT's KRG, KPLS and GEKPLS, each with one loop vectorized: the spatial derivative of the correlation
+    distance (``_componentwise_distance(..., return_derivative=True)``), which ``predict_derivatives`` calls and
+    which SMT 2.15 computes in a pure-Python loop over (samples x training points x inputs) unless numba is set up:
+    ~0.8 s per output and input for 500 samples at 256 training points (GEKPLS), so the Jacobians and the
+    difference Hessians of one cell took minutes. The vectorized lines compute SMT's own formula
+    (tests/test_smt_peers.py checks them against SMT's functions to 1e-12); everything else is SMT's."""
+    from smt.surrogate_models import GEKPLS, KPLS, KRG
+
+    def radial(self, dx, theta=None, return_derivative=False):  # KRG: power * theta_j * sign(d) |d|^(power - 1)
+        if not return_derivative or theta is None or self.options["corr"] == "act_exp":
+            return type(self).__mro__[1]._componentwise_distance(self, dx, theta, return_derivative)
+        power = self._pow_exp_power
+        der = np.abs(dx) ** (power - 1)
+        der[dx < 0] *= -1.0
+        return power * np.asarray(theta).reshape(1, -1) * der
+
+    def pls(self, dx, theta=None, return_derivative=False):  # KPLS squar_exp: d_j * 2 sum_l theta_l coeff_jl^2
+        if not return_derivative or theta is None or self.options["corr"] != "squar_exp":
+            return type(self).__mro__[1]._componentwise_distance(self, dx, theta, return_derivative)
+        n_comp = self.options["n_comp"]
+        coef = 2.0 * (np.asarray(self.coeff_pls)[:, :n_comp] ** 2) @ np.asarray(theta)[:n_comp]
+        return dx * coef.reshape(1, -1)
+
+    return {
+        "KRG": type("KRG", (KRG,), {"_componentwise_distance": radial}),
+        "KPLS": type("KPLS", (KPLS,), {"_componentwise_distance": pls}),
+        "GEKPLS": type("GEKPLS", (GEKPLS,), {"_componentwise_distance": pls}),
+    }
+
+
+class SmtKriging:
+    """An SMT kriging model as a peer: options / match_params / param_count / flops_per_sample / fit."""
+
+    family = "kriging"
+    # jac_fd_check's tolerance (relative; the zoo's and JENN's is 1e-5): kriging's values carry ~1e-8 relative noise
+    # from near-singular correlation solves (length scales at SMT's bound), which holds the best step's agreement
+    # near 2e-5 even where the API Jacobian is exact (measured: krg, forum4x4, n_train 96). The check is for wrong
+    # API derivatives (a factor, a lost chain-rule term: errors of order 1), which 1e-3 still catches.
+    fd_check_tol = 1e-3
+    cost_exponent = 3  # fit time ~ n_train^3 (a Cholesky per likelihood evaluation): bench.run.budget extrapolates
+
+    def __init__(self, name: str, smt_class: str, variants: tuple[str, ...], keys: tuple[str, ...], description: str):
+        self.name, self.smt_class, self.variants, self.keys = name, smt_class, variants, keys
+        self.description = description
+
+    def options(self, **overrides: Any) -> dict:
+        """The defaults this peer uses, with ``overrides``; ValueError names an option it does not take."""
+        bad = [k for k in overrides if k not in self.keys]
+        if bad:
+            raise ValueError(f"peer {self.name!r} does not accept {bad}; it accepts: {', '.join(self.keys)}")
+        out = {k: OPTIONS[k] for k in self.keys}
+        out.update({k: v for k, v in overrides.items() if v is not None})
+        if int(out["n_start"]) < 1:
+            raise ValueError(f"{self.name}: n_start must be >= 1, got {out['n_start']}")
+        return out
+
+    def match_params(self, budget: int, n_in: int, n_out: int, **overrides: Any) -> dict:
+        """Kriging has no width to size: its size is the training set's. The overrides come back unchanged."""
+        self.options(**overrides)
+        return dict(overrides)
+
+    def param_count(self, n_in: int, n_out: int, **overrides: Any) -> int:
+        """The hyperparameters alone (the training points it also keeps depend on n_train: ``Fitted.params``)."""
+        o = self.options(**overrides)
+        return n_out * ((o.get("n_comp") or n_in) + 2)  # length scales, the trend constant and the process variance
+
+    def flops_per_sample(self, n_in: int, n_out: int, **overrides: Any) -> int:
+        return 0  # depends on n_train: Fitted.flops
+
+    def _model(self, o: dict, lower: np.ndarray, upper: np.ndarray, seed: int) -> Any:
+        kw: dict[str, Any] = {"print_global": False, "n_start": int(o["n_start"]), "corr": o["corr"],
+                              "poly": o["poly"], "seed": int(seed)}  # fmt: skip
+        for key in ("hyper_opt", "nugget"):
+            if o.get(key) is not None:
+                kw[key] = o[key]
+        if "n_comp" in o:
+            kw["n_comp"] = int(o["n_comp"])
+        if "extra_points" in o:
+            kw.update(extra_points=int(o["extra_points"]), xlimits=np.stack([lower, upper], axis=1))
+        return smt_classes()[self.smt_class](**kw)
+
+    def fit(
+        self, x: np.ndarray, y: np.ndarray, J: np.ndarray | None, beta: float, seed: int, **overrides: Any
+    ) -> Fitted:
+        """Fit one model per output on x (B, n_in), y (B, n_out) and, for gekpls, J (B, n_out, n_in); physical."""
+        try:
+            import smt  # noqa: F401
+        except ModuleNotFoundError as err:
+            raise ModuleNotFoundError(f"the {self.name!r} peer needs SMT: pip install smt") from err
+        o = self.options(**overrides)
+        gradient = "sobolev" in self.variants
+        if gradient and J is None:
+            raise ValueError(f"{self.name} is gradient-enhanced: it needs training Jacobians and the data have none")
+        x, y = np.ascontiguousarray(x, dtype=np.float64), np.ascontiguousarray(y, dtype=np.float64)
+        lower, upper = x.min(axis=0), x.max(axis=0)
+        n, n_in, n_out = len(x), x.shape[1], y.shape[1]
+        _check_design(self.name, x)
+        models = []
+        t0 = time.perf_counter()
+        with time_limit(o["max_seconds"], f"{self.name} on {n} points"):
+            for i in range(n_out):
+                m = self._model(o, lower, upper, seed)
+                printed = io.StringIO()  # SMT prints its optimizer's caught exceptions: kept out of the run's log
+                try:
+                    with warnings.catch_warnings(), contextlib.redirect_stdout(printed):
+                        warnings.simplefilter("ignore")  # SMT warns per multistart; failures raise below
+                        m.set_training_values(x, y[:, i : i + 1])
+                        if gradient:
+                            for k in range(n_in):
+                                m.set_training_derivatives(x, np.ascontiguousarray(J[:, i, k : k + 1]), k)
+                        m.train()
+                except OverBudget:
+                    raise
+                except Exception as err:  # SMT's reason, named: too few points, a singular matrix, a bad n_comp
+                    said = printed.getvalue().strip().splitlines()[-3:]
+                    raise PeerFitError(f"{self.name} (SMT {self.smt_class}) on output {i} of {n} points: "
+                                       f"{type(err).__name__}: {err}" + (f" (SMT printed: {' | '.join(said)[:240]})"
+                                                                          if said else "")) from err  # fmt: skip
+                models.append(m)
+        seconds = time.perf_counter() - t0
+        hypers = self.param_count(n_in, n_out, **overrides)
+        params = n_out * n * (n_in + 1) + hypers
+        flops = n_out * n * (3 * n_in + 2)  # per training point: a scaled distance, an exp, a multiply-add
+        return Fitted(models, n_in, seconds, params, flops, steps=n_out * int(o["n_start"]))
+
+
+COMMON = ("n_start", "hyper_opt", "corr", "poly", "nugget", "max_seconds")
+KRG = SmtKriging("krg", "KRG", ("value",), COMMON, "SMT KRG: kriging on values, one model per output")
+KPLS = SmtKriging("kpls", "KPLS", ("value",), (*COMMON, "n_comp"),
+                  "SMT KPLS: kriging with PLS-reduced length scales, on values, one model per output")  # fmt: skip
+GEKPLS = SmtKriging("gekpls", "GEKPLS", ("sobolev",), (*COMMON, "n_comp", "extra_points"),
+                    "SMT GEKPLS: gradient-enhanced KPLS on values and partials, one model per output")  # fmt: skip
+PEERS = {p.name: p for p in (KRG, KPLS, GEKPLS)}
