@@ -19,6 +19,7 @@ COMMANDS = [
     "bench.commands.report",
     "bench.commands.compare",
     "bench.commands.study",
+    "bench.commands.map_cmd",
 ]
 
 

@@ -23,7 +23,8 @@ def _data_caps(name: str) -> tuple[bool, int]:
 def reason(cell: Cell) -> str:
     """Why ``cell`` cannot run ("" if it can)."""
     if peers.is_peer(cell.model) and cell.variant not in peers.get(cell.model).variants:
-        return f"{cell.model} trains on values and Jacobians only (no {cell.variant} variant)"
+        has = ", ".join(peers.get(cell.model).variants)
+        return f"{cell.model} has no {cell.variant} variant (it trains: {has})"
     if peers.is_peer(cell.model) and cell.beta == 0:
         return f"{cell.model} weighs values at 1 and Jacobians at (1 - beta) / beta: beta = 0 has no equivalent"
     if cell.equation.startswith("data:"):
