@@ -23,7 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"profiles to run, in order (default {','.join(PROFILES)})")  # fmt: skip
     p.add_argument("--workers", type=int, help="worker processes (default: one per core)")
     p.add_argument("--set", action="append", default=[], metavar="TABLE.KEY=VALUE",
-                   help="config overrides for a new run (ignored when a run is resumed), e.g. grid.seeds=[0]")  # fmt: skip
+                   help="config overrides for a new run (not for a resumed one), e.g. grid.seeds=[0]")  # fmt: skip
     p.add_argument("--report-only", action="store_true", help="only rebuild the report from the runs in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 

@@ -28,8 +28,9 @@ FAMILY_COLORS = {  # fixed: the same family has the same colour in every report
     "pykan": _COLORBLIND[4],
     "kan": _COLORBLIND[5],
     "jenn": _COLORBLIND[6],  # the JENN peer
+    "kriging": _COLORBLIND[7],  # the SMT peers (krg, kpls, gekpls)
 }
-_SPARE_COLORS = [*_COLORBLIND[7:], *sns.color_palette("dark", 10).as_hex()]
+_SPARE_COLORS = [*_COLORBLIND[8:], *sns.color_palette("dark", 10).as_hex()]
 VARIANT_MARKERS = {"value": "o", "sobolev": "s", "hessian": "^"}
 _SPARE_MARKERS = ["D", "v", "P", "X", "<"]
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "<", ">", "p", "*", "h", "d", "8"]  # one per model where needed
