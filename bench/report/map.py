@@ -227,9 +227,10 @@ def crossover_table(cx: pd.DataFrame) -> list:
     lines = []
     for r in summary.itertuples():
         text = f"{r.family}: the best network beats the best kriging: {r.crossover}"
-        if r.kriging_over_budget_from:
-            best = cx[(cx["family"] == r.family) & (cx["n_train"] == r.kriging_over_budget_from)]
-            text += (f"; every kriging ran past its budget from n_train {r.kriging_over_budget_from}, where the best "
+        if pd.notna(r.kriging_over_budget_from):
+            n_over = int(r.kriging_over_budget_from)
+            best = cx[(cx["family"] == r.family) & (cx["n_train"] == n_over)]
+            text += (f"; every kriging ran past its budget from n_train {n_over}, where the best "
                      f"network reaches {fmt_num(float(best['network_jac'].iloc[0]))}")  # fmt: skip
         lines.append(text)
     cols = ["family", "n_train", "best network", "its error", "best kriging", "its error", "network / kriging"]
