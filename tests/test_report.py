@@ -332,7 +332,7 @@ def test_committed_example_rebuilds_with_todays_report_code(tmp_path):
     # one training-set size: that section says so; every other figure is drawn (Hessians, JENN and the data set too)
     for name in FIGURES - {"n_train"}:
         assert (tmp_path / "figures" / f"{name}.png").exists(), name
-    assert "data:equations/examples/oscillator.csv" in md and "Peers: JENN" in md
+    assert "data:equations/examples/oscillator.csv" in md and "Peers: JENN and SMT kriging" in md
 
 
 def test_the_points_ratio_recovers_the_power_laws_put_in():
@@ -496,8 +496,8 @@ def test_the_peer_section_compares_jenn_with_the_zoo_best_and_the_comparable_siz
         assert c.loc["zoo best, comparable size", "model"] == best_near[0] == "chebykan"  # the MLPs are 3x larger
         assert c.loc["zoo best, comparable size", "jac"] == pytest.approx(near[best_near])
         assert c[c.index.str.startswith("peer")]["jac"].min() == pytest.approx(peer_best)
-    section = md.split("## Peers: JENN")[1].split("\n## ")[0]
-    assert "zoo's best recipe beats the peer's best Jacobian error on 2 of 2 set(s)" in section
+    section = md.split("## Peers: JENN and SMT kriging")[1].split("\n## ")[0]
+    assert "zoo's best recipe beats jenn's best Jacobian error on 2 of 2 set(s)" in section
     assert f"error ratio zoo / peer: median {0.003 / 0.018:.3f}" in section  # mlp_tanh vs jenn at beta 1e-7
 
 

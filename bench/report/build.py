@@ -30,14 +30,15 @@ GUIDES = {  # section title -> one sentence on how to read it (the order is the 
     "Leaderboard": "One row per architecture and training at its largest training set, mean ± 95% confidence "
     "interval over seeds (t-distribution); bold marks the best value of each score column (highest R², lowest "
     "Jacobian error, most Jacobians/s of the fastest torch engine).",
-    "Peers: JENN": "JENN (PyPI jenn), the field's ready-made gradient-enhanced MLP, trained by its own code with its "
-    "own recommended settings on the same splits (β = 1: without gradient enhancement; β < 1: with it, γ = (1 - β) "
-    "/ β) and scored by the same metrics: its Jacobians come from its own API (checked against central differences "
-    "of its values, jac_fd_check). Its loss sums squared errors on standardized data where the zoo averages them on "
-    "min-max scaled data, so γ = 1 weighs each Jacobian entry n_in times more than the zoo's β = 0.5; its "
-    'leaderboard rows carry the β they map from, and its "converged" flag judges its training cost (it uses no '
-    "validation split). Does the zoo's best recipe beat it, at a comparable parameter count, and at what training "
-    "time?",
+    "Peers: JENN and SMT kriging": "Surrogates from other projects, each trained by its own code with its own "
+    "settings on the same splits and scored by the same metrics, their Jacobians from their own APIs (checked "
+    "against central differences of their values, jac_fd_check). JENN (PyPI jenn), the field's gradient-enhanced "
+    "MLP: β = 1 trains it without gradient enhancement, β < 1 with it, γ = (1 - β) / β; its loss sums squared "
+    "errors on standardized data where the zoo averages them on min-max scaled data, so γ = 1 weighs each Jacobian "
+    "entry n_in times more than the zoo's β = 0.5. SMT's kriging (PyPI smt, bench.peers.smt), one model per "
+    "output: KRG and KPLS on values (β = 1), GEKPLS on values and partials (β < 1, any β alike); its size is its "
+    "training set, and its cost grows like n_train³ (the map, results/map, measures where that matters). Does the "
+    "zoo's best recipe beat them, at a comparable parameter count, and at what training time?",
     "Fidelity vs fit": "Each point is one trained model: points far left (excellent fit) yet high up (large "
     "Jacobian error) show that a good fit does not mean good derivatives.",
     "Per-entry Jacobian error": "Each cell is the normalized RMSE of one Jacobian entry ∂f_i/∂x_j on the test set, "
@@ -253,7 +254,7 @@ def sections(run: RunData) -> list[Section]:
         note = Note("No fidelity grid in this folder (throughput.csv only): `python -m bench run` trains one.")
         fidelity = [t for t in SECTION_TITLES if t not in ("Throughput", "Accuracy vs speed", "Environment and config")]
         return [Section(t, GUIDES[t]).add(note) for t in fidelity[:-1]] + _throughput(run) + [_env(run), _failed(run)]
-    peers = Section("Peers: JENN", GUIDES["Peers: JENN"])
+    peers = Section("Peers: JENN and SMT kriging", GUIDES["Peers: JENN and SMT kriging"])
     for item in peer_section_items(run):
         peers.add(item)
     out = [_ranking(run), _leaderboard(run), peers]

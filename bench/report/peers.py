@@ -55,14 +55,17 @@ def training_seconds(run: RunData) -> pd.DataFrame:
     return aggregate(largest_n_train(df, ["equation", "model", "variant", "beta"]), CONFIG_KEYS)
 
 
-def peer_training(beta: float) -> str:
-    """A peer's training in its own terms: JENN's gamma = (1 - beta) / beta (gamma = 0: no partials passed)."""
+def peer_training(beta: float, family: str = "jenn") -> str:
+    """A peer's training in its own terms: JENN's gamma = (1 - beta) / beta (gamma = 0: no partials passed); kriging
+    on values, or (GEKPLS, any beta < 1) on values and partials."""
+    if family == "kriging":
+        return "values only" if beta == 1 else "values + partials"
     gamma = (1 - beta) / beta if beta > 0 else np.inf
     return "values only (γ=0)" if gamma == 0 else f"gradient-enhanced γ={gamma:g} (β={beta:g})"
 
 
 def _row(eq: str, role: str, r: pd.Series) -> dict:
-    training = peer_training(r["beta"]) if r["family"] in PEER_FAMILIES else r["training"]
+    training = peer_training(r["beta"], r["family"]) if r["family"] in PEER_FAMILIES else r["training"]
     return {"equation": eq, "role": role, "model": r["model"], "family": r["family"], "training": training,
             "params": r["params"], "jac": r[f"{JAC_HEADLINE}_mean"], "jac_ci": r[f"{JAC_HEADLINE}_ci"],
             "n": r[f"{JAC_HEADLINE}_n"], "r2": r.get("r2_min_mean", np.nan), "train_s": r["train_s"],
@@ -86,10 +89,11 @@ def answer(comp: pd.DataFrame) -> str:
     parts = []
     names = {"zoo best": "zoo's best recipe", "zoo best, comparable size": f"zoo's best recipe of comparable size "
              f"(parameters within {COMPARABLE:g}x)"}  # fmt: skip
-    for role, name in names.items():
+    families = sorted(comp.loc[comp["role"].str.startswith("peer"), "family"].unique())
+    for (role, name), family in ((rn, f) for rn in names.items() for f in families):
         pairs = []
         for _, df in comp.groupby("equation"):
-            peer = df[df["role"].str.startswith("peer")]
+            peer = df[df["role"].str.startswith("peer") & (df["family"] == family)]
             pick = df[df["role"] == role]
             if peer.empty or pick.empty:
                 continue
@@ -100,10 +104,10 @@ def answer(comp: pd.DataFrame) -> str:
         err, time = np.array(pairs).T
         wins = int((err < 1).sum())
         parts.append(
-            f"The {name} beats the peer's best Jacobian error "
+            f"The {name} beats {family}'s best Jacobian error "
             f"on {wins} of {len(pairs)} set(s) (error ratio zoo / peer: median {fmt_num(float(np.median(err)))}, "
             f"range {fmt_num(float(err.min()))}-{fmt_num(float(err.max()))}), at a median "
-            f"{fmt_num(float(np.nanmedian(time)))}x the peer's training time."
+            f"{fmt_num(float(np.nanmedian(time)))}x {family}'s training time."
         )
     if not parts:
         return "No set has both a peer and a zoo architecture with finished test scores."
@@ -113,5 +117,10 @@ def answer(comp: pd.DataFrame) -> str:
 def peer_section_items(run: RunData) -> list:
     comp = comparison(run)
     if comp.empty:
-        return [Note("Skipped: this run trains no peer (add `jenn` to grid.models) next to a zoo architecture.")]
+        return [
+            Note(
+                "Skipped: this run trains no peer (add `jenn`, `krg` or `gekpls` to grid.models) next to a zoo "
+                "architecture."
+            )
+        ]
     return [Note(answer(comp)), comparison_table(comp)]
