@@ -23,8 +23,8 @@ def test_quick_profile_loads_and_counts_its_cells():
     zoo = [m for m in cfg.grid.models if not peers.is_peer(m)]
     # value and Sobolev for the zoo and JENN, one variant for each kriging peer, on every set; Hessian on forum4x4
     per_set = (len(zoo) + 1) * 2 + sum(m in ("krg", "gekpls") for m in cfg.grid.models)
-    hess = len(zoo) * len(cfg.grid.seeds)  # the peers have no Hessian term
-    assert len(C.grid_cells(cfg.grid)) == len(cfg.grid.equations) * per_set * len(cfg.grid.seeds) + hess == 176
+    hess = len(cfg.grid.hess_models) * len(cfg.grid.seeds)  # the MLP and efficient-KAN (the peers have no Hessian term)
+    assert len(C.grid_cells(cfg.grid)) == len(cfg.grid.equations) * per_set * len(cfg.grid.seeds) + hess == 172
 
 
 @pytest.mark.parametrize(("profile", "per_family"), [("quick", 2), ("suite", 10)])
@@ -195,7 +195,7 @@ def test_hessian_weights_are_a_grid_dimension_restricted_to_their_sets():
     hess = [c for c in cells if c.variant == "hessian"]
     # the zoo's 4 models and JENN train both betas, krg and gekpls one each; the peers have no Hessian variant
     per_set = (5 * len(cfg.grid.betas) + 2) * len(cfg.grid.seeds)
-    zoo = 4 * len(cfg.grid.betas) * len(cfg.grid.seeds)
+    zoo = len(cfg.grid.hess_models) * len(cfg.grid.betas) * len(cfg.grid.seeds)  # quick's grid.hess_models
     assert len(cells) == 2 * per_set + zoo and len(hess) == zoo and {c.equation for c in hess} == {"forum4x4"}
     ids = {c.cell_id for c in hess}
     assert "forum4x4__mlp_tanh__sobolev0.5_h0.1__n256__s0" in ids and "forum4x4__mlp_tanh__value_h0.1__n256__s0" in ids
@@ -227,5 +227,6 @@ def test_hessian_betas_restrict_the_hessian_variant_to_those_betas():
     assert cfg.grid.hess_betas == (0.5,) and {(c.equation, c.beta, c.hess_weight) for c in hess} == {
         ("forum4x4", 0.5, 0.1)
     }
-    assert len(hess) == len([m for m in cfg.grid.models if m not in ("jenn", "krg", "gekpls")]) * len(cfg.grid.seeds)
+    assert {c.model for c in hess} == set(cfg.grid.hess_models) == {"mlp_tanh", "efficient_kan"}
+    assert len(hess) == len(cfg.grid.hess_models) * len(cfg.grid.seeds)
     assert Config.from_dict(cfg.to_dict()) == cfg

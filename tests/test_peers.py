@@ -159,7 +159,7 @@ def test_a_peer_cell_that_cannot_run_is_left_out_with_the_reason(tmp_path):
     assert [c.model for c in cells if c.variant == "hessian"] == ["mlp_tanh"]
     skipped = skipped_cells(cfg.grid)
     assert [(c.model, c.variant) for c, _ in skipped] == [("jenn", "hessian")]
-    assert "values and Jacobians only" in skipped[0][1]
+    assert "has no hessian variant (it trains: value, sobolev)" in skipped[0][1]
     assert not grid_cells(_config(tmp_path, betas=(0.0,)).grid)  # beta = 0 has no JENN equivalent
 
 

@@ -172,3 +172,18 @@ def test_size_equations_cross_the_size_axis_with_sets_at_one_size():
     assert sizes == {("forum4x4", 256), ("forum4x4", 64), ("forum4x4", 1024), ("gen:smooth:0:8x4", 256)}
     everywhere = dataclasses.replace(g, size_equations=())
     assert len(grid_cells(everywhere)) == 6
+
+
+def test_a_kriging_cell_whose_values_are_noisy_is_kept_and_flagged(tmp_path, monkeypatch):
+    """A peer that keeps such cells (kriging) records the disagreement in jac_fd_check; JENN-like peers fail."""
+    from bench.fidelity import cell as cell_mod
+
+    cfg = _config(tmp_path, ("krg",), krg={"n_start": 1})
+    cell = grid_cells(cfg.grid)[0]
+    monkeypatch.setattr(ps.SmtKriging, "fd_check_tol", -1.0)  # every agreement now counts as a disagreement
+    res = run_cell(cell, cfg, "t")
+    check = next(r for r in res.rows if r["metric"] == "jac_fd_check")
+    assert check["error"].startswith(cell_mod.FD_DISAGREES) and np.isfinite(check["value"])
+    monkeypatch.setattr(ps.SmtKriging, "fd_check_fails_cell", True)
+    with pytest.raises(RuntimeError, match="cannot be trusted"):
+        run_cell(cell, cfg, "t")

@@ -30,12 +30,15 @@ ROUNDING = 10.0  # ... plus this many times the differences' rounding bound
 def central_jacobian(f: Callable[[np.ndarray], np.ndarray], x: np.ndarray, h: np.ndarray) -> np.ndarray:
     """x (B, n_in), h (n_in,) -> (B, *f's trailing shape, n_in): d f / d x_k by central differences."""
     x = np.asarray(x, dtype=np.float64)
-    cols = []
-    for k in range(x.shape[1]):
-        step = np.zeros_like(x)
-        step[:, k] = h[k]
-        cols.append((f(x + step) - f(x - step)) / (2.0 * h[k]))
-    return np.stack(cols, axis=-1)
+    B, n_in = x.shape
+    h = np.asarray(h, dtype=np.float64)
+    steps = np.eye(n_in) * h  # row k is h_k e_k
+    # every shifted copy in one call (2 n_in B points): a peer's API pays its per-call cost once, not 2 n_in times
+    shifted = np.concatenate([x[None] + steps[:, None, :], x[None] - steps[:, None, :]]).reshape(2 * n_in * B, n_in)
+    out = np.asarray(f(shifted))
+    out = out.reshape(2, n_in, B, *out.shape[1:])
+    diffs = (out[0] - out[1]) / (2.0 * h).reshape(n_in, *([1] * (out.ndim - 2)))  # (n_in, B, ...)
+    return np.moveaxis(diffs, 0, -1)
 
 
 def fd_check(

@@ -193,6 +193,12 @@ class SmtKriging:
     # near 2e-5 even where the API Jacobian is exact (measured: krg, forum4x4, n_train 96). The check is for wrong
     # API derivatives (a factor, a lost chain-rule term: errors of order 1), which 1e-3 still catches.
     fd_check_tol = 1e-3
+    # ... and beyond it the cell is kept, its check flagged (bench.fidelity.cell.FD_DISAGREES), not failed: the API
+    # Jacobian is SMT's own formula (tests/test_smt_peers.py checks our one vectorized line against SMT's), scored
+    # against the exact derivatives like every method's; what disagrees are its values, computed through an
+    # ill-conditioned solve (on gen:hard:1 at n_train 256 KRG's best step agreed to 19%, a nugget of 1e-8 brought
+    # that to 0.3% without a better Jacobian: error 0.375 -> 0.515). A user of SMT's gradients gets exactly these.
+    fd_check_fails_cell = False
     cost_exponent = 3  # fit time ~ n_train^3 (a Cholesky per likelihood evaluation): bench.run.budget extrapolates
 
     def __init__(self, name: str, smt_class: str, variants: tuple[str, ...], keys: tuple[str, ...], description: str):

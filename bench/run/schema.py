@@ -117,6 +117,7 @@ class GridConfig:
     hess_weights: tuple[float, ...] = (0.0,)
     hess_equations: tuple[str, ...] = ()
     hess_betas: tuple[float, ...] = ()
+    hess_models: tuple[str, ...] = ()  # and with these models only (empty: every model with a Hessian variant)
     n_train: tuple[int, ...] = (512,)  # training-set sizes (the size sweep)
     # the equations that run every n_train; the others run at the first n_train only (empty: all run every size).
     # A map crosses a size axis on a few sets with a dimension axis on others at one size (bench.run.profiles.map)
@@ -192,6 +193,7 @@ def _all_cells(grid: GridConfig) -> list[Cell]:
         for hw in grid.hess_weights
         if hw == 0 or not grid.hess_equations or eq in grid.hess_equations
         if hw == 0 or not grid.hess_betas or beta in grid.hess_betas
+        if hw == 0 or not grid.hess_models or model in grid.hess_models
         for n in grid.n_train
         if n == grid.n_train[0] or not grid.size_equations or eq in grid.size_equations
         for seed in grid.seeds
@@ -244,6 +246,7 @@ class Config:
             "hess_weights",
             "hess_equations",
             "hess_betas",
+            "hess_models",
             "size_equations",
         ):
             if key in g:  # the Hessian keys are absent from runs written before they existed
@@ -306,6 +309,7 @@ _SPECS: dict[str, dict[str, Callable[[Any], Any]]] = {
     "grid": {
         "equations": _names, "models": _names, "seeds": _numbers(int), "betas": _numbers(float),
         "hess_weights": _numbers(float), "hess_equations": _names, "hess_betas": _numbers(float),
+        "hess_models": _names,
         "n_train": _numbers(int), "size_equations": _names, "n_test": _scalar(int), "val_fraction": _scalar(float),
         "sampler": _scalar(str), "scaling": _scalar(str, SCALINGS), "match_params": _scalar(int, optional=True),
     },
