@@ -48,7 +48,8 @@ GUIDES = {
     "Error against training seconds": "Every finished cell of the size axis: its Jacobian error against its training "
     "wall seconds; lower left is better. The dashed line is the Pareto front of the methods' (n_train) means: the "
     "cheapest way to each error level.",
-    "Converged networks": "The Sobolev networks at 4x the steps plus an L-BFGS polish (map_converged) beside the same "
+    "Converged networks": "The best network recipe (Sobolev efficient-KAN) at 4x the steps plus an L-BFGS polish "
+    "(map_converged) beside the same "
     "recipes at the map's 600 steps, and the best kriging at the same n_train: how much of kriging's lead is "
     "training, and how much is the model class.",
     "Sobolev: times fewer points": "How many times fewer training points Sobolev training needs to reach the "
