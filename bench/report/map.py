@@ -99,10 +99,20 @@ def map_cells(map_dir: str | os.PathLike) -> pd.DataFrame:
         return pd.DataFrame()
     df = pd.concat(frames, ignore_index=True)
     df["error"] = df["error"].fillna("")
+    # a cell that did not finish has one row, without the set's dimensions: take them from its set's other cells
+    df["n_in"] = df["n_in"].fillna(df.groupby("equation")["n_in"].transform("max")).fillna(df["equation"].map(_dims))
     df["family"] = df["equation"].map(family_of)
     df["kind"] = np.where(df["model"].isin(KRIGING), "kriging", "network")
     df["method"] = [method_of(*r) for r in df[["model", "variant", "beta", "profile"]].itertuples(index=False)]
     return df
+
+
+def _dims(equation: str) -> float:
+    """n_in from a generated set's name (gen:<family>:<seed>:<n_in>x<n_out>; 4 without dims); NaN otherwise."""
+    parts = equation.split(":")
+    if parts[0] != "gen":
+        return 4.0 if equation == "forum4x4" else np.nan
+    return float(parts[3].split("x")[0]) if len(parts) > 3 else 4.0
 
 
 def _pick(ok: pd.DataFrame, metric: str, split: str) -> pd.Series:
@@ -140,13 +150,19 @@ def choice_rows(cells: pd.DataFrame) -> pd.DataFrame:
                                       failed=("failed", "sum"), over=("over", "sum"))  # fmt: skip
         eligible = per[(per["bad"] == 0) & (per["sets"] == sets) & (per["failed"] == 0) & (per["over"] == 0)]
         eligible = eligible.sort_values("jac")
-        out = [f"{m} ({'over budget' if r.over else 'failed'} on {int(r.over or r.failed)} cell(s))"
-               for m, r in per.drop(eligible.index).iterrows()]  # fmt: skip
+        out = [_why_not(m, r, sets) for m, r in per.drop(eligible.index).iterrows()]
         best_k = eligible[eligible["kind"] == "kriging"]["jac"].min()
         best_n = eligible[eligible["kind"] == "network"]["jac"].min()
         rows.append({"n_train": int(n), "n_in": int(n_in), "sets": sets, "ranked": eligible.reset_index(),
                      "not_eligible": out, "network_over_kriging": best_n / best_k})  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def _why_not(method: str, r: pd.Series, sets: int) -> str:
+    parts = [f"over budget on {int(r.over)} cell(s)"] if r.over else []
+    parts += [f"failed on {int(r.failed)} cell(s)"] if r.failed else []
+    parts += [f"not run on {sets - int(r.sets)} of {sets} set(s)"] if r.sets < sets else []
+    return f"{method} ({', '.join(parts) or 'no finished cell'})"
 
 
 def choice_table(rows: pd.DataFrame) -> Table | Note:
