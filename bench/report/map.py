@@ -90,7 +90,7 @@ def map_cells(map_dir: str | os.PathLike) -> pd.DataFrame:
         ok = m[m["status"] == "ok"]
         df = cells.assign(
             status=status, error=error, jac=_pick(ok, JAC_HEADLINE, "test"), fit_wall=_pick(ok, results.FIT_WALL, ""),
-            fit_cpu=_pick(ok, results.FIT_CPU, ""), predict_1k=_pick(ok, results.PREDICT_PER_1K, "test"),
+            fit_cpu=_pick(ok, results.FIT_CPU, ""), predict_1k=_pick(ok, results.PREDICT_PER_1K, ""),
             still_improving=_pick(ok, "still_improving", ""),
         ).reset_index()  # fmt: skip
         df["run"], df["profile"] = cfg.parent.name, profile
