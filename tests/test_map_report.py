@@ -114,6 +114,8 @@ def test_the_report_has_every_section_figure_and_the_converged_gain(map_dir):
         assert (map_dir / "figures" / f"{fig}.png").stat().st_size > 5000
     assert "| forum4x4 | 1024 | efficient_kan · sobolev β=0.5 |" in md and "| 2.00 |" in md  # converged: 2x better
     assert "not run: predicted 4000 s" in md and html.exists()
+    cost = md.split("## Cost per method")[1].split("\n## ")[0]
+    assert "| krg · value | 1024 | 4096 | 4096 | 0.100 |" in cost  # (n/64)^3 s to fit, 0.1 s per 1000 predictions
 
 
 def test_the_map_command_rebuilds_the_report_and_finds_each_profiles_run(map_dir, capsys):
