@@ -80,7 +80,10 @@ def map_cells(map_dir: str | os.PathLike) -> pd.DataFrame:
         if cfg.parent.is_symlink():
             continue
         profile = json.loads(cfg.read_text())["run"]["profile"]
-        m = load_run(cfg.parent).metrics
+        try:
+            m = load_run(cfg.parent).metrics
+        except FileNotFoundError:  # a run just started: no cell finished yet
+            continue
         if m.empty:
             continue
         keys = ["cell_id", "equation", "model", "variant", "beta", "n_train", "seed", "n_in"]
