@@ -27,7 +27,7 @@ from bench.run.results import CellResult  # noqa: E402
 
 pytestmark = pytest.mark.slow
 RAY = str(Path(sys.executable).with_name("ray"))
-TIMING = {"train_seconds", "tune_seconds"}  # wall times: the only numbers that may differ between executors
+TIMING = {"train_seconds", "tune_seconds", *results.COST_METRICS}  # times: the only numbers that may differ
 
 
 def _free_port() -> int:
