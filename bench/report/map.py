@@ -72,16 +72,19 @@ def method_of(model: str, variant: str, beta: float, profile: str) -> str:
     return f"{model} · {training}" + (" · converged" if profile == CONVERGED else "")
 
 
+def run_folders(map_dir: str | os.PathLike) -> list[tuple[Path, str]]:
+    """(run folder, its profile) of every run under ``map_dir`` in name order (``latest`` links left out)."""
+    return [(cfg.parent, json.loads(cfg.read_text())["run"]["profile"])
+            for cfg in sorted(Path(map_dir).glob("*/config.json")) if not cfg.parent.is_symlink()]  # fmt: skip
+
+
 def map_cells(map_dir: str | os.PathLike) -> pd.DataFrame:
     """One row per cell of every run under ``map_dir``: run, profile, equation, family, n_in, n_train, model,
     method, kind (kriging / network), seed, status, error, jac, fit_wall, fit_cpu, predict_1k, still_improving."""
     frames = []
-    for cfg in sorted(Path(map_dir).glob("*/config.json")):
-        if cfg.parent.is_symlink():
-            continue
-        profile = json.loads(cfg.read_text())["run"]["profile"]
+    for run, profile in run_folders(map_dir):
         try:
-            m = load_run(cfg.parent).metrics
+            m = load_run(run).metrics
         except FileNotFoundError:  # a run just started: no cell finished yet
             continue
         if m.empty:
@@ -96,7 +99,7 @@ def map_cells(map_dir: str | os.PathLike) -> pd.DataFrame:
             fit_cpu=_pick(ok, results.FIT_CPU, ""), predict_1k=_pick(ok, results.PREDICT_PER_1K, ""),
             still_improving=_pick(ok, "still_improving", ""),
         ).reset_index()  # fmt: skip
-        df["run"], df["profile"] = cfg.parent.name, profile
+        df["run"], df["profile"] = run.name, profile
         frames.append(df)
     if not frames:
         return pd.DataFrame()
@@ -394,8 +397,7 @@ def not_finished_table(cells: pd.DataFrame) -> Table | Note:
 
 
 def _sobolev_points(map_dir: Path) -> Table | Note:
-    mains = [c.parent for c in sorted(map_dir.glob("*/config.json"))
-             if not c.parent.is_symlink() and json.loads(c.read_text())["run"]["profile"] != CONVERGED]  # fmt: skip
+    mains = [run for run, profile in run_folders(map_dir) if profile != CONVERGED]
     if not mains:
         return Note("Skipped: no map run.")
     ratio = fig_training.points_ratio(fig_fidelity.cell_errors(load_run(mains[-1])))
