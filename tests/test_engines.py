@@ -11,9 +11,8 @@ from torch import nn
 from zoo_fixtures import small_overrides
 
 import models
-from bench.engines import ENGINES, UnsupportedEngine, choose, compiled, jacobian, tangents
+from bench.engines import ENGINES, UnsupportedEngine, choose, compiled, guards, jacobian, tangents
 from bench.engines.chunking import default_chunk_size
-from bench.engines.functorch import jacfwd_graph_reason
 from bench.engines.fused_mlp import fusable, fused_mlp_jacobian
 from bench.engines.tangents import run_tangents, tangent_reason
 from bench.run.machine import tf32_enabled
@@ -256,7 +255,7 @@ def loop_gradients(references) -> dict:
 def test_create_graph_gives_the_same_parameter_gradients(references, loop_gradients, name, engine):
     """A loss on J backpropagates to the parameters exactly as through the loop reference (Sobolev training)."""
     m, x, _ = references[name]
-    if engine == "vmap_jacfwd" and jacfwd_graph_reason(m) is not None:
+    if engine == "vmap_jacfwd" and set(guards.BROKEN) & guards.trace(m, x).nodes:
         with pytest.raises(UnsupportedEngine, match="196700"):
             parameter_gradients(m, x, engine)
         return
@@ -265,7 +264,7 @@ def test_create_graph_gives_the_same_parameter_gradients(references, loop_gradie
 
 def test_vmap_jacfwd_graph_through_layernorm_is_wrong_in_torch():
     """Why vmap_jacfwd refuses create_graph with a LayerNorm: torch's own result is off (pytorch#196700).
-    If this starts failing, torch fixed it: drop FORWARD_OVER_REVERSE_BROKEN."""
+    If this starts failing, torch fixed it: drop NativeLayerNormBackward0 from guards.BROKEN."""
     m, x, _ = references_for("sequential_layernorm")
     with torch.enable_grad():
         J = torch.func.vmap(torch.func.jacfwd(lambda xi: m(xi[None])[0]))(x)

@@ -160,7 +160,7 @@ def test_autograd_hessians_refuse_a_graph_through_layernorm_whose_third_derivati
 
         (vmap(jacrev(jacrev(per_sample(m))))(x) ** 2).sum().backward()
     torch_grads = torch.cat([p.grad.flatten() for p in m.parameters() if p.grad is not None])
-    assert rel_err(torch_grads, ours) > 1e-3  # if torch fixes it, this fails: lift THIRD_ORDER_BROKEN then
+    assert rel_err(torch_grads, ours) > 1e-3  # if torch fixes it, this fails: lift guards.BROKEN then
 
 
 @pytest.mark.parametrize("chunk", [1, 5, 100])

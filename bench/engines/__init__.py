@@ -24,6 +24,7 @@ from bench.engines import (  # noqa: F401 (kan_tangents registers rules)
     compiled,
     coupling,  # a module, not its names: bench.engines.coupling imports bench.engines.base
     functorch,
+    guards,
     kan_tangents,
     tangents,
     triton_mlp,
@@ -62,7 +63,8 @@ def choose(model: nn.Module, x: torch.Tensor, create_graph: bool = False, compil
         if e is None or e.batch_sum or (e.compiled and not compiled):
             continue
         if (e.differentiable or not create_graph) and e.supports(model, x.device, x.dtype) is None:
-            return e
+            if guards.reason_for(e.fn, model, x, create_graph) is None:  # custom Functions, ops torch gets wrong
+                return e
     raise UnsupportedEngine(f"no engine supports model {model_name(model)} on {x.device} {x.dtype}")
 
 

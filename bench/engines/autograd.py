@@ -11,8 +11,10 @@ from torch import nn
 from torch.autograd.functional import jacobian as autograd_jacobian
 
 from bench.engines.base import Engine, check_output, per_sample
+from bench.engines.guards import AUTOGRAD, JVP, VJP, guarded
 
 
+@guarded("loop", AUTOGRAD, order=1)
 def loop(model: nn.Module, x: torch.Tensor, create_graph: bool = False) -> torch.Tensor:
     """The forum's baseline: one `torch.autograd.functional.jacobian` call per sample, in a Python loop."""
     f = per_sample(model)
@@ -29,18 +31,21 @@ def _summed(model: nn.Module, x: torch.Tensor):
     return f
 
 
+@guarded("functional_vectorized", VJP, order=1)
 def functional_vectorized(model: nn.Module, x: torch.Tensor, create_graph: bool = False) -> torch.Tensor:
     """`autograd.functional.jacobian(vectorize=True)` of the batch sum: one vmapped backward for all outputs."""
     J = autograd_jacobian(_summed(model, x), x, create_graph=create_graph, vectorize=True)  # (n_out, B, n_in)
     return J.permute(1, 0, 2)
 
 
+@guarded("functional_forward", JVP, order=1)
 def functional_forward(model: nn.Module, x: torch.Tensor, create_graph: bool = False) -> torch.Tensor:
     """The same with `strategy="forward-mode"`: one vmapped forward-mode pass for all n_in input directions."""
     J = autograd_jacobian(_summed(model, x), x, vectorize=True, strategy="forward-mode")  # (n_out, B, n_in)
     return J.permute(1, 0, 2).detach()  # forward mode leaves a graph to the parameters; create_graph is False
 
 
+@guarded("batch_sum_reverse", AUTOGRAD, order=1)
 def batch_sum_reverse(model: nn.Module, x: torch.Tensor, create_graph: bool = False) -> torch.Tensor:
     """One forward, then one reverse pass per output k over sum_b y[b, k]: row b of the gradient is J_b[k]."""
     with torch.enable_grad():

@@ -23,6 +23,7 @@ from torch import nn
 from bench.engines.activations import activation_rule
 from bench.engines.blocks import MIN_SHARE, split_over_cores
 from bench.engines.gemm import ONEDNN, linear
+from bench.engines.guards import hand_reason
 
 # Stacked rows ((1 + n_in) x block rows) from which a plan's GEMMs go to oneDNN rather than torch.mm: oneDNN
 # costs ~12 us a call whatever the size (torch.mm ~3 us at 5 rows) but runs 1.6x faster from ~300 rows
@@ -34,8 +35,11 @@ _SIGMOID, _TANH = nn.Sigmoid, nn.Tanh
 
 
 def fusable(model: nn.Module) -> list[nn.Module] | None:
-    """The modules of a flat Sequential (forward not overridden) of a Linear, then Linears and activations."""
+    """The modules of a flat Sequential (forward not overridden, no hooks or parametrizations) of a Linear, then
+    Linears and activations."""
     if not isinstance(model, nn.Sequential) or type(model).forward is not nn.Sequential.forward:
+        return None
+    if hand_reason(model) is not None:  # hooks, parametrizations, pruning: not what the plan would compute
         return None
     mods = list(model)
     if not mods or not isinstance(mods[0], nn.Linear):

@@ -26,31 +26,11 @@ from bench.engines import kan_second  # noqa: F401 (registers the KAN second-ord
 from bench.engines.base import Engine, UnsupportedEngine, check_output, grad_mode, model_name, per_sample, resolve_in
 from bench.engines.blocks import split_over_cores
 from bench.engines.chunking import chunked, default_chunk_size, run_engine
+from bench.engines.guards import AUTOGRAD, JVP, VJP, first_trusted, guarded
 from bench.engines.second_order import rule_reason, second_order_pass, to_hessian, to_laplacian
 from bench.engines.tangents import CPU_BLOCK_BYTES, widest
 
-# torch 2.13's autograd gets the third derivative through LayerNorm wrong: a loss on a Hessian computed by
-# autograd's double backward (the loop, vmap(jacrev(jacrev)), the batch sum; forward over reverse too) has
-# parameter gradients off by 5-40% (tests/test_hessian_engines.py checks them against finite differences), while
-# the second derivatives themselves are right. With create_graph those engines refuse models with a LayerNorm;
-# forward_hessian's hand-written LayerNorm rule is plain differentiable arithmetic and is right.
-THIRD_ORDER_BROKEN = (nn.LayerNorm,)
-
-
-def hessian_graph_reason(model: nn.Module) -> str | None:
-    """Why autograd-based Hessians cannot keep a correct graph for `model` (None if they can)."""
-    bad = next((m for m in model.modules() if isinstance(m, THIRD_ORDER_BROKEN)), None)
-    if bad is None:
-        return None
-    return (
-        f"model {model_name(model)} has a {type(bad).__name__}: torch's third derivative through it is wrong, so "
-        "parameter gradients of a loss on an autograd Hessian would be wrong (use forward_hessian)"
-    )
-
-
-def _refuse_graph(name: str, model: nn.Module, create_graph: bool) -> None:
-    if create_graph and (reason := hessian_graph_reason(model)) is not None:
-        raise UnsupportedEngine(f"engine '{name}' cannot keep the graph: {reason}")
+AUTO_ORDER = ("vmap_jacrev_jacrev", "vmap_hessian", "loop")  # where the hand-written rules do not apply
 
 
 def pair_count(n_in: int) -> int:
@@ -62,9 +42,9 @@ def ideal_passes(n_in: int) -> int:
     return 1 + n_in + pair_count(n_in)
 
 
+@guarded("loop", AUTOGRAD, order=2)
 def loop(model: nn.Module, x: torch.Tensor, create_graph: bool = False) -> torch.Tensor:
     """The baseline users write: torch.autograd.functional.hessian per sample and per output, in Python loops."""
-    _refuse_graph("loop", model, create_graph)
     f = per_sample(model)
     n_out = f(x[0]).shape[0]
     H = [
@@ -74,9 +54,9 @@ def loop(model: nn.Module, x: torch.Tensor, create_graph: bool = False) -> torch
     return torch.stack(H)
 
 
+@guarded("vmap_hessian", JVP, order=2)
 def vmap_hessian(model: nn.Module, x: torch.Tensor, create_graph: bool = False) -> torch.Tensor:
     """`vmap(torch.func.hessian(f))`: forward over reverse (jacfwd(jacrev)), batched over the samples."""
-    _refuse_graph("vmap_hessian", model, create_graph)
     try:
         with grad_mode(create_graph):
             return vmap(func_hessian(per_sample(model)))(x)
@@ -87,20 +67,20 @@ def vmap_hessian(model: nn.Module, x: torch.Tensor, create_graph: bool = False) 
         ) from err
 
 
+@guarded("vmap_jacrev_jacrev", VJP, order=2)
 def vmap_jacrev_jacrev(model: nn.Module, x: torch.Tensor, create_graph: bool = False) -> torch.Tensor:
     """`vmap(jacrev(jacrev(f)))`: reverse over reverse, batched over the samples."""
-    _refuse_graph("vmap_jacrev_jacrev", model, create_graph)
     with grad_mode(create_graph):
         return vmap(jacrev(jacrev(per_sample(model))))(x)
 
 
+@guarded("batch_sum_hessian", AUTOGRAD, order=2)
 def batch_sum_hessian(model: nn.Module, x: torch.Tensor, create_graph: bool = False) -> torch.Tensor:
     """Double backward of the batch sum: grad of sum_b y[b, i], then of its column j: row b is H_b[i, j, :].
 
     n_out + n_out n_in backward passes for the whole batch; only valid when no second derivative couples two
     samples (bench.engines.hessian runs the second-order coupling check first).
     """
-    _refuse_graph("batch_sum_hessian", model, create_graph)
     with torch.enable_grad():
         xg = x if (create_graph and x.requires_grad) else x.detach().requires_grad_(True)
         y = model(xg)
@@ -138,9 +118,10 @@ def _second_order(model: nn.Module, x: torch.Tensor, create_graph: bool, laplaci
 
 
 def forward_hessian(model: nn.Module, x: torch.Tensor, create_graph: bool = False) -> torch.Tensor:
-    """Second-order forward mode by hand (bench.engines.second_order); torch.func where a module has no rule."""
+    """Second-order forward mode by hand (bench.engines.second_order); where a module has no rule (or hooks,
+    parametrizations), the engine `choose_hessian` trusts."""
     if rule_reason(model) is not None:
-        return vmap_jacrev_jacrev(model, x, create_graph)
+        return choose_hessian(model, x, create_graph).fn(model, x, create_graph)
     return _second_order(model, x, create_graph, laplacian=False)
 
 
@@ -187,10 +168,12 @@ LAPLACIAN_ENGINES: dict[str, Engine] = {
 
 def choose_hessian(model: nn.Module, x: torch.Tensor, create_graph: bool = False) -> Engine:
     """The engine `auto` uses: the hand-written pass where every module has a rule (forward mode's ideal cost),
-    else reverse over reverse. Not forward over reverse: torch 2.13 has no forward-mode derivative of
-    silu_backward (FastKAN's and efficient-KAN's base branch, pykan), and none it can differentiate correctly
-    through LayerNorm (pytorch#196700)."""
-    return HESSIAN_ENGINES["forward_hessian" if rule_reason(model) is None else "vmap_jacrev_jacrev"]
+    else the first of reverse over reverse, forward over reverse and the loop whose guard accepts the model
+    (bench.engines.guards). Reverse over reverse first: torch 2.13 has no forward-mode derivative of silu_backward
+    (FastKAN's and efficient-KAN's base branch, pykan)."""
+    if rule_reason(model) is None:
+        return HESSIAN_ENGINES["forward_hessian"]
+    return first_trusted([HESSIAN_ENGINES[n] for n in AUTO_ORDER], model, x, create_graph)
 
 
 def hessian_chunk_size(model: nn.Module, x: torch.Tensor, budget_bytes: int | None = None) -> int:

@@ -28,6 +28,7 @@ from torch import nn
 
 from bench.engines.activations import ACTIVATIONS, Sine, find_rule
 from bench.engines.gemm import linear
+from bench.engines.guards import hand_reason
 from equations.scaling import PhysicalModel
 
 # rule(module, h, t, s, pairs) -> (h, t, s)
@@ -90,6 +91,8 @@ def activation_reason(module: nn.Module) -> str | None:
 
 def rule_reason(module: nn.Module) -> str | None:
     """None if `module` and all its submodules have second-order rules, else the first reason they have not."""
+    if (reason := hand_reason(module)) is not None:
+        return reason
     if find_rule(ACTIVATIONS, module) is not None or find_rule(SECOND_ACTIVATIONS, module) is not None:
         return activation_reason(module)
     if find_rule(SECOND_RULES, module) is None:

@@ -21,13 +21,14 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from bench.engines import autograd, functorch
 from bench.engines.activations import ACTIVATIONS, activation_rule, find_rule
 from bench.engines.base import Engine, grad_mode
 from bench.engines.blocks import split_over_cores
 from bench.engines.chunking import chunked, default_chunk_size
-from bench.engines.functorch import jacfwd_graph_reason, vmap_jacfwd, vmap_jacrev
 from bench.engines.fused_mlp import cpu_mlp_jacobian, fusable, fused_mlp_jacobian
 from bench.engines.gemm import linear
+from bench.engines.guards import first_trusted, hand_reason
 from equations.scaling import PhysicalModel
 
 # rule(module, h (B, w), t (n_in, [B,] w), need_h, inplace) -> (h, or None when not need_h; t)
@@ -56,6 +57,8 @@ def register_tangent_rule(cls: type, reason: Callable[[nn.Module], str | None] |
 
 def tangent_reason(module: nn.Module) -> str | None:
     """None if `module` and all its submodules have tangent rules, else the first reason they have not."""
+    if (reason := hand_reason(module)) is not None:
+        return reason
     if find_rule(ACTIVATIONS, module) is not None:
         return None if activation_rule(module) else f"no tangent rule for {module!r}"
     rule = find_rule(TANGENT_RULES, module)
@@ -194,10 +197,10 @@ def forward_tangents(model: nn.Module, x: torch.Tensor, create_graph: bool = Fal
         width = max(max(m.in_features, m.out_features) for m in mods if type(m) is nn.Linear)
         return cpu_mlp_jacobian(mods, x, cpu_block_rows(x, width))
     if tangent_reason(model) is not None:
-        if create_graph and jacfwd_graph_reason(model) is not None:
-            return vmap_jacrev(model, x, create_graph=True)  # reverse mode keeps a correct graph there
+        # forward mode, else reverse mode, else the loop: the first whose guard trusts it here (bench.engines.guards)
+        fn = first_trusted(FALLBACKS, model, x, create_graph).fn
         # chunked here: jacobian() leaves the chunking of forward_tangents to it (Engine.blocks_on_cpu)
-        return chunked(lambda xc: vmap_jacfwd(model, xc, create_graph), x, default_chunk_size(model, x), create_graph)
+        return chunked(lambda xc: fn(model, xc, create_graph), x, default_chunk_size(model, x), create_graph)
     if create_graph:
         return run_tangents(model, x, True)
     if x.device.type != "cpu":
@@ -209,6 +212,8 @@ def forward_tangents(model: nn.Module, x: torch.Tensor, create_graph: bool = Fal
     # large temporaries fragmented the heap (RSS grew 1.5 GB per 1e6 samples of efficient-KAN)
     return split_over_cores(lambda xs: chunked(lambda b: run_tangents(model, b, False), xs, rows, False), x, rows)
 
+
+FALLBACKS = [*functorch.ENGINES[::-1], autograd.ENGINES[0]]  # vmap_jacfwd, vmap_jacrev, loop
 
 ENGINES = [
     Engine("forward_tangents", forward_tangents, batch_sum=False, differentiable=True, blocks_on_cpu=True,
