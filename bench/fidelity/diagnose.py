@@ -30,31 +30,44 @@ def _pct(v: float) -> str:
     return f"{100 * v:.3g}%"
 
 
-def fit_lines(ev) -> list[str]:
+def fit_lines(ev, remedy: str | None = None) -> list[str]:
+    """The headline (the unit-invariant Jacobian error, its spread and each output's), then the fit, then what
+    follows from the two together."""
     r2, _ = metrics.r2_per_output(ev.y_true, ev.y_pred)
     per = ", ".join(f"{n} {v:.6f}" for n, v in zip(ev.eq.output_names, r2, strict=True))
-    lines = [f"Fit on {len(ev.x)} points (physical units): R² min {np.nanmin(r2):.6f} ({per})."]
+    fit = [f"Fit on {len(ev.x)} points (physical units): R² min {np.nanmin(r2):.6f} ({per})."]
     if hasattr(ev.eq, "draw"):  # a data set: evaluated on every row of its file (--n and --sampler do not apply)
-        lines.append(f"These are all {len(ev.x)} rows of {ev.eq.name} (--n and --sampler do not apply to a data set); "
-                     "if the model was trained on this file, they include its training rows.")  # fmt: skip
+        fit.append(f"These are all {len(ev.x)} rows of {ev.eq.name} (--n and --sampler do not apply to a data set); "
+                   "if the model was trained on this file, they include its training rows.")  # fmt: skip
+    if np.nanmin(r2) < 0:
+        worst = ev.eq.output_names[int(np.nanargmin(r2))]
+        fit.append(
+            f"The fit is worse than a constant ({worst}: R² {np.nanmin(r2):.3g} < 0): the weights loaded, but the "
+            "model is probably not the one they were trained in. Check --model (the activation: mlp_sigmoid loads "
+            "tanh weights without complaint), --layers and --scaling."
+        )
     if not ev.eq.has_jacobian:
         why = f"{ev.eq.name} has no derivative columns: the Jacobian cannot be checked against it"
-        return [*lines, f"{why} (its reference: {ev.eq.reference})."]
+        return [*fit, f"{why} (its reference: {ev.eq.reference})."]
     head = headline(ev, 1)
     stats = head.summary()
     sign, _ = metrics.jac_sign_agreement(ev.J_true, ev.J_pred)
     ref = f"{ev.eq.name}'s exact Jacobian" if ev.eq.reference.startswith("exact") else (
         f"the derivatives of {ev.eq.name} ({ev.eq.reference})")  # fmt: skip
-    lines.append(
-        f"Jacobian vs {ref}: error {_pct(stats['rms'])} (RMS over points; median {_pct(stats['median'])}, "
-        f"90th percentile {_pct(stats['p90'])}, max {_pct(stats['max'])}); signs agree on {_pct(sign)} of entries."
-    )
-    lines.append("  Per output: " + _per_output(head, ev.eq.output_names) + ". " + HEADLINE_MEANING)
+    lines = [
+        f"Jacobian error {_pct(stats['rms'])} vs {ref} (RMS over points; median {_pct(stats['median'])}, "
+        f"90th percentile {_pct(stats['p90'])}, max {_pct(stats['max'])}).",
+        "  Per output: " + _per_output(head, ev.eq.output_names) + ". " + HEADLINE_MEANING,
+    ]
+    if head.note:
+        lines.append(f"  Left out of the headline: {head.note}.")
+    lines += fit
+    lines.append(f"Signs of the Jacobian entries agree on {_pct(sign)} of entries (true entries near 0 skipped).")
     if np.nanmin(r2) > 0.99 and stats["rms"] > FAITHFUL:
+        how = remedy or "python -m bench fit --loss sobolev ... (your model, your data)"
         lines.append(
             "The values fit well but the derivatives do not: a good R² does not constrain the Jacobian. "
-            "Training on Jacobians too (Sobolev, `python -m bench run --set 'grid.betas=[1.0, 0.5]'`) measures "
-            "how much that helps on this equation set."
+            f"To train this model on its derivatives too (Sobolev) and compare: `{how}`."
         )
     if ev.y_residual is not None and float(np.max(ev.y_residual)) > 1e-6 * float(np.abs(ev.y_true).max()):
         k = int(np.argmax(ev.y_residual))
@@ -63,6 +76,30 @@ def fit_lines(ev) -> list[str]:
             f"({ev.eq.output_names[k]}): is it the same equation set? Metrics use {ev.eq.name}'s values."
         )
     return lines
+
+
+def spurious_lines(ev) -> list[str]:
+    """Derivatives the model invents where the equations have none (entries exactly 0 at every point)."""
+    t = np.asarray(ev.J_true)
+    structural = [(a, b) for a in range(t.shape[1]) for b in range(t.shape[2]) if not t[:, a, b].any()]
+    if not structural:
+        return []
+    _, worst, per_entry, note = metrics.jac_spurious(ev.J_true, ev.J_pred)
+    if note:
+        return [f"Structural zeros: {len(structural)} entries are 0 everywhere; not checked ({note})."]
+    out, inp = ev.eq.output_names, ev.eq.input_names
+    rows = sorted(((per_entry[a, b], f"d{out[a]}/d{inp[b]}") for a, b in structural), reverse=True)
+    bad = [(f, n) for f, n in rows if f > 0]
+    tol = f"{metrics.SPURIOUS_REL_TOL:g} of the output's typical derivative"
+    if not bad:
+        return [f"Structural zeros: the {len(structural)} entries that are 0 everywhere in {ev.eq.name} stay below "
+                f"{tol} on every point."]  # fmt: skip
+    shown = ", ".join(f"{n} on {_pct(f)} of points" for f, n in bad[:6]) + (" ..." if len(bad) > 6 else "")
+    return [
+        f"Spurious derivatives: {len(bad)} of the {len(structural)} Jacobian entries that are exactly 0 in "
+        f"{ev.eq.name} are non-zero in the model (above {tol}): {shown}; the largest is {worst:.3g} of its "
+        "output's typical derivative. The model invents sensitivities the equations do not have."
+    ]
 
 
 def headline(ev, order: int) -> metrics.DerivativeError:
@@ -114,8 +151,12 @@ def edge_lines(ev) -> list[str]:
         f"[0, 1]) vs {_pct(b)} on the {len(inner)} inside ({ratio:.3g}x)"
     )
     if ratio > EDGE_RATIO:
-        return [head + ": the error concentrates at the domain edges (fewer samples around them, and spline/RBF "
-                "bases that fade out at the ends of their grid)."]  # fmt: skip
+        why = (
+            ", and spline/RBF bases that fade out at the ends of their grid"
+            if _family(ev.model) in GRID_FAMILIES
+            else ""
+        )
+        return [head + f": the error concentrates at the domain edges (fewer samples around them{why})."]
     return [head + ": no concentration at the edges."]
 
 
@@ -213,9 +254,16 @@ def layernorm_lines(model: nn.Module, x_n: torch.Tensor) -> list[str]:
     ]
 
 
+GRID_FAMILIES = ("fastkan", "efficient_kan", "pykan")  # bases on a grid of centres / knots over input_range
+
+
+def _family(model: nn.Module) -> str | None:
+    return getattr(getattr(model, "model", model), "family", None)
+
+
 def grid_lines(model: nn.Module, x_n: torch.Tensor) -> list[str]:
     rng = getattr(model, "input_range", None)
-    if rng is None:
+    if rng is None or _family(model) not in GRID_FAMILIES:
         return []
     lo, hi = float(x_n.min()), float(x_n.max())
     used = max(0.0, min(hi, rng[1]) - max(lo, rng[0])) / (rng[1] - rng[0])
@@ -267,9 +315,9 @@ def denorm_lines(ev) -> list[str]:
     return [f"De-normalization check FAILED: wrapper and chain-rule Jacobians differ by {v:.3g} (a jacbench bug)."]
 
 
-def diagnose(ev) -> list[str]:
-    """All checks, in reading order."""
+def diagnose(ev, remedy: str | None = None) -> list[str]:
+    """All checks, in reading order; ``remedy`` is the `python -m bench fit` command for this user's model."""
     x_n = ev.scaler.transform_x(torch.as_tensor(ev.x)).to(next(ev.model.parameters()).dtype)
-    first = entry_lines(ev) + edge_lines(ev) if ev.eq.has_jacobian else []
-    lines = fit_lines(ev) + first + hessian_lines(ev) + coupling_lines(ev.model, x_n)
+    first = entry_lines(ev) + spurious_lines(ev) + edge_lines(ev) if ev.eq.has_jacobian else []
+    lines = fit_lines(ev, remedy) + first + hessian_lines(ev) + coupling_lines(ev.model, x_n)
     return lines + layernorm_lines(ev.model, x_n) + grid_lines(ev.model, x_n) + minmax_lines(ev) + denorm_lines(ev)

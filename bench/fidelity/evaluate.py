@@ -63,25 +63,42 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return sd
 
 
-def guess_layers(sd: Mapping[str, torch.Tensor]) -> list[int] | None:
-    """Layer widths read off a checkpoint (FastKAN, efficient-KAN, ChebyKAN or nn.Sequential MLP), or None."""
-    patterns = (
-        (r"layers\.(\d+)\.base_linear\.weight", lambda s: (s[1], s[0])),  # FastKAN: (out, in)
-        (r"layers\.(\d+)\.base_weight", lambda s: (s[1], s[0])),  # efficient-KAN: (out, in)
-        (r"layers\.(\d+)\.cheby_coeffs", lambda s: (s[0], s[1])),  # ChebyKAN: (in, out, degree + 1)
-        (r"(\d+)\.weight", lambda s: (s[1], s[0])),  # nn.Sequential of Linear: (out, in)
-    )
-    for pat, in_out in patterns:
+# (key pattern, (in, out) from the weight's shape, family, the zoo names of that family)
+_LAYOUTS = (
+    (r"layers\.(\d+)\.base_linear\.weight", lambda s: (s[1], s[0]), "a FastKAN", "fastkan or fastkan_noln"),
+    (r"layers\.(\d+)\.base_weight", lambda s: (s[1], s[0]), "an efficient-KAN", "efficient_kan"),
+    (r"layers\.(\d+)\.cheby_coeffs", lambda s: (s[0], s[1]), "a ChebyKAN", "chebykan"),
+    (
+        r"(\d+)\.weight",
+        lambda s: (s[1], s[0]),
+        "an MLP (nn.Sequential of Linear layers)",
+        "mlp_tanh, mlp_sigmoid, mlp_silu, ...",
+    ),
+)
+
+
+def guess_architecture(sd: Mapping[str, torch.Tensor]) -> tuple[str, str, list[int]] | None:
+    """(family, its zoo names, layer widths) read off a checkpoint's keys and shapes, or None."""
+    for pat, in_out, family, names in _LAYOUTS:
         found = sorted((int(m.group(1)), k) for k in sd if (m := re.fullmatch(pat, k)) and sd[k].dim() >= 2)
         if found:
             dims = [in_out(tuple(sd[k].shape)) for _, k in found]
             if all(a[1] == b[0] for a, b in itertools.pairwise(dims)):
-                return [dims[0][0]] + [d[1] for d in dims]
+                return family, names, [dims[0][0]] + [d[1] for d in dims]
     return None
 
 
-def check_state_dict(model: nn.Module, sd: Mapping[str, torch.Tensor], what: str, path: str | Path) -> None:
-    """Raise EvaluateError naming missing keys, unexpected keys and shape mismatches, with a --layers hint."""
+def guess_layers(sd: Mapping[str, torch.Tensor]) -> list[int] | None:
+    """Layer widths read off a checkpoint (FastKAN, efficient-KAN, ChebyKAN or nn.Sequential MLP), or None."""
+    guess = guess_architecture(sd)
+    return None if guess is None else guess[2]
+
+
+def check_state_dict(
+    model: nn.Module, sd: Mapping[str, torch.Tensor], what: str, path: str | Path, layers: list[int] | None = None
+) -> None:
+    """Raise EvaluateError naming missing keys, unexpected keys and shape mismatches, with the architecture the
+    checkpoint's keys look like (--model) and its widths (--layers, unless those are the ones given)."""
     own = model.state_dict()
     missing = [k for k in own if k not in sd]
     unexpected = [k for k in sd if k not in own]
@@ -97,10 +114,18 @@ def check_state_dict(model: nn.Module, sd: Mapping[str, torch.Tensor], what: str
         if items:
             more = f" ... ({len(items)} in all)" if len(items) > 8 else ""
             parts.append(f"  {label}: {', '.join(items[:8])}{more}")
-    layers = guess_layers(sd)
-    if layers:
-        parts.append(f"  the checkpoint looks like layers {layers}: try --layers {','.join(map(str, layers))}")
-    if unexpected and not missing and not shapes:
+    guess = guess_architecture(sd)
+    family = getattr(model, "family", None)
+    if guess is not None:
+        name, names, widths = guess
+        if missing or unexpected:
+            own_guess = guess_architecture(own)
+            if own_guess is None or own_guess[0] != name:
+                parts.append(f"  the checkpoint's keys look like {name} ({names}), not {family or what}: "
+                             f"try --model {names.split(',')[0].split(' ')[0]}")  # fmt: skip
+        if list(widths) != list(layers or []):
+            parts.append(f"  the checkpoint looks like layers {widths}: try --layers {','.join(map(str, widths))}")
+    elif unexpected and not missing and not shapes:
         parts.append("  (a different architecture? check --model)")
     raise EvaluateError("\n".join(parts))
 
@@ -124,7 +149,7 @@ def load_model(name: str, eq, checkpoint: str | Path, layers=None, overrides=Non
     sd = load_state_dict(checkpoint)
     model = build_model(name, eq, layers, overrides)
     what = f"{name}(layers={layers})" if layers else name
-    check_state_dict(model, sd, what, checkpoint)
+    check_state_dict(model, sd, what, checkpoint, layers)
     model.load_state_dict(sd)
     return model.eval()
 
