@@ -16,6 +16,7 @@ COMMANDS = [
     "bench.commands.throughput",
     "bench.commands.run",
     "bench.commands.evaluate",
+    "bench.commands.fit",
     "bench.commands.report",
     "bench.commands.compare",
     "bench.commands.study",

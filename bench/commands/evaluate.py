@@ -8,7 +8,7 @@ NAME = "evaluate"
 HELP = "load your trained model (state_dict) and measure its fit and Jacobians in physical units, with a diagnosis"
 
 
-def _layers(text: str) -> list[int]:
+def layers_arg(text: str) -> list[int]:
     try:
         widths = [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
@@ -20,7 +20,7 @@ def _layers(text: str) -> list[int]:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="registered model name: fastkan, efficient_kan, mlp_sigmoid, ...")
-    p.add_argument("--layers", type=_layers, help="all layer widths, e.g. 4,30,30,4 (FastKAN([4, 30, 30, 4]))")
+    p.add_argument("--layers", type=layers_arg, help="all layer widths, e.g. 4,30,30,4 (FastKAN([4, 30, 30, 4]))")
     p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="another factory option, e.g. --model-arg grid_size=5; repeatable")  # fmt: skip
     p.add_argument("--checkpoint", required=True, help="the state_dict file (torch.save(model.state_dict(), path))")
@@ -40,7 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="evaluation", metavar="DIR", help="output folder (default ./evaluation)")
 
 
-def _model_args(pairs: list[str]) -> dict:
+def model_args(pairs: list[str]) -> dict:
     from bench.run.config import parse_value
 
     out = {}
@@ -52,6 +52,18 @@ def _model_args(pairs: list[str]) -> dict:
     return out
 
 
+def fit_command(args: argparse.Namespace) -> str:
+    """The `python -m bench fit` command that fine-tunes this model on its derivatives, with the user's arguments."""
+    parts = ["python -m bench fit", f"--model {args.model}"]
+    if args.layers:
+        parts.append(f"--layers {','.join(map(str, args.layers))}")
+    parts += [f"--model-arg {a}" for a in args.model_arg]
+    parts += [f"--checkpoint {args.checkpoint}", f"--equation {args.equation}", f"--scaling {args.scaling}"]
+    if args.data:
+        parts.append(f"--data {args.data}")
+    return " ".join([*parts, "--loss sobolev", "--out fitted"])
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -60,13 +72,13 @@ def run(args: argparse.Namespace) -> int:
     from bench.fidelity import evaluate as E
 
     eq = equations.get(args.equation)
-    model = E.load_model(args.model, eq, args.checkpoint, args.layers, _model_args(args.model_arg))
+    model = E.load_model(args.model, eq, args.checkpoint, args.layers, model_args(args.model_arg))
     scaler = E.scaler_from_spec(args.scaling, eq)
     ds, y_file = E.load_data(eq, args.data, args.n, args.sampler, args.seed)
     claimed = E.minmax_from_spec(args.scaling, eq)
     ev = E.evaluate(model, scaler, eq, ds, args.model, getattr(torch, args.dtype), args.engine, y_file, claimed)
     out = E.write_outputs(ev, args.out)
-    for line in diagnose.diagnose(ev):
+    for line in diagnose.diagnose(ev, remedy=fit_command(args)):
         print(line)
     print(f"wrote {out / 'jacobian_results.csv'}, {out / 'predictions.csv'} and {out / 'metrics.csv'}")
     return 0
