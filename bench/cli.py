@@ -42,6 +42,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
         mod = importlib.import_module(path)
         p = sub.add_parser(mod.NAME, help=mod.HELP, description=mod.HELP)
         mod.add_arguments(p)
+        p.add_argument("--plugin", action="append", default=[], dest="plugin_after", metavar="FILE.py",
+                       help="load a Python file that registers extra models (also before COMMAND)")  # fmt: skip
         modules[mod.NAME] = mod
     return parser, modules
 
@@ -52,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    args.plugin = [*args.plugin, *getattr(args, "plugin_after", [])]  # before or after the command
     try:
         if args.plugin:
             import models  # lazily: `report` must stay torch-free
@@ -64,3 +67,6 @@ def main(argv: list[str] | None = None) -> int:
         # exception from inside the code is a bug and keeps its traceback.
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: one line and the shell's convention (128 + SIGINT), no traceback
+        print(f"\ninterrupted: python -m bench {args.command} stopped", file=sys.stderr)
+        return 130

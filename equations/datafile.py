@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +38,9 @@ from equations.base import EquationSet
 from equations.csvio import CsvFormatError
 
 PREFIX = "data:"
-SIDECAR_KEYS = ("inputs", "outputs", "domain", "description", "noise")
+SIDECAR_KEYS = ("inputs", "outputs", "domain", "description", "noise", "derivatives")
+# the sidecar's "derivatives": how the file's derivative columns were obtained
+DERIVATIVE_KINDS = ("exact", "measured", "finite_difference")
 
 
 class DataOnly(RuntimeError):
@@ -52,6 +55,7 @@ class DataSet(EquationSet):
     has_derivatives: bool = False
     noise: str = ""  # the sidecar's noise level as text ("" when the file gives none)
     path: str = ""
+    derivatives: str = ""  # the sidecar's "derivatives" (DERIVATIVE_KINDS), "" when it does not say
 
     @property
     def n_rows(self) -> int:
@@ -68,7 +72,13 @@ class DataSet(EquationSet):
     @property
     def reference(self) -> str:
         """What the fidelity numbers are measured against, in words (the report and the diagnosis print it)."""
-        what = "data: the file's derivative columns" if self.has_derivatives else "data without derivatives"
+        if not self.has_derivatives:
+            what = "data without derivatives"
+        elif self.derivatives == "exact":
+            what = "data: the file's derivative columns (exact, per its sidecar)"
+        else:
+            how = {"finite_difference": "finite differences"}.get(self.derivatives, "measured or finite differences")
+            what = f"data: the file's derivative columns ({how}: their own error is part of the comparison)"
         return f"{what}; noise {self.noise}" if self.noise else f"{what}; no noise level given"
 
     def draw(self, n: int, seed: int, what: str = "") -> tuple[Tensor, Tensor, Tensor]:
@@ -126,6 +136,11 @@ def sidecar_path(path: str | Path) -> Path:
 def load(path: str | Path, sidecar: str | Path | None = None, name: str | None = None) -> DataSet:
     """The data set in the CSV ``path`` (sidecar: default ``path`` with .json, used when it exists)."""
     path = Path(path).expanduser()
+    if not path.is_file() and any(c in str(path) for c in "*?["):
+        raise FileNotFoundError(
+            f"data:{path}: wildcards are not expanded; a data: set is one CSV file. Name each file "
+            "(--equations data:a.csv,data:b.csv) or concatenate them into one"
+        )
     if not path.is_file():
         raise FileNotFoundError(
             f"data file {str(path)!r} not found (resolved to {str(path.resolve())!r}); data:<path> names a samples "
@@ -154,6 +169,7 @@ def _load(path: str, side: str, name: str, stamp: tuple) -> DataSet:
         name=name, fn=_no_formula(name), lower=lower, upper=upper, input_names=tuple(inputs),
         output_names=tuple(outputs), doc=f"{doc} Reference: data ({R} rows).", samples=(x, y, J),
         has_derivatives=bool(derivs), noise=_noise_text(side, meta.get("noise")), path=path,
+        derivatives=str(meta.get("derivatives", "")),
     )  # fmt: skip
     eq.check_domain(x, f"{path} (data rows count from 0 below the header; the domain is {side}'s)")
     return eq
@@ -182,6 +198,9 @@ def _read_sidecar(side: str) -> dict:
     unknown = [k for k in meta if k not in SIDECAR_KEYS]
     if unknown:
         raise CsvFormatError(f"{side}: unknown keys {unknown}; a sidecar may have {list(SIDECAR_KEYS)}")
+    if "derivatives" in meta and meta["derivatives"] not in DERIVATIVE_KINDS:
+        got = meta["derivatives"]
+        raise CsvFormatError(f"{side}: 'derivatives' must be one of {list(DERIVATIVE_KINDS)}, got {got!r}")
     for key in ("inputs", "outputs"):
         if key in meta and not (
             isinstance(meta[key], list) and meta[key] and all(isinstance(s, str) for s in meta[key])
@@ -197,6 +216,12 @@ def _columns(path: str, side: str, header: list[str], meta: Mapping) -> tuple[li
             raise CsvFormatError(f"{side}: give both 'inputs' and 'outputs' (or neither, to read them from {path})")
         inputs, outputs = list(meta["inputs"]), list(meta["outputs"])
     else:
+        slashed = [h for h in header if re.fullmatch(r"d[^/_]+/d[^/]+", h)]
+        if slashed:
+            fixes = ", ".join(f"{h!r} to {h.replace('/', '_')!r}" for h in slashed)
+            raise CsvFormatError(
+                f"{path}: derivative columns are named d<output>_d<input> (an underscore, not a slash): rename {fixes}"
+            )
         plain = set(header)
         pairs = [(a, b) for a in header for b in header if a != b and f"d{a}_d{b}" in plain]
         outputs = list(dict.fromkeys(a for a, _ in pairs))

@@ -268,7 +268,9 @@ def test_selfcheck_list_and_describe_take_a_data_set_by_name(capsys):
     name = "data:equations/examples/oscillator.csv"
     row = equations.selfcheck(name).iloc[0]
     assert row["status"] == "ok" and "no formula to check" in row["error"] and row["dims"] == "3x2"
-    assert "reference: data: the file's derivative columns; noise values Gaussian" in equations.describe(name)
+    described = equations.describe(name)
+    assert "reference: data: the file's derivative columns (measured or finite differences" in described
+    assert "part of the comparison); noise values Gaussian" in described
     assert main(["list", "equations", name]) == 0
     assert "[0.2, 3] x [0.8, 1.6] x [0.1, 0.6]" in capsys.readouterr().out
 

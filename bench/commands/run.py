@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         _check_executor(cfg)
         if args.dry_run:
             return _print_plan(cfg)
-        cfg, run_dir = runner.open_run(cfg)
+        cfg, run_dir = runner.open_run(cfg, name=_run_name(cfg, args, sets))
     r = cfg.run
     cells = C.grid_cells(cfg.grid)
     n = len(cells)
@@ -113,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
               f"{list(g.hess_equations)}, grid.hess_betas {list(g.hess_betas)} against its equations and betas): no "
               "Hessian-supervised training in this run", file=sys.stderr)  # fmt: skip
     _print_skipped(cfg)
+    _note_hessian_betas(cfg, cells, args)
     where = f"{r.workers} workers x {r.threads} threads" if r.executor == "local" else (
         f"Ray {'at ' + r.address if r.address else 'on this machine'}, {r.threads} CPU(s) per cell")  # fmt: skip
     print(f"{run_dir}: {n} cells, {where}, {r.device} {r.dtype}", flush=True)
@@ -120,6 +121,26 @@ def run(args: argparse.Namespace) -> int:
 
     summary = runner.run_grid(cfg, run_dir, run_cell, retry_failed=args.retry_failed, progress=not args.no_progress)
     return runner.finish_run(summary)
+
+
+def _run_name(cfg, args: argparse.Namespace, sets: dict) -> str:
+    """The new run's name: its profile's, or "<profile>-custom" when the grid or training was changed, so a run is
+    never mistaken for the profile it started from."""
+    grid_flags = [f for f in _GRID_FLAGS if getattr(args, f) is not None]
+    changed = grid_flags or args.config or any(k.split(".")[0] in ("grid", "train") for k in sets)
+    return f"{cfg.run.profile}-custom" if changed else cfg.run.profile
+
+
+def _note_hessian_betas(cfg, cells, args: argparse.Namespace) -> None:
+    """--betas sets the plain cells' betas; say which Hessian cells (about 10x a plain cell each) the grid keeps."""
+    hess = [c for c in cells if c.variant == "hessian"]
+    if args.betas is None or not hess:
+        return
+    betas = sorted({c.beta for c in hess})
+    print(f"note: --betas {args.betas} applies to the plain cells; the grid keeps {len(hess)} Hessian-supervised "
+          f"cells at beta {', '.join(f'{b:g}' for b in betas)} (grid.hess_betas {list(cfg.grid.hess_betas)}, "
+          f"hess_weights {[w for w in cfg.grid.hess_weights if w > 0]}), each about 10x a plain cell's cost. Drop "
+          "them with --set 'grid.hess_weights=[0]'", file=sys.stderr)  # fmt: skip
 
 
 def _check_engines(cfg) -> None:

@@ -382,13 +382,16 @@ def _record(config: Config) -> dict:
     return rec
 
 
-def open_run(config: Config, resume: str | Path | None = None, plugins=(), record: bool = True) -> tuple[Config, Path]:
+def open_run(
+    config: Config, resume: str | Path | None = None, plugins=(), record: bool = True, name: str | None = None
+) -> tuple[Config, Path]:
     """Resolve device/workers/threads and create (or reopen) the run folder with config.json and env.json.
 
     On resume the folder's saved grid, training config, device, dtype and plugins are used; only
     ``config.run``'s workers and threads (how the run executes, not what it measures) are taken from
     ``config``. ``plugins`` (the --plugin files of a resumed command) must be among the saved ones; the
-    saved ones are loaded here. ``record=False`` (a dry run) leaves env.json as it is.
+    saved ones are loaded here. ``record=False`` (a dry run) leaves env.json as it is. ``name``: the new run id's
+    suffix (default the profile's name).
     """
     from bench.run.config import ConfigError
 
@@ -411,7 +414,7 @@ def open_run(config: Config, resume: str | Path | None = None, plugins=(), recor
             results.write_json(run_dir / "env.json", env)
         return config, run_dir
     config = resolve_parallelism(config, len(grid_cells(config.grid)))
-    run_dir = results.create_run_dir(config.run.out, config.run.profile)
+    run_dir = results.create_run_dir(config.run.out, name or config.run.profile)
     results.write_json(run_dir / "config.json", {"run_id": run_dir.name, **_record(config)})
     results.write_json(run_dir / "env.json", _env(config))
     return config, run_dir
