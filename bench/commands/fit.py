@@ -54,11 +54,20 @@ def run(args: argparse.Namespace) -> int:
     import equations
     from bench.fidelity import diagnose, refit
     from bench.fidelity import evaluate as E
+    from equations.csvio import CsvFormatError
     from equations.datafile import DataSet
 
     if args.equation is None and args.data is None:
         raise refit.FitError("give --data FILE.csv (your samples), --equation SET, or both")
-    eq = equations.get(args.equation or f"data:{args.data}")
+    try:
+        eq = equations.get(args.equation or f"data:{args.data}")
+    except CsvFormatError as err:
+        if args.equation is not None:
+            raise
+        raise refit.FitError(
+            f"{err}\n--data without --equation trains on the file's own d<output>_d<input> columns; without them, "
+            "give --equation SET to take the derivatives from an equation set"
+        ) from None
     data = None if isinstance(eq, DataSet) else args.data
     overrides = model_args(args.model_arg)
     if args.checkpoint:
@@ -68,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
     scaler = E.scaler_from_spec(args.scaling, eq)
     claimed = E.minmax_from_spec(args.scaling, eq)
     dtype = getattr(torch, args.dtype)
-    ds = refit.training_set(eq, data, args.n, args.sampler, args.seed, args.loss)
+    # sampled training points (no --data) use seed + 1: the evaluation uses evaluate's own points (seed)
+    ds = refit.training_set(eq, data, args.n, args.sampler, args.seed + 1, args.loss)
     if isinstance(eq, DataSet):
         where = "its held-out validation rows"
     else:
@@ -80,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     if isinstance(eq, DataSet):
         test, y_file = refit.rows_of(ds, result.val_rows), None
     else:
-        test, y_file = E.load_data(eq, None, args.eval_n, args.sampler, args.seed + 1)
+        test, y_file = E.load_data(eq, None, args.eval_n, args.sampler, args.seed)  # what evaluate --n uses
     out = Path(args.out)
     path = refit.save(result.model, out, args.scaling)
     before = None
