@@ -203,8 +203,8 @@ def _gradient_error(fn, m: nn.Module, xs: torch.Tensor, gen: torch.Generator) ->
         return None
     with torch.no_grad():
         out = fn(m, xs, create_graph=False)
-    weights = torch.randn(out.shape, generator=gen, dtype=torch.float64)
-    dirs = [torch.randn(p.shape, generator=gen, dtype=torch.float64) for p in params]
+    weights = torch.randn(out.shape, generator=gen, dtype=torch.float64).to(out.device)  # CPU generator: any device
+    dirs = [torch.randn(p.shape, generator=gen, dtype=torch.float64).to(p.device) for p in params]
     scale = sum(float(d.square().sum()) for d in dirs) ** 0.5
     dirs = [d / scale for d in dirs]
 
@@ -234,7 +234,8 @@ def _hessian_error(fn, m: nn.Module, xs: torch.Tensor) -> float:
         return torch.stack([torch.autograd.functional.jacobian(lambda v: m(v[None])[0], v) for v in xb])
 
     eps = 1e-5
-    cols = [(jac(xs + eps * e) - jac(xs - eps * e)) / (2 * eps) for e in torch.eye(xs.shape[1], dtype=xs.dtype)]
+    steps = torch.eye(xs.shape[1], dtype=xs.dtype, device=xs.device)
+    cols = [(jac(xs + eps * e) - jac(xs - eps * e)) / (2 * eps) for e in steps]
     numeric = torch.stack(cols, dim=-1)  # (B, n_out, n_in, n_in)
     with torch.no_grad():
         H = fn(m, xs, create_graph=False)
