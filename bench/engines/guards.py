@@ -35,8 +35,9 @@ from torch.nn.utils import parametrize
 
 from bench.engines.base import UnsupportedEngine, model_name
 
-# How an engine differentiates: its own rules, torch.func forward / reverse mode, or plain torch.autograd.
-HAND, JVP, VJP, AUTOGRAD = "hand", "jvp", "vjp", "autograd"
+# How a guarded engine differentiates: torch.func forward / reverse mode, or plain torch.autograd. (Engines with
+# hand-written rules are not guarded here: they check hand_reason and fall back to guarded ones.)
+JVP, VJP, AUTOGRAD = "jvp", "vjp", "autograd"
 
 # Autograd nodes whose reverse-over-forward and third derivatives agree with float64 finite differences
 # (tests/test_guards.py re-measures every one): what the zoo and common plugin layers record.
@@ -244,8 +245,6 @@ def _hessian_error(fn, m: nn.Module, xs: torch.Tensor) -> float:
 
 def engine_reason(name: str, fn, via: str, order: int, model: nn.Module, x: torch.Tensor, create_graph: bool):
     """Why engine `name` (of kind `via`, derivatives of `order`) cannot be trusted on `model` at x (None if it can)."""
-    if via == HAND:
-        return None
     reason = order_reason(trace(model, x), via, order, create_graph)
     if reason != "prove":
         return reason

@@ -90,9 +90,13 @@ def activation_reason(module: nn.Module) -> str | None:
 
 
 def rule_reason(module: nn.Module) -> str | None:
+    """None if `module` and all its submodules have second-order rules and no hook or parametrization changes what
+    they compute (bench.engines.guards.hand_reason, checked once for the whole tree), else the first reason."""
+    return hand_reason(module) or _rules_reason(module)
+
+
+def _rules_reason(module: nn.Module) -> str | None:
     """None if `module` and all its submodules have second-order rules, else the first reason they have not."""
-    if (reason := hand_reason(module)) is not None:
-        return reason
     if find_rule(ACTIVATIONS, module) is not None or find_rule(SECOND_ACTIVATIONS, module) is not None:
         return activation_reason(module)
     if find_rule(SECOND_RULES, module) is None:
@@ -102,7 +106,7 @@ def rule_reason(module: nn.Module) -> str | None:
 
 
 def children_reason(module: nn.Module) -> str | None:
-    return next(filter(None, map(rule_reason, module.children())), None)
+    return next(filter(None, map(_rules_reason, module.children())), None)
 
 
 def propagate2(module: nn.Module, h, t, s, pairs: Pairs):

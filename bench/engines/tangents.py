@@ -56,9 +56,13 @@ def register_tangent_rule(cls: type, reason: Callable[[nn.Module], str | None] |
 
 
 def tangent_reason(module: nn.Module) -> str | None:
+    """None if `module` and all its submodules have tangent rules and no hook or parametrization changes what
+    they compute (bench.engines.guards.hand_reason, checked once for the whole tree), else the first reason."""
+    return hand_reason(module) or _rules_reason(module)
+
+
+def _rules_reason(module: nn.Module) -> str | None:
     """None if `module` and all its submodules have tangent rules, else the first reason they have not."""
-    if (reason := hand_reason(module)) is not None:
-        return reason
     if find_rule(ACTIVATIONS, module) is not None:
         return None if activation_rule(module) else f"no tangent rule for {module!r}"
     rule = find_rule(TANGENT_RULES, module)
@@ -70,7 +74,7 @@ def tangent_reason(module: nn.Module) -> str | None:
 
 def children_reason(module: nn.Module) -> str | None:
     """The support check of a container whose rule propagates through its children."""
-    return next(filter(None, map(tangent_reason, module.children())), None)
+    return next(filter(None, map(_rules_reason, module.children())), None)
 
 
 def propagate(module: nn.Module, h: torch.Tensor, t: torch.Tensor, need_h: bool, inplace: bool):
