@@ -143,21 +143,26 @@ def test_an_output_hook_no_longer_halves_the_jacobian_of_auto():
     assert torch.allclose(jacobian(m, x), 2 * jacobian(seq(), x), rtol=1e-12, atol=0)
 
 
-class FunctionalNorm(nn.Module):
-    """A plugin that normalizes with F.layer_norm in its own forward (no nn.LayerNorm module anywhere)."""
+class OpModel(nn.Module):
+    """A plugin: Linear -> op(h, g) with a parameter g of its own -> Linear, the same weights for every op."""
 
-    def __init__(self):
+    def __init__(self, op):
         super().__init__()
         torch.manual_seed(0)
-        self.a, self.b = nn.Linear(N_IN, 8), nn.Linear(8, N_OUT)
+        self.a, self.b, self.op = nn.Linear(N_IN, 8), nn.Linear(8, N_OUT), op
         self.g = nn.Parameter(torch.rand(8) + 0.5)
 
     def forward(self, x):
-        return self.b(torch.tanh(F.layer_norm(self.a(x), (8,), self.g, None)))
+        return self.b(self.op(self.a(x), self.g))
+
+
+def functional_norm() -> OpModel:
+    """A plugin that normalizes with F.layer_norm in its own forward (no nn.LayerNorm module anywhere)."""
+    return OpModel(lambda h, g: torch.tanh(F.layer_norm(h, (8,), g, None)))
 
 
 def test_functional_layer_norm_sobolev_gradients_are_right_with_auto():
-    m, x = FunctionalNorm().double(), inputs()
+    m, x = functional_norm().double(), inputs()
     analytic, numeric = fd_directional(m, sobolev_loss(m, x))
     assert analytic == pytest.approx(numeric, rel=FD_TOL)
     with pytest.raises(UnsupportedEngine, match="layer_norm"):
@@ -167,7 +172,7 @@ def test_functional_layer_norm_sobolev_gradients_are_right_with_auto():
 
 def test_torch_itself_gets_functional_layer_norm_wrong_where_the_guard_refuses():
     """Why the guard exists: torch's own results, bypassing it. If this fails, torch fixed pytorch#196700."""
-    m, x = FunctionalNorm().double(), inputs()
+    m, x = functional_norm().double(), inputs()
     raw_jacfwd, raw_rr = ENGINES["vmap_jacfwd"].fn.raw, HESSIAN_ENGINES["vmap_jacrev_jacrev"].fn.raw
     w = torch.linspace(-1, 1, 5 * N_OUT * N_IN * N_IN, dtype=x.dtype).reshape(5, N_OUT, N_IN, N_IN)
     for loss in (lambda: raw_jacfwd(m, x, True).square().sum(), lambda: (raw_rr(m, x, True) * w).sum()):
@@ -176,7 +181,7 @@ def test_torch_itself_gets_functional_layer_norm_wrong_where_the_guard_refuses()
 
 
 def test_functional_layer_norm_hessian_training_refuses_with_the_reason():
-    m, x = FunctionalNorm().double(), inputs()
+    m, x = functional_norm().double(), inputs()
     for engine in ["auto", "vmap_hessian", "vmap_jacrev_jacrev", "loop", "batch_sum_hessian"]:
         with pytest.raises(UnsupportedEngine, match="layer_norm"):
             hessian(m, x, engine=engine, create_graph=True)
@@ -266,19 +271,13 @@ def test_once_differentiable_refuses_second_derivatives_instead_of_zeros():
     assert (H - ref_hessian(WithFunction(Square).double(), x)).abs().max() > 0.5
 
 
-class Cosine(nn.Module):
+def cosine() -> OpModel:
     """A plugin op outside guards.PROVEN (CosBackward0): proven at first use, then trusted."""
-
-    def __init__(self):
-        super().__init__()
-        self.a, self.b = nn.Linear(N_IN, 8), nn.Linear(8, N_OUT)
-
-    def forward(self, x):
-        return self.b(torch.cos(self.a(x)))
+    return OpModel(lambda h, g: torch.cos(h))
 
 
 def test_an_unlisted_op_is_proven_by_measurement_then_used():
-    m, x = Cosine().double(), inputs()
+    m, x = cosine().double(), inputs()
     assert "CosBackward0" not in guards.PROVEN
     analytic, numeric = fd_directional(m, hessian_loss(m, x, engine="vmap_jacrev_jacrev"))
     assert analytic == pytest.approx(numeric, rel=FD_TOL)
@@ -324,17 +323,6 @@ def test_every_proven_node_is_recorded_by_the_zoo_or_the_checked_ops():
     assert guards.PROVEN <= seen, sorted(guards.PROVEN - seen)
     zoo_unproven = seen - guards.PROVEN - set(guards.BROKEN)
     assert not zoo_unproven
-
-
-class OpModel(nn.Module):
-    def __init__(self, op):
-        super().__init__()
-        torch.manual_seed(0)
-        self.a, self.b, self.op = nn.Linear(N_IN, 8), nn.Linear(8, N_OUT), op
-        self.g = nn.Parameter(torch.rand(8) + 0.5)
-
-    def forward(self, x):
-        return self.b(self.op(self.a(x), self.g))
 
 
 OPS = {

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from bench.fidelity import diagnose, metrics
 from bench.fidelity import evaluate as E
 from bench.fidelity.train import FitResult, Trial, fit_selecting_lr
 from bench.run.config import TrainConfig
@@ -129,8 +130,6 @@ def save(model: nn.Module, out: Path, scaling: str) -> Path:
 
 def summary(ev) -> dict[str, float]:
     """The numbers of a before/after table: headline (RMS, p90, max), per output, min R², spurious share."""
-    from bench.fidelity import diagnose, metrics
-
     r2, _ = metrics.r2_per_output(ev.y_true, ev.y_pred)
     out = {"R² min": float(np.nanmin(r2))}
     if ev.eq.has_jacobian:
