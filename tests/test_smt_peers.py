@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import dataclasses
 import signal
+import warnings
 
 import numpy as np
 import pytest
 
+import equations
 from bench import peers
 from bench.fidelity.cell import run_cell
 from bench.fidelity.headline import jacobian_error
 from bench.peers import smt as ps
 from bench.run import results, runner
 from bench.run.config import Config, GridConfig, RunConfig, grid_cells, skipped_cells
+from equations.data import make_dataset
 
 
 def _quadratic(n: int, seed: int = 0):
@@ -187,3 +190,42 @@ def test_a_kriging_cell_whose_values_are_noisy_is_kept_and_flagged(tmp_path, mon
     monkeypatch.setattr(ps.SmtKriging, "fd_check_fails_cell", True)
     with pytest.raises(RuntimeError, match="cannot be trusted"):
         run_cell(cell, cfg, "t")
+
+
+def _smt_gekpls(x, y, J, out):
+    """SMT's own GEKPLS with our defaults, fitted on output ``out``."""
+    from smt.surrogate_models import GEKPLS
+
+    m = GEKPLS(print_global=False, n_comp=2, n_start=1, hyper_opt="Cobyla", seed=0, extra_points=1,
+               xlimits=np.stack([x.min(0), x.max(0)], 1))  # fmt: skip
+    m.set_training_values(x, y[:, out : out + 1])
+    for k in range(x.shape[1]):
+        m.set_training_derivatives(x, np.ascontiguousarray(J[:, out, k : k + 1]), k)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scikit-learn's "y residual is constant"
+        m.train()
+    return m
+
+
+def test_gekpls_fits_an_output_that_depends_on_one_input():
+    """gen:smooth:1's f4 depends on x1 alone: GEKPLS's second PLS direction is 0/0 at every training point, and
+    SMT 2.15 fails with "A has a NaN entry" (the quick profile's cell). Ours zeroes that direction, keeps the
+    first, and recovers the Jacobian; where every direction is defined the coefficients are SMT's, unchanged."""
+    eq = equations.get("gen:smooth:1")
+    d = make_dataset(eq, 456, "lhs", 0)
+    x, y, J = (np.ascontiguousarray(a.numpy(), dtype=np.float64) for a in (d.x, d.y, d.J))
+    (x, xt), (y, _), (J, Jt) = ((a[:256], a[256:]) for a in (x, y, J))
+    assert np.all(J[:, 3, 1:] == 0) and np.all(J[:, 3, 0] != 0)  # the premise: f4's gradient is along x1
+    with pytest.raises(ValueError, match="NaN"):
+        _smt_gekpls(x, y, J, 3)  # SMT's own failure, which ours must not have
+
+    fitted = ps.GEKPLS.fit(x, y[:, [0, 3]], J[:, [0, 3]], 0.5, 0)
+    one_input = np.asarray(fitted.models[1].coeff_pls)
+    assert np.isfinite(one_input).all()
+    assert one_input[0, 0] > 0.99 and np.all(np.abs(one_input[1:, 0]) < 1e-12)  # the first direction is x1 alone
+    _, J_pred = fitted.predict(xt)
+    # relative error of f4's Jacobian: 1 is as wrong as zero derivatives; measured below 1e-4
+    rel = np.linalg.norm(J_pred[:, 1] - Jt[:, 3]) / np.linalg.norm(Jt[:, 3])
+    assert rel < 1e-2
+    # where SMT succeeds (f1 depends on several inputs) our coefficients are SMT's own
+    np.testing.assert_allclose(fitted.models[0].coeff_pls, _smt_gekpls(x, y, J, 0).coeff_pls, rtol=0, atol=1e-12)

@@ -24,6 +24,8 @@ Settings (SMT's defaults unless said; measured on forum4x4 and gen:*:0 at n_trai
   * KPLS / GEKPLS ``n_comp`` = 2, GEKPLS ``extra_points`` = 1 (SMT's default 0);
   * ``max_seconds``: a wall-time budget for the whole fit; a fit that runs past it stops and its cell is recorded
     ``over_budget`` (kriging's cost grows like n_train^3: the data-size axis needs an honest ceiling, not a hang).
+One departure from SMT's code: GEKPLS gives a PLS direction that is 0/0 at a training point (an output that
+depends on fewer inputs than ``n_comp``) zero coefficients instead of failing (``_degenerate_pls_as_zeros``).
 A wrong input (too few points, a singular correlation matrix, more PLS components than inputs) fails the cell with
 SMT's own message, prefixed with the peer and the output it was fitting.
 """
@@ -177,11 +179,61 @@ def smt_classes() -> dict[str, type]:
         coef = 2.0 * (np.asarray(self.coeff_pls)[:, :n_comp] ** 2) @ np.asarray(theta)[:n_comp]
         return dx * coef.reshape(1, -1)
 
+    def gradient_pls(self, X, y):  # GEKPLS: SMT's per-point PLS, with degenerate directions as zeros
+        with _degenerate_pls_as_zeros():
+            return GEKPLS._compute_pls(self, X, y)
+
     return {
         "KRG": type("KRG", (KRG,), {"_componentwise_distance": radial}),
         "KPLS": type("KPLS", (KPLS,), {"_componentwise_distance": pls}),
-        "GEKPLS": type("GEKPLS", (GEKPLS,), {"_componentwise_distance": pls}),
+        "GEKPLS": type("GEKPLS", (GEKPLS,), {"_componentwise_distance": pls, "_compute_pls": gradient_pls}),
     }
+
+
+@contextlib.contextmanager
+def _degenerate_pls_as_zeros():
+    """Our one departure from SMT's GEKPLS (2.15): where a training point's local PLS has fewer informative
+    directions than ``n_comp``, the missing directions get zero coefficients instead of failing the fit.
+
+    GEKPLS fits a PLS regression at every training point to the Taylor-extrapolated values around it. Where an
+    output depends on fewer inputs than ``n_comp`` (gen:smooth:1's f4 depends on x1 alone), the value residual
+    after the first component is exactly zero and scikit-learn's next weights are 0/0: the fit raises "A has a
+    NaN entry". SMT's own code means to give such a point zero coefficients (its ``except StopIteration``, the
+    behaviour of scikit-learn before 0.24); we keep the components that are defined and zero the rest, which
+    is what a direction with no signal contributes to the averaged coefficients either way. SMT's function is
+    called unchanged; only the PLS class it instantiates is swapped while it runs."""
+    from sklearn.cross_decomposition import PLSRegression
+    from smt.surrogate_models.krg_based import distances
+
+    class ZeroDegenerate(PLSRegression):
+        def fit(self, X, y):
+            n_comp = self.n_components
+            for k in range(n_comp, 0, -1):
+                try:
+                    with np.errstate(invalid="ignore", divide="ignore"):
+                        PLSRegression.fit(self.set_params(n_components=k), X, y)
+                except ValueError as err:  # scipy's "A has a NaN entry": component k is 0/0; others are SMT's
+                    if "NaN" not in str(err):
+                        raise
+                    continue
+                if np.isfinite(self.x_rotations_).all():
+                    break
+            else:
+                raise StopIteration  # no direction at all (a constant output): SMT zeroes the point
+            pad = n_comp - self.x_rotations_.shape[1]
+            self.x_rotations_ = np.pad(self.x_rotations_, ((0, 0), (0, pad)))
+            self.n_components = n_comp
+            return self
+
+    with _PLS_LOCK:
+        saved, distances.pls = distances.pls, ZeroDegenerate
+        try:
+            yield
+        finally:
+            distances.pls = saved
+
+
+_PLS_LOCK = threading.Lock()
 
 
 class SmtKriging:
