@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 # The CPU build of torch; an unpinned torch would pull a multi-GB CUDA build on a CPU machine.
 TORCH  ?= torch==2.13.0
 # `make bench`: the quick profile, a CPU throughput sweep of exactly the networks it trained, then the report
-# (run time: README, "Running the grid").
+# (run time: README, "Install and run").
 PROFILE    ?= quick
 TP_ENGINES ?= loop,functional_vectorized,batch_sum_reverse,vmap_jacrev,vmap_jacfwd,forward_tangents
 TP_BATCHES ?= 1,64,4096

@@ -1,4 +1,4 @@
-"""The architecture the README shows, checked on the source: imports go down the floors, never up or sideways.
+"""The architecture bench/README.md shows, checked on the source: imports go down the floors, never up or sideways.
 
     commands, cli  ->  studies  ->  fidelity, speed, report  ->  engines, run  ->  peers  ->  models, equations
 

@@ -24,7 +24,7 @@ _RUN_FLAGS = {
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--profile", default=None,
-        help=f"base profile (default {DEFAULT_PROFILE}; `python -m bench list profiles`; the README times them)",
+        help=f"base profile (default {DEFAULT_PROFILE}; `python -m bench list profiles`; timed: results/measurements)",
     )  # fmt: skip
     p.add_argument(
         "--config", metavar="FILE", help="TOML file whose keys override the profile's ([grid], [train], [run])"

@@ -12,11 +12,12 @@ Supports: a fusable alternating MLP (bench.engines.fused_mlp: Linear, act, ..., 
 SiLU or ReLU, float32, widths up to MAX_WIDTH, on CUDA; on the CPU only under Triton's interpreter
 (`TRITON_INTERPRET=1`), which is how CI checks it against torch. No graph (create_graph).
 
-Measured on a GPU: nothing yet; the session that wrote this had no GPU (README, "GPU").
+Measured on a GPU: nothing yet; the session that wrote this had no GPU (results/gpu/README.md).
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 
 import torch
@@ -46,9 +47,7 @@ def _triton():
 def _kernel():
     """The jitted kernel (bench.engines.triton_kernels), imported on first use and re-imported when
     TRITON_INTERPRET changed: Triton reads it when the module's functions are jitted."""
-    import importlib
-
-    from bench.engines import triton_kernels
+    from bench.engines import triton_kernels  # Triton itself: optional, imported only where it runs
 
     if triton_kernels.INTERPRETED != interpreting():
         triton_kernels = importlib.reload(triton_kernels)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 16's GPU measurement in one run, for a lent GPU machine (device tool; see the README, "GPU"):
+# Issue 16's GPU measurement in one run, for a lent GPU machine (device tool; see results/gpu/README.md):
 #   OUT=... bash results/gpu/measure.sh          # writes everything under $OUT (default results/gpu/run)
 # 1. the fused Triton kernel and the engines checked on the GPU itself (pytest, CUDA cases);
 # 2. the engines on CUDA for an MLP and each KAN family up to B = 2^20, TF32 off, JAX at highest matmul precision in
