@@ -137,7 +137,7 @@ def test_rows_still_improving_at_the_end_of_the_budget_are_flagged(board, md):
     fast = _row(board, "fastkan")
     assert fast["improving"] == 2 and fast["judged"] == 3
     assert _row(board, "mlp_tanh")["improving"] == 0
-    forum = md[md.index("*forum4x4: test split") : md.index("*gen:smooth:3: test split")]
+    forum = md[md.index("*forum4x4: test split") :].split("\n#")[0]
     assert "STILL IMPROVING (2/3 seeds)" in forum and "STILL IMPROVING: in that many seeds" in forum
     assert "| yes |" in forum
 
@@ -175,8 +175,13 @@ def test_the_ranking_across_sets_orders_methods_by_the_errors_put_in(md):
 def test_spurious_derivatives_are_shown_in_the_per_entry_section(md):
     section = md[md.index("## Per-entry Jacobian error") : md.index("## Predicted vs true derivatives")]
     assert "spurious derivatives on structural zeros" in section
-    assert "| forum4x4 | fastkan | 40.0% | 4.00 | ∂f4/∂x3 40% |" in section
-    assert "| forum4x4 | mlp_tanh | 10.0% | 1.00 | ∂f4/∂x3 10% |" in section
+    # condensed: one row per architecture over the sets with structural zeros (forum4x4 only), units explained
+    assert "| fastkan | 1 | 40.0% | 40.0% (forum4x4) | 4.00 (forum4x4) |" in section
+    assert "| mlp_tanh | 1 | 10.0% | 10.0% (forum4x4) | 1.00 (forum4x4) |" in section
+    assert "exceeds 1% of output i's RMS true derivative" in section and "in units of that RMS" in section
+    # then the main set's worst zero entries per architecture
+    assert "| fastkan | 40.0% | 4.00 | ∂f4/∂x3 40% |" in section
+    assert section.count("| fastkan |") == 2  # nothing per set beyond the main one
 
 
 def test_a_neighbours_speed_is_never_joined(tmp_path):
@@ -425,7 +430,7 @@ def test_leaderboard_has_the_hessian_error_put_in(board, md):
             r = _row(board, model, variant, beta)
             assert r["hess_err_rms_mean"] == pytest.approx(rf.expected_hess_error(model, variant), rel=1e-12)
     board_md = md.split("## Leaderboard")[1].split("\n## ")[0]
-    assert board_md.count("Hessian error (RMS over points") == 2  # both sets measured it
+    assert board_md.count("[Hessian error (headline: range-scaled") == 2  # both sets measured it, linked definition
     # the Hessian variant exists on forum4x4 only: gen:smooth:3 has no such row, and the ranking leaves it out
     assert not ((board["equation"] == "gen:smooth:3") & (board["variant"] == "hessian")).any()
     ranking_section = md.split("## Ranking across equation sets")[1].split("\n## ")[0]
@@ -511,3 +516,140 @@ def test_the_main_equation_is_a_scored_formula_before_a_data_set():
     assert main_equation(SimpleNamespace(ok=rows)) == "gen:smooth:1"
     assert main_equation(SimpleNamespace(ok=rows[rows["equation"] != "gen:smooth:1"])) == "data:b.csv"
     assert main_equation(SimpleNamespace(ok=rows.assign(equation=["forum4x4", "x", "y"]))) == "forum4x4"
+
+
+def test_the_leaderboards_are_summarized_by_family_then_folded_per_set(board, html, md):
+    """Above the per-set leaderboards, one row per method and set family with its geometric mean error and training
+    seconds; each set's table sits folded (closed <details>) under its family's heading, in the contents."""
+    from bench.report.leaderboard import family_scores
+
+    fs = family_scores(board).set_index(["family", "method"])
+    assert set(fs.index.get_level_values("family")) == {"smooth", "named"}  # gen:smooth:3 and forum4x4
+    r = fs.loc[("named", "mlp_tanh · value")]
+    assert r["jac"] == pytest.approx(rf.expected_jac_error("mlp_tanh"), rel=1e-12) and r["sets"] == r["of"] == 1
+    assert r["train_s"] == pytest.approx(10 + rf.params_of("mlp_tanh", "forum4x4") / 1000, rel=1e-12)
+    assert fs.loc[("named", "mlp_tanh · hessian β=0.5"), "sets"] == 1
+    assert ("smooth", "mlp_tanh · hessian β=0.5") not in fs.index  # the Hessian variant ran on forum4x4 only
+    section = md.split("## Leaderboard")[1].split("\n## ")[0]
+    summary = section.split("### Summary by set family")[1].split("\n### ")[0]
+    head = next(line for line in summary.splitlines() if line.startswith("| method"))
+    assert head.index("smooth (1 set)") < head.index("named (1 set)")  # generated families first
+    assert "| mlp_tanh · value | 2 of 2 | 0.0200 | 41.2 | 0.0200 | 41.2 |" in summary  # error, then training s
+    assert "| mlp_tanh · hessian β=0.5 | 1 of 2 | – | – |" in summary  # ran on the named set only
+    # each set folded under its family, the summary line naming the best method and its training time
+    for eq in rf.EQUATIONS:
+        m = re.search(rf'<details id="([^"]+)"><summary><span class="title">{re.escape(eq)}</span>'
+                      r'<span class="summary">([^<]*)</span></summary>', html)  # fmt: skip
+        assert m, eq
+        assert "lowest Jacobian error 0.00300: mlp_tanh · sobolev β=1e-07" in m.group(2) and " s training)" in m[2]
+        assert f'href="#{m.group(1)}"' in html  # linked from the contents
+    assert "<details open" not in html and html.count("<details") == len(rf.EQUATIONS)
+    assert section.index("### Smooth generated sets") < section.index("#### gen:smooth:3")
+    assert section.index("### Named sets") < section.index("#### forum4x4")
+
+
+def test_every_link_of_the_contents_has_its_target(html, md):
+    """HTML: every in-page link names an element id that exists, ids are unique; Markdown: every link of the
+    contents is the GitHub anchor of a heading (or the headline definition's own anchor)."""
+    from bench.report.render import slug
+
+    ids = re.findall(r'\sid="([^"]+)"', html)
+    assert len(ids) == len(set(ids))
+    links = set(re.findall(r'href="#([^"]+)"', html))
+    assert links and links <= set(ids), links - set(ids)
+    for title in SECTION_TITLES:
+        assert f'href="#{slug(title)}"' in html
+    headings = [slug(h) for h in re.findall(r"^#{2,6} (.+)$", md, re.M)]
+    targets = set(re.findall(r"\]\(#([^)]+)\)", md))
+    assert targets <= set(headings) | {"headline"}, targets - set(headings)
+    assert '<a id="headline"></a>' in md and "](#leaderboard)" in md and "](#forum4x4)" in md
+
+
+def test_anchors_follow_githubs_rules():
+    from bench.report.render import Group, Section, anchors, slug
+
+    assert slug("Peers: JENN and SMT kriging") == "peers-jenn-and-smt-kriging"
+    assert slug("Value, Sobolev and Hessian training") == "value-sobolev-and-hessian-training"
+    assert slug("Training-set size") == "training-set-size" and slug("gen:smooth:3") == "gensmooth3"
+    assert slug("Sobolev β sweep") == "sobolev-β-sweep" and slug("lorenz96_8") == "lorenz96_8"
+    a, b = Section("Failed cells", ""), Section("Failed cells", "")
+    g = Group("forum4x4")
+    a.add(g)
+    ids = anchors([a, b])
+    assert (ids[id(a)], ids[id(b)], ids[id(g)]) == ("failed-cells", "failed-cells-1", "forum4x4")
+
+
+def test_headline_columns_carry_and_link_their_definition(html, md):
+    """Wherever a headline error is a column (leaderboards, family summary, ranking, peers, training comparison),
+    its header says what it is and links to the definition at the top."""
+    from bench.report.leaderboard import HEADLINE_DEF
+
+    assert '<p class="definition" id="headline">' in html and "0 is exact, 1 (100%)" in html
+    heads = re.findall(r'<th><a class="h" href="#headline">([^<]*)</a></th>', html)
+    assert len(heads) >= 2 * len(rf.EQUATIONS) + 4
+    assert all("(headline" in h for h in heads)
+    for title in ("Ranking across equation sets", "Peers: JENN and SMT kriging", "Value, Sobolev and Hessian training"):
+        section = md.split(f"## {title}")[1].split("\n## ")[0]
+        assert f"({HEADLINE_DEF}" in section and "](#headline)" in section, title
+
+
+def test_training_seconds_stand_beside_the_error_wherever_methods_are_compared(md):
+    from bench.report.leaderboard import TRAIN_S
+
+    for title in ("Ranking across equation sets", "Leaderboard", "Peers: JENN and SMT kriging",
+                  "Value, Sobolev and Hessian training"):  # fmt: skip
+        section = md.split(f"## {title}")[1].split("\n## ")[0]
+        assert "training s" in section, title
+    forum = md[md.index("*forum4x4: test split") :].split("\n#")[0]
+    head = next(line for line in forum.splitlines() if line.startswith("| architecture"))
+    cols = [c.strip() for c in head.strip("|").split("|")]
+    assert cols.index(TRAIN_S) == cols.index("Hessian err. median / p90 / max") + 1
+    row = next(line for line in forum.splitlines() if line.startswith("| mlp_tanh | mlp | value |"))
+    assert row.split("|")[1:-1][cols.index(TRAIN_S)].strip() == "41.2"  # 10 + params / 1000, mean over seeds
+
+
+def test_engines_keep_one_distinct_colour_and_marker_and_configurations_read_plainly():
+    from bench.report.fig_speed import _engine_look
+    from bench.report.style import ENGINE_STYLES, config_label, engine_style
+
+    colours = [c for c, _ in ENGINE_STYLES.values()]
+    markers = [m for _, m in ENGINE_STYLES.values()]
+    assert len(set(colours)) == len(colours) and len(set(markers)) == len(markers)
+    assert engine_style("some_new_engine") == engine_style("some_new_engine")  # stable, whatever else is drawn
+    assert _engine_look("vmap_jacrev")["marker"] == ENGINE_STYLES["vmap_jacrev"][1]
+    assert config_label('mlp_tanh 4->4 {"width": 61}') == "mlp_tanh · 4→4 · width=61"
+    assert config_label("mlp_tanh") == "mlp_tanh"
+    long = config_label('kan 2->3 {"grid": [1, 2, 3], "hidden": [64, 64, 64, 64], "spline_order": 3}')
+    assert long.startswith("kan · 2→3 · grid=[1,2,3], hidden=") and long.endswith("…") and "{" not in long
+
+
+def test_throughput_panels_are_titled_without_json(run):
+    from bench.report import fig_speed, style
+
+    with style.theme():
+        fig = fig_speed.throughput_curves(load_run(run))
+    titles = [ax.get_title() for ax in fig.axes if ax.get_visible()]
+    assert titles and not any("{" in t or '"' in t for t in titles)
+    assert any("mlp_tanh · 4→4" in t for t in titles)
+
+
+def test_robust_axis_limits_leave_outliers_out():
+    from bench.report.fig_fidelity import robust_limits
+
+    rng = np.random.default_rng(0)
+    true = rng.normal(size=1000)
+    pred = true + 0.1 * rng.normal(size=1000)
+    pred[:3] = [1e6, -1e6, np.nan]  # three wild predictions
+    lo, hi = robust_limits(true, pred)
+    assert -4 < lo < -2 and 2 < hi < 4  # the outliers do not set the scale
+    assert robust_limits(np.ones(5), np.ones(5)) == pytest.approx((0.992, 1.008))  # a constant still gets a range
+
+
+def test_predicted_vs_true_panels_say_their_set_and_how_many_points_fall_outside(run):
+    from bench.report import fig_fidelity, style
+
+    with style.theme():
+        fig = fig_fidelity.pred_vs_true(load_run(run), "forum4x4")
+    assert fig.get_suptitle().startswith("forum4x4: ")
+    for ax in (a for a in fig.axes if a.get_visible()):
+        assert ax.get_xlim() == ax.get_ylim()  # the identity line is the diagonal

@@ -9,8 +9,10 @@ import json
 import re
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import report_fixtures as rf
 from PIL import Image
@@ -72,6 +74,7 @@ def test_every_image_loads_in_chromium(chromium, tmp_path_factory, tmp_path):
 # After load, scroll every table box to its right end and record where the page and the last header cell end.
 WIDTH_PROBE = """<script>
 window.addEventListener("load", () => {
+  document.querySelectorAll("details").forEach(d => { d.open = true; });  // the folded leaderboards too
   const boxes = [...document.querySelectorAll("div.scroll")].map(box => {
     box.scrollLeft = box.scrollWidth;
     const last = box.querySelector("thead th:last-child").getBoundingClientRect();
@@ -120,3 +123,69 @@ def test_screenshot_is_not_blank(chromium, tmp_path_factory, tmp_path):
     assert img.size == (1280, 2400)
     colors = img.getcolors(maxcolors=1 << 20)
     assert colors is not None and len(colors) > 50  # text, tables and a figure, not a blank page
+
+
+# After load: where the contents sit, whether every link of theirs has a target, which <details> are open, and what
+# following one link does (the page scrolls its target to the top; the report itself has no script for it).
+NAV_PROBE = """<script>
+window.addEventListener("load", () => {
+  const nav = document.querySelector("nav.toc");
+  const links = [...nav.querySelectorAll("a")].map(a => a.getAttribute("href"));
+  const missing = links.filter(h => !h.startsWith("#") || !document.getElementById(h.slice(1)));
+  const details = [...document.querySelectorAll("details")].map(d => ({id: d.id, open: d.open,
+    height: d.getBoundingClientRect().height, summary: d.querySelector("summary").getBoundingClientRect().height,
+    shown: [...d.children].filter(c => c.tagName !== "SUMMARY").map(c => c.checkVisibility())}));
+  const r = nav.getBoundingClientRect();
+  const target = details.length ? details[details.length - 1].id : "leaderboard";
+  location.hash = "#" + target;
+  const top = document.getElementById(target).getBoundingClientRect().top;
+  const out = document.createElement("pre");
+  out.id = "probe";
+  out.textContent = JSON.stringify({inner: window.innerWidth, height: window.innerHeight,
+    page: document.documentElement.scrollWidth, links, missing, details, nav: [r.top, r.bottom, r.right],
+    scrolled: window.scrollY, target_top: top, h1: document.querySelector("h1").getBoundingClientRect().top});
+  document.body.appendChild(out);
+});
+</script>"""
+
+
+def test_contents_link_every_section_and_set_and_leaderboards_start_folded(chromium, tmp_path_factory, tmp_path):
+    """At 1280 x 800 the contents are on the first screen, every link of theirs has its target in the DOM, each
+    set's leaderboard is a closed <details> (its table takes no room until opened), and a contents link brings its
+    target to the top of the window."""
+    run = rf.built_run(tmp_path_factory)
+    html = (run / "report.html").read_text(encoding="utf-8")
+    probe = tmp_path / "probe.html"
+    probe.write_text(html.replace("</body>", NAV_PROBE + "</body>"), encoding="utf-8")
+    dom = _browse(chromium, tmp_path, "--window-size=1280,800", "--dump-dom", probe.as_uri())
+    found = re.search(r'<pre id="probe">(.*?)</pre>', dom, re.S)
+    assert found, "the page did not finish loading (no probe output in the DOM)"
+    m = json.loads(found.group(1).replace("&quot;", '"'))
+    assert m["inner"] == 1280 and m["page"] <= m["inner"]
+    assert not m["missing"], m["missing"]
+    sets = {f"#{d['id']}" for d in m["details"]}
+    assert len(m["details"]) == len(rf.EQUATIONS) and sets <= set(m["links"])  # every set is in the contents
+    assert {"#leaderboard", "#summary-by-set-family", "#failed-cells", "#forum4x4"} <= set(m["links"])
+    for d in m["details"]:
+        assert not d["open"] and d["summary"] > 0 and d["height"] < d["summary"] + 10, d  # folded: one line high
+        assert d["shown"] and not any(d["shown"]), d  # its note and table are not rendered
+    top, bottom, right = m["nav"]
+    assert 0 < top and bottom <= m["height"] and right <= m["inner"]  # the whole contents on the first screen
+    assert m["scrolled"] > 0 and abs(m["target_top"]) <= 2  # a link scrolls its target to the top
+
+
+def test_first_screen_at_laptop_size(chromium, tmp_path_factory, tmp_path):
+    """A screenshot of what a reader sees first at 1280 x 800: title, introduction, definition and contents, not a
+    blank or a half-drawn page. A copy goes to /tmp/report_first_screen.png for a person to look at."""
+    run = rf.built_run(tmp_path_factory)
+    shot = tmp_path / "first_screen.png"
+    _browse(chromium, tmp_path, f"--screenshot={shot}", "--window-size=1280,800", (run / "report.html").as_uri())
+    img = Image.open(shot).convert("RGB")
+    assert img.size == (1280, 800)
+    shutil.copy(shot, Path(tempfile.gettempdir()) / "report_first_screen.png")
+    gray = np.asarray(img.convert("L"), dtype=float)
+    rows = (gray < 128).mean(axis=1)  # share of dark (text) pixels per pixel row
+    assert (rows > 0.01).sum() > 200  # many lines of text
+    assert rows[600:].max() > 0.01  # ... down to the bottom of the screen: the first screen is filled
+    link_blue = np.asarray(img)[..., 2].astype(int) - np.asarray(img)[..., 0].astype(int) > 100
+    assert link_blue.sum() > 2000  # the contents' links are on it

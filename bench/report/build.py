@@ -8,13 +8,27 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from bench.report import fig_fidelity, fig_ranking, fig_speed, fig_training, ranking, style
 from bench.report.compare import metrics_version
-from bench.report.leaderboard import best_throughput, chosen_lr_table, leaderboard, leaderboard_table
+from bench.report.leaderboard import (
+    HEADLINE_DEF,
+    HEADLINE_TEXT,
+    HESS_TITLE,
+    JAC_TITLE,
+    TRAIN_S,
+    best_throughput,
+    chosen_lr_table,
+    family_summary,
+    headline_links,
+    leaderboard,
+    leaderboard_table,
+    training_seconds,
+)
 from bench.report.load import RunData, largest_n_train, load_run, speed_key
 from bench.report.peers import peer_section_items
-from bench.report.render import Code, Note, Section, Table, plot, pretty_json, to_html, to_markdown
+from bench.report.render import Code, Group, Note, Section, Table, plot, pretty_json, to_html, to_markdown
 from bench.report.stats import CONFIG_KEYS, aggregate, fmt_ci, fmt_key, fmt_num
 from bench.run import results
 from bench.run.results import HESS_HEADLINE, JAC_HEADLINE
@@ -27,9 +41,11 @@ GUIDES = {  # section title -> one sentence on how to read it (the order is the 
     "diagram (Demšar 2006) a thick bar joins methods whose average ranks differ by less than the Nemenyi critical "
     "difference, i.e. that this run cannot tell apart; the matrix gives, for each pair, the share of sets on which "
     "the row's errors are significantly lower than the column's over seeds, out of the sets it could test.",
-    "Leaderboard": "One row per architecture and training at its largest training set, mean ± 95% confidence "
-    "interval over seeds (t-distribution); bold marks the best value of each score column (highest R², lowest "
-    "Jacobian error, most Jacobians/s of the fastest torch engine).",
+    "Leaderboard": "First a summary by family of sets (generated smooth, mixed and hard sets, the named built-in "
+    "sets, data), one row per architecture and training; then one leaderboard per set, grouped by family and "
+    "folded (open one to read it): one row per architecture and training at its largest training set, mean ± 95% "
+    "confidence interval over seeds (t-distribution); bold marks the best value of each score column (highest R², "
+    "lowest Jacobian error, most Jacobians/s of the fastest torch engine).",
     "Peers: JENN and SMT kriging": "Surrogates from other projects, each trained by its own code with its own "
     "settings on the same splits and scored by the same metrics, their Jacobians from their own APIs (checked "
     "against central differences of their values, jac_fd_check). JENN (PyPI jenn), the field's gradient-enhanced "
@@ -105,17 +121,61 @@ def _figure(section: Section, name: str, draw: Callable, alt: str) -> Section:
     return section.add(result)
 
 
+FAMILY_TITLES = {  # set family (style.set_family) -> its heading among the per-set leaderboards
+    "smooth": "Smooth generated sets (gen:smooth)",
+    "mixed": "Mixed generated sets (gen:mixed)",
+    "hard": "Hard generated sets (gen:hard)",
+    style.NAMED: "Named sets (built-in formulas)",
+    style.FILE: "Your own formula files (file:)",
+    style.DATA: "Data sets (data:, measured derivatives)",
+}
+
+
+def short_set_name(eq: str) -> str:
+    """A set's link text in the contents, under its family's name: ``gen:smooth:3`` -> ``3`` (``3:2x5`` with
+    dimensions), ``data:path/to/file.csv`` -> ``file.csv``, a named set as it is."""
+    parts = eq.split(":")
+    if parts[0] == "gen" and len(parts) > 2:
+        return ":".join(parts[2:])
+    return eq.rsplit("/", 1)[-1] if ":" in eq else eq
+
+
+def set_summary(board, eq: str) -> str:
+    """One line beside a folded leaderboard: how many methods, and the best headline Jacobian error."""
+    df = board[board["equation"] == eq]
+    text = f"{df[['model', 'variant', 'beta']].drop_duplicates().shape[0]} methods"
+    jac = df.get(f"{JAC_HEADLINE}_mean")
+    if jac is None or not np.isfinite(jac).any():
+        return text + "; no reference derivatives"
+    best = df.loc[jac.idxmin()]
+    secs = fmt_num(best.get("train_s_mean", np.nan))
+    return (
+        text
+        + f"; lowest Jacobian error {fmt_num(best[f'{JAC_HEADLINE}_mean'])}: {best['model']} · "
+        + (f"{best['training']} ({secs} s training)")
+    )
+
+
 def _leaderboard(run: RunData) -> Section:
     s = Section("Leaderboard", GUIDES["Leaderboard"])
     board = leaderboard(run)
     if board.empty:
         return s.add(Note("Skipped: no finished cell has test-split scores."))
+    s.add(Group("Summary by set family", [family_summary(board)]))
     refs = run.config.get("references", {})
-    for eq in sorted(board["equation"].unique()):
-        if eq in refs:
-            s.add(Note(f"{eq}: the reference is {refs[eq]}. Errors are measured against these measured numbers, so "
-                       "they include the data's own noise."))  # fmt: skip
-        s.add(leaderboard_table(board, eq))
+    sets = sorted(board["equation"].unique(), key=lambda e: (style.family_sort_key(style.set_family(e)), e))
+    for family in dict.fromkeys(style.set_family(e) for e in sets):
+        members = [e for e in sets if style.set_family(e) == family]
+        title = FAMILY_TITLES.get(family, f"Generated {family} sets (gen:{family})")
+        g = Group(title, summary=f"{len(members)} set{'s' if len(members) > 1 else ''}; open one to see its table",
+                  short=f"{family} ({len(members)})")  # fmt: skip
+        for eq in members:
+            one = Group(eq, collapsed=True, summary=set_summary(board, eq), short=short_set_name(eq))
+            if eq in refs:
+                one.add(Note(f"{eq}: the reference is {refs[eq]}. Errors are measured against these measured "
+                             "numbers, so they include the data's own noise."))  # fmt: skip
+            g.add(one.add(leaderboard_table(board, eq)))
+        s.add(g)
     if run.throughput is not None:
         s.add(Note("Jacobians/s: the fastest torch engine over batch sizes and dtypes; which engine, and the JAX "
                    "peer, are in the throughput section."))  # fmt: skip
@@ -130,17 +190,24 @@ def _ranking(run: RunData) -> Section:
         return s.add(Note(f"Skipped: ranks need 2 or more equation sets on which 2 or more methods all finished "
                           f"(this run has {r.n_sets} such set(s)). The per-set leaderboards follow."))  # fmt: skip
     geo = r.scores  # the sets ranked: every method finished there
+    secs = training_seconds(run)
+    secs = secs[secs["equation"].isin(set(geo.index))]
+    secs = secs.assign(method=[ranking.method_label(*k) for k in zip(secs["model"], secs["variant"], secs["beta"],
+                                                                       strict=True)])  # fmt: skip
+    secs = secs.groupby("method")["mean"].median()
     rows = []
     for m, avg in r.average.items():
         wins = (r.ranks[m] == r.ranks.min(axis=1)).sum()  # ties for first count for each
         with np.errstate(divide="ignore"):
-            rows.append([m, f"{avg:.2f}", str(int(wins)), fmt_num(float(np.exp(np.log(geo[m]).mean())))])
-    cols = ["method (architecture · training)", "average rank", "sets ranked first", "geometric mean error"]
+            rows.append([m, f"{avg:.2f}", str(int(wins)), fmt_num(float(np.exp(np.log(geo[m]).mean()))),
+                         fmt_num(secs.get(m, np.nan))])  # fmt: skip
+    cols = ["method (architecture · training)", "average rank", "sets ranked first",
+            f"geometric mean Jacobian error ({HEADLINE_DEF}; over sets)", f"{TRAIN_S}, median over sets"]  # fmt: skip
     if np.isinf(geo.to_numpy()).any():
-        cols[-1] += " (– : a failed cell, ranked last)"
-    caption = f"{r.n_sets} equation sets, {r.k} methods; the error is the headline test Jacobian error (RMS over "
-    caption += "points; median over seeds, a failed seed counting as a loss)"
-    s.add(Table(cols, rows, {(0, 1)}, caption=caption))
+        cols[3] += " (– : a failed cell, ranked last)"
+    caption = f"{r.n_sets} equation sets, {r.k} methods; the error is the headline test Jacobian error (median over "
+    caption += "seeds, a failed seed counting as a loss)"
+    s.add(Table(cols, rows, {(0, 1)}, caption=caption, links=headline_links(cols)))
     if r.incomplete:
         s.add(Note(f"Left out of the ranks (some method did not finish there): {', '.join(r.incomplete)}."))
     unscored = [e for e, ref in run.config.get("references", {}).items() if "without derivatives" in ref]
@@ -167,27 +234,53 @@ def _ranking(run: RunData) -> Section:
     return s.add(chosen_lr_table(run))
 
 
-def spurious_table(run: RunData) -> Table | Note:
-    """Spurious derivatives per equation set and architecture (reference training, mean over seeds): the share of
-    samples with an invented derivative on each structurally zero entry, overall, and the largest one."""
+SPURIOUS_UNITS = (
+    "A derivative is spurious (invented) where the true entry ∂f_i/∂x_j is exactly 0 at a test point and the model's "
+    "|∂f_i/∂x_j| there exceeds 1% of output i's RMS true derivative (over test points and inputs). Share: of all "
+    "(test point, zero entry) pairs, how many are spurious. Largest: the biggest |∂f_i/∂x_j| on a zero entry in units "
+    "of that RMS (1 = as large as a typical true derivative of that output). Value training, largest n_train, mean "
+    "over seeds"
+)
+
+
+def spurious_tables(run: RunData, eq: str | None) -> list:
+    """Spurious derivatives, condensed: per architecture over the sets that have structurally zero entries (how
+    many, the median and worst share, the largest invented derivative and where), then the main set's worst
+    entries per architecture."""
     ok = fig_fidelity.reference_rows(run.ok[run.ok["split"] == "test"])
     spur = ok[ok["metric"].isin(["jac_entry_spurious", "jac_spurious", "jac_spurious_max"])]
     spur = spur[np.isfinite(spur["value"])]
     if spur.empty:
-        return Note("Spurious derivatives: no equation set of this run has a true Jacobian entry that is exactly 0 "
-                    "(or the run predates the metric).")  # fmt: skip
+        return [Note("Spurious derivatives: no equation set of this run has a true Jacobian entry that is exactly 0 "
+                     "(or the run predates the metric).")]  # fmt: skip
     mean = spur.groupby(["equation", "model", "metric", "output", "input"])["value"].mean().reset_index()
-    cols = ["equation", "architecture", "share spurious (all zero entries)", "largest (x row RMS)", "per entry"]
+    share = mean[mean["metric"] == "jac_spurious"].set_index(["model", "equation"])["value"]
+    worst = mean[mean["metric"] == "jac_spurious_max"].set_index(["model", "equation"])["value"]
     rows = []
-    for (eq, model), d in mean.groupby(["equation", "model"], sort=True):
-        entries = d[d["metric"] == "jac_entry_spurious"].sort_values("value", ascending=False)
-        per = ", ".join(f"∂{r.output}/∂{r.input} {r.value:.0%}" for r in entries.itertuples())
-        total = d.loc[d["metric"] == "jac_spurious", "value"]
-        worst = d.loc[d["metric"] == "jac_spurious_max", "value"]
-        rows.append([eq, model, f"{total.iloc[0]:.1%}" if len(total) else "–",
-                     fmt_num(worst.iloc[0]) if len(worst) else "–", per or "–"])  # fmt: skip
-    return Table(cols, rows, caption="spurious derivatives on structural zeros (test split, value training, "
-                 "mean over seeds)", text=True)  # fmt: skip
+    for model in fig_fidelity.models_in_order(spur):
+        sh, wo = share.get(model, pd.Series(dtype=float)), worst.get(model, pd.Series(dtype=float))
+        if sh.empty:
+            continue
+        top = sh.idxmax()
+        big = wo.idxmax() if len(wo) else None
+        rows.append([model, str(len(sh)), f"{sh.median():.1%}", f"{sh.max():.1%} ({top})",
+                     f"{fmt_num(wo.max())} ({big})" if big is not None else "–"])  # fmt: skip
+    cols = ["architecture", "sets with zero entries", "share spurious, median over sets", "worst set",
+            "largest spurious |∂f_i/∂x_j| (× output i's RMS true derivative)"]  # fmt: skip
+    out: list = [Table(cols, rows, caption="spurious derivatives on structural zeros, over the sets that have "
+                       f"them. {SPURIOUS_UNITS}", text=True)]  # fmt: skip
+    d = mean[(mean["equation"] == eq) & (mean["metric"] == "jac_entry_spurious")]
+    if eq is not None and not d.empty:
+        rows = []
+        for model in fig_fidelity.models_in_order(spur[spur["equation"] == eq]):
+            e = d[d["model"] == model].sort_values("value", ascending=False)
+            per = ", ".join(f"∂{r.output}/∂{r.input} {r.value:.0%}" for r in e.head(3).itertuples())
+            rows.append([model, f"{share.get((model, eq), np.nan):.1%}", fmt_num(worst.get((model, eq), np.nan)),
+                         per + (f" (+{len(e) - 3} more)" if len(e) > 3 else "")])  # fmt: skip
+        cols = ["architecture", "share spurious", "largest (× RMS true derivative)", "worst zero entries (share)"]
+        out.append(Table(cols, rows, caption=f"{eq} (the set of the heatmaps above): the zero entries most often "
+                         "invented, the share of test points where each is", text=True))  # fmt: skip
+    return out
 
 
 def best_engine_table(run: RunData) -> Table:
@@ -204,7 +297,7 @@ def best_engine_table(run: RunData) -> Table:
         share = results.limit_fraction(r["jac_per_s"], r["flops_per_jac"], r["peak_flops"])
         pct = f"{100 * share:.1f}%" if np.isfinite(share) else "–"
         peer_engine = r["engine_peer"] if isinstance(r["engine_peer"], str) else "–"
-        row = [r["config"], r["family"], fmt_key(r["params"]), r["device"], r["dtype"], r["engine"]]
+        row = [style.config_label(r["config"]), r["family"], fmt_key(r["params"]), r["device"], r["dtype"], r["engine"]]
         row += [fmt_key(r["batch_size"])]
         rows.append([*row, fmt_num(r["jac_per_s"]), fmt_num(limit), pct, peer_engine, fmt_num(r["jac_per_s_peer"])])
     return Table(cols, rows, caption="fastest engine per model configuration and device (over batch sizes)")
@@ -216,7 +309,7 @@ def _throughput(run: RunData) -> list[Section]:
     if run.throughput is not None:
         t.add(best_engine_table(run))
         bad = run.throughput[run.throughput["status"] != "ok"]
-        bad = bad.assign(configuration=speed_key(bad))
+        bad = bad.assign(configuration=speed_key(bad).map(style.config_label))
         bad = bad.drop_duplicates(["configuration", "engine", "device", "dtype", "status", "error"])
         if not bad.empty:
             cols = ["configuration", "engine", "device", "dtype", "status", "error"]
@@ -262,7 +355,8 @@ def sections(run: RunData) -> list[Section]:
     out.append(_figure(s, "fidelity_vs_fit", lambda: fig_fidelity.fidelity_vs_fit(run), "1 - R² vs Jacobian error"))
     s = Section("Per-entry Jacobian error", GUIDES["Per-entry Jacobian error"])
     out.append(_figure(s, "entry_heatmaps", lambda: fig_fidelity.entry_heatmaps(run, eq), f"entry nRMSE, {eq}"))
-    s.add(spurious_table(run))
+    for block in spurious_tables(run, eq):
+        s.add(block)
     s = Section("Predicted vs true derivatives", GUIDES["Predicted vs true derivatives"])
     out.append(_figure(s, "pred_vs_true", lambda: fig_fidelity.pred_vs_true(run, eq), f"worst entries, {eq}"))
     s = Section("Error near the domain boundary", GUIDES["Error near the domain boundary"])
@@ -301,10 +395,10 @@ def _second_derivatives(run: RunData, eq: str | None) -> Section:
 
 COMPARED = {  # metric (test split) -> column title of the training comparison
     "r2_min": "fit R² (min)",
-    JAC_HEADLINE: "Jacobian error (RMS over points)",
-    HESS_HEADLINE: "Hessian error (RMS over points)",
+    JAC_HEADLINE: JAC_TITLE,
+    HESS_HEADLINE: HESS_TITLE,
     "lap_nrmse": "Laplacian nRMSE (mean over outputs)",
-    "train_seconds": "training s",
+    "train_seconds": "training s (the chosen lr)",
 }
 
 
@@ -341,7 +435,7 @@ def training_comparison_table(run: RunData, equation: str) -> Table | Note:
         rows.append(row)
     cols = ["architecture", "family", "training", *COMPARED.values()]
     return Table(cols, rows, caption=f"{equation}: each training side by side (test split; training seconds of the "
-                 "chosen learning rate, per cell)")  # fmt: skip
+                 "chosen learning rate, per cell)", links=headline_links(cols))  # fmt: skip
 
 
 def _training_comparison(run: RunData, eq: str | None) -> Section:
@@ -377,14 +471,17 @@ def _points_tables(ratio) -> Table:
                  "there by its largest (clipped)", text=True)  # fmt: skip
 
 
-# What every headline number in the report means (bench.fidelity.headline has the definition and its tests).
-HEADLINE_TEXT = (
-    "The headline derivative error: each output's Jacobian (Hessian) is scaled by the widths of the input box "
-    "(J_ij x range_j), its error at a point divided by that output's typical range-scaled gradient over the test "
-    "split, the outputs' squares averaged at each point, and the RMS taken over points. Units cancel, every output "
-    "weighs the same, nothing is floored: 0 is exact, 1 (100%) is as wrong as predicting zero derivatives or twice "
-    "the true ones. Its median, p90 and max over points stand beside it."
-)
+def sets_text(m) -> str:
+    """``38 equation sets (smooth: 10 gen:smooth:*, ...; named: forum4x4, lorenz96; data: ...)``: generated sets
+    counted, the others named."""
+    eqs = sorted(m["equation"].unique())
+    parts = []
+    for family in sorted({style.set_family(e) for e in eqs}, key=style.family_sort_key):
+        members = [e for e in eqs if style.set_family(e) == family]
+        generated = all(e.startswith("gen:") for e in members)
+        parts.append(f"{family}: " + (f"{len(members)} gen:{family}:*" if generated and len(members) > 2
+                                      else ", ".join(members)))  # fmt: skip
+    return f"{len(eqs)} equation set{'s' if len(eqs) > 1 else ''} ({'; '.join(parts)})"
 
 
 def _intro(run: RunData) -> str:
@@ -396,9 +493,9 @@ def _intro(run: RunData) -> str:
     seeds = ", ".join(fmt_key(s) for s in sorted(m["seed"].dropna().unique()))
     models = ", ".join(fig_fidelity.models_in_order(m)) if not m.empty else "none"
     text = (
-        f"Run {run.run_id}: {cells} cells ({cells - failed} finished, {failed} failed) over equation sets "
-        f"{', '.join(sorted(m['equation'].unique()))}; architectures {models}; seeds {seeds}. "
-        f"Errors are on the test split unless stated. {HEADLINE_TEXT}"
+        f"Run {run.run_id}: {cells} cells ({cells - failed} finished, {failed} failed) over {sets_text(m)}; "
+        f"architectures {models}; seeds {seeds}. Errors are on the test split unless stated; every Jacobian and "
+        "Hessian error is the headline error defined below."
     )
     version = metrics_version(run)
     if version < results.METRICS_VERSION:
@@ -423,6 +520,7 @@ def build_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
     secs = sections(run)
     title = f"jacbench report: {run.run_id}"
     intro = _intro(run)
-    (out / "report.md").write_text(to_markdown(title, intro, secs, out), encoding="utf-8")
-    (out / "report.html").write_text(to_html(title, intro, secs), encoding="utf-8")
+    definition = HEADLINE_TEXT if not run.metrics.empty else ""
+    (out / "report.md").write_text(to_markdown(title, intro, secs, out, definition), encoding="utf-8")
+    (out / "report.html").write_text(to_html(title, intro, secs, definition), encoding="utf-8")
     return out / "report.html"

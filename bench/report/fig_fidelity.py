@@ -208,17 +208,36 @@ def pred_vs_true(run: RunData, equation: str, k: int = 3, order: int = 1) -> Fig
                 ax.set_visible(False)
                 continue
             entry, score = worst[col]
-            true, pred = jac[f"{entry}_true"], jac[entry]
+            true, pred = jac[f"{entry}_true"].to_numpy(float), jac[entry].to_numpy(float)
             ax.scatter(true, pred, s=6, alpha=0.5, color=palette[fam[m]], linewidths=0)
-            lo, hi = np.nanmin([true.min(), pred.min()]), np.nanmax([true.max(), pred.max()])
+            lo, hi = robust_limits(true, pred)
             ax.plot([lo, hi], [lo, hi], color="0.2", linewidth=0.8, linestyle="--")
+            ax.set(xlim=(lo, hi), ylim=(lo, hi))
+            outside = int((~((true >= lo) & (true <= hi) & (pred >= lo) & (pred <= hi))).sum())
+            if outside:
+                ax.text(0.98, 0.02, f"{outside} of {len(true)} points\noutside the axes", transform=ax.transAxes,
+                        ha="right", va="bottom", fontsize="xx-small", color="0.25")  # fmt: skip
             label = entry_label(entry, inputs, order)
             ax.set_title(f"{m}: {label}  (nRMSE {fmt_num(score, 2)})", fontsize="small")
             ax.tick_params(labelsize="x-small")
     what = "derivative" if order == 1 else "second derivative"
+    fig.suptitle(f"{equation}: each architecture's {k} worst {what} entries (test points, first seed, value "
+                 "training; axes: 1st-99th percentile)", fontsize="medium")  # fmt: skip
     fig.supxlabel(f"true {what} (physical units)")
     fig.supylabel(f"model {what} (physical units)")
     return fig
+
+
+def robust_limits(*arrays: np.ndarray, q: float = 1.0, margin: float = 0.08) -> tuple[float, float]:
+    """Shared axis limits of the finite values: the ``q``-th to ``(100 - q)``-th percentile widened by ``margin`` of
+    the span, so that a few outliers do not squeeze every other point into a corner."""
+    v = np.concatenate([np.asarray(a, dtype=float).ravel() for a in arrays])
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return -1.0, 1.0
+    lo, hi = np.percentile(v, [q, 100 - q])
+    span = hi - lo if hi > lo else max(abs(hi), 1.0) * 0.1
+    return float(lo - margin * span), float(hi + margin * span)
 
 
 def _hessian_matrix(d: pd.DataFrame, inputs: list[str]) -> np.ndarray:

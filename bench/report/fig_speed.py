@@ -32,15 +32,18 @@ def measured(run: RunData) -> pd.DataFrame:
     return pd.concat(keep) if keep else pd.DataFrame()
 
 
-def _engine_look(engine: str, palette: dict[str, str]) -> dict:
-    """Line style of an engine: JAX peers dotted, the forward pass (samples/s, a yardstick) thin grey."""
+def _engine_look(engine: str) -> dict:
+    """Line style of an engine (style.ENGINE_STYLES: its own colour and marker): JAX peers dotted, the forward pass
+    (samples/s, a yardstick) thin grey dash-dotted."""
+    color, marker = style.engine_style(engine)
     if engine == FORWARD:
-        return {"color": "0.55", "linestyle": "-.", "marker": "x", "linewidth": 1, "label": "forward pass (samples/s)"}
+        label = "forward pass (samples/s)"
+        return {"color": color, "linestyle": "-.", "marker": marker, "linewidth": 1, "label": label}
     peer = engine.startswith(PEER_PREFIX)
-    return {"color": palette[engine], "linestyle": ":" if peer else "-", "marker": "o", "label": engine}
+    return {"color": color, "linestyle": ":" if peer else "-", "marker": marker, "label": engine}
 
 
-def _throughput_panel(ax, d: pd.DataFrame, palette: dict[str, str]) -> None:
+def _throughput_panel(ax, d: pd.DataFrame) -> None:
     """One (model, device): a line per engine with its interquartile band, and the FLOP limit."""
     if d.empty:
         ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax.transAxes)
@@ -48,8 +51,8 @@ def _throughput_panel(ax, d: pd.DataFrame, palette: dict[str, str]) -> None:
         return
     for engine, e in d.groupby("engine"):
         e = e.sort_values("batch_size")
-        look = _engine_look(engine, palette)
-        ax.plot(e["batch_size"], e["jac_per_s"], ms=3, **look)
+        look = _engine_look(engine)
+        ax.plot(e["batch_size"], e["jac_per_s"], ms=4, **look)
         ax.fill_between(e["batch_size"], e["jac_per_s_q25"], e["jac_per_s_q75"], color=look["color"], alpha=0.2)
     jac = d[d["engine"] != FORWARD]  # the forward rows' flops_per_jac is one forward pass
     rates = np.atleast_1d(results.limit_rate(jac["flops_per_jac"], jac["peak_flops"]))
@@ -69,7 +72,7 @@ def throughput_curves(run: RunData) -> Figure | str:
     t = t.assign(config=speed_key(t))
     order = {m: i for i, m in enumerate(models_in_order(t))}
     models = sorted(t["config"].unique(), key=lambda c: (order[t.loc[t["config"] == c, "model"].iloc[0]], c))
-    palette = style.engine_palette(t["engine"].unique())
+    engines = sorted(t["engine"].unique(), key=lambda e: (e == FORWARD, e.startswith(PEER_PREFIX), e))
     names = {d: t.loc[t["device"] == d, "device_name"].iloc[0] for d in devices}
     if len(devices) == 1:  # one device: models wrap into a grid, the device goes into the figure title
         ncols, nrows = style.grid_shape(len(models), max_cols=3)
@@ -79,18 +82,20 @@ def throughput_curves(run: RunData) -> Figure | str:
         cells = [(m, d) for m in models for d in devices]
     fig, axes = style.new_figure(ncols, nrows, width=3.8, height=2.6)
     for i, (ax, (model, device)) in enumerate(zip(axes.flat, cells, strict=False)):
-        _throughput_panel(ax, t[(t["config"] == model) & (t["device"] == device)], palette)
+        _throughput_panel(ax, t[(t["config"] == model) & (t["device"] == device)])
+        label = style.config_label(model)
         if len(devices) == 1:
-            ax.set_title(model)
+            ax.set_title(label, fontsize="small")
         else:  # the first row names the device of each column
-            ax.set_title(f"{device}: {names[device]}\n{model}" if i < ncols else f"{model} · {device}")
+            title = f"{device}: {names[device]}\n{label}" if i < ncols else f"{label} · {device}"
+            ax.set_title(title, fontsize="small")
     for ax in list(axes.flat)[len(cells) :]:
         ax.set_visible(False)
     if len(devices) == 1:
         fig.suptitle(f"{devices[0]}: {names[devices[0]]}")
     fig.supxlabel(style.BATCH)
     fig.supylabel(style.JAC_PER_S)
-    handles = [Line2D([], [], ms=3, **_engine_look(e, palette)) for e in sorted(palette)]
+    handles = [Line2D([], [], ms=4, **_engine_look(e)) for e in engines]
     handles.append(Line2D([], [], color="0.3", linestyle="--", label="FLOP limit\n(peak FLOP/s ÷ FLOPs per Jacobian)"))
     style.legend_outside(fig, handles, "engine")
     return fig

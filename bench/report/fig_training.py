@@ -11,9 +11,10 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from scipy import stats
 
 from bench.report import style
-from bench.report.fig_fidelity import cell_errors
+from bench.report.fig_fidelity import cell_errors, reference_rows
 from bench.report.load import RunData
 
 PANELS = (("value_err", style.VALUE_ERR), ("jac", style.JAC_ERR))
@@ -74,8 +75,6 @@ def n_train_slopes(run: RunData) -> pd.DataFrame:
     when the training set grows 4x. Columns: equation, model, family, training, sizes, cells, and
     ``<value_err|jac>_slope`` / ``_ci``.
     """
-    from scipy import stats
-
     df = cell_errors(run)
     cols = ["equation", "model", "family", "training", "sizes", "cells"]
     cols += [f"{y}_{s}" for y, _ in PANELS for s in ("slope", "ci")]
@@ -171,8 +170,6 @@ def pooled_points_ratio(ratio: pd.DataFrame, draws: int = 2000, seed: int = 0) -
 def learning_curves(run: RunData, equation: str | None) -> Figure | str:
     """Validation loss (training loss where a cell had no validation split) against step, one panel per family:
     a line per model and seed, reference training (value-only where run, largest n_train) on ``equation``."""
-    from bench.report.fig_fidelity import reference_rows
-
     cells = reference_rows(run.ok[(run.ok["metric"] == "train_steps") & (run.ok["equation"] == equation)])
     cells = cells[cells["cell_id"].isin(list(run.history_files))]
     if cells.empty:

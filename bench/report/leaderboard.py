@@ -2,8 +2,9 @@
 
 Columns: params, FLOPs per forward, fit R² (min over outputs), the headline Jacobian error (``JAC_HEADLINE``: RMS
 over test points of bench.fidelity.headline's per-point error) with its median / p90 / max beside it, the Hessian's
-likewise, and the best torch engine's Jacobians/s on each device in
-throughput.csv. Rows use the largest n_train each configuration has.
+likewise, the training seconds, and the best torch engine's Jacobians/s on each device in
+throughput.csv. Rows use the largest n_train each configuration has. ``family_summary`` condenses the sets of each
+family (``style.set_family``) into one row per method.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ import numpy as np
 import pandas as pd
 
 from bench.report.load import RunData, largest_n_train, speed_key
-from bench.report.render import Note, Table
+from bench.report.ranking import method_label
+from bench.report.render import HEADLINE_ANCHOR, Note, Table
 from bench.report.stats import CONFIG_KEYS, aggregate, fmt_ci, fmt_key, fmt_num
-from bench.report.style import training_label
+from bench.report.style import family_sort_key, set_family, training_label
 from bench.run.results import (
     CONVERGENCE_DROP,
     CONVERGENCE_WINDOW,
@@ -24,13 +26,30 @@ from bench.run.results import (
     JAC_TAIL,
 )
 
-# The headline's definition in a table header (bench.fidelity.headline; results/README.md has it in full).
-HEADLINE_DEF = "RMS over points of the range-scaled error, per output / its typical gradient; 1 = as bad as 0"
+# The headline's definition in a table header (bench.fidelity.headline; HEADLINE_TEXT, which the header links to,
+# says it in full at the top of the report).
+HEADLINE_DEF = "headline: range-scaled, ÷ each output's typical gradient, RMS over points; 1 = as bad as zero"
+JAC_TITLE = f"Jacobian error ({HEADLINE_DEF})"
+HESS_TITLE = f"Hessian error ({HEADLINE_DEF})"
+HEADLINE_TEXT = (
+    "The headline derivative error: each output's Jacobian (Hessian) is scaled by the widths of the input box "
+    "(J_ij x range_j), its error at a point divided by that output's typical range-scaled gradient over the test "
+    "split, the outputs' squares averaged at each point, and the RMS taken over points. Units cancel, every output "
+    "weighs the same, nothing is floored: 0 is exact, 1 (100%) is as wrong as predicting zero derivatives or twice "
+    "the true ones. Its median, p90 and max over points stand beside it."
+)
+TRAIN_S = "training s (all lr candidates)"  # wall seconds of a cell's recipe: every learning rate it tried
+
+
+def headline_links(columns: list[str]) -> dict[int, str]:
+    """Columns that show a headline error (their title says "(headline") -> the definition's anchor."""
+    return {j: HEADLINE_ANCHOR for j, c in enumerate(columns) if "(headline" in c}
+
 
 SCORES = {  # metric (test split) -> (column title, whether larger is better)
     "r2_min": ("fit R² (min)", True),
-    JAC_HEADLINE: (f"Jacobian error ({HEADLINE_DEF})", False),
-    HESS_HEADLINE: (f"Hessian error ({HEADLINE_DEF})", False),
+    JAC_HEADLINE: (JAC_TITLE, False),
+    HESS_HEADLINE: (HESS_TITLE, False),
 }
 OPTIONAL_SCORES = (HESS_HEADLINE,)  # shown only where the run measured them
 # The tail beside each headline: median / p90 / max over the test points, means over seeds, one column.
@@ -78,6 +97,18 @@ def best_throughput(throughput: pd.DataFrame | None, peers: bool = False, dtype:
         return pd.DataFrame(columns=cols)
     t = t.assign(config=speed_key(t))
     return t.loc[t.groupby(["config", "device"])["jac_per_s"].idxmax(), cols].reset_index(drop=True)
+
+
+def training_seconds(run: RunData) -> pd.DataFrame:
+    """Mean over seeds of what a cell's recipe cost to train: every learning-rate candidate (tune_seconds) where
+    the cell chose among several, else its one training (train_seconds); CONFIG_KEYS + mean, ci, n."""
+    ok = run.ok[run.ok["metric"].isin(["train_seconds", "tune_seconds"])]
+    if ok.empty:
+        return pd.DataFrame(columns=[*CONFIG_KEYS, "mean", "std", "n", "ci"])
+    per = ok.pivot_table(index=["cell_id", *CONFIG_KEYS], columns="metric", values="value", aggfunc="first")
+    total = per["tune_seconds"].fillna(per["train_seconds"]) if "tune_seconds" in per else per["train_seconds"]
+    df = total.rename("value").reset_index()
+    return aggregate(largest_n_train(df, ["equation", "model", "variant", "beta"]), CONFIG_KEYS)
 
 
 def still_improving(run: RunData) -> pd.DataFrame:
@@ -174,6 +205,9 @@ def leaderboard(run: RunData) -> pd.DataFrame:
     wide = attach_throughput(wide.merge(cost, on=["equation", "model"], how="left"), run.throughput, run_dtype(run))
     wide = wide.merge(still_improving(run), on=[*CONFIG_KEYS], how="left")
     wide = wide.merge(chosen_lr(run), on=[*CONFIG_KEYS], how="left")
+    secs = training_seconds(run)[[*CONFIG_KEYS, "mean", "ci", "n"]]
+    secs = secs.rename(columns={"mean": "train_s_mean", "ci": "train_s_ci", "n": "train_s_n"})
+    wide = wide.merge(secs, on=[*CONFIG_KEYS], how="left")
     wide["training"] = [training_label(v, b) for v, b in zip(wide["variant"], wide["beta"], strict=True)]
     wide["_order"] = training_order(wide)
     jac = wide.get(f"{JAC_HEADLINE}_mean", pd.Series(np.nan, index=wide.index))
@@ -202,6 +236,7 @@ def leaderboard_table(board: pd.DataFrame, equation: str) -> Table:
     columns += ["params", "FLOPs / forward", "seeds"]
     for m, (title, _) in scores.items():
         columns += [title] + ([TAILS[m][0]] if m in TAILS else [])
+    columns += [TRAIN_S]
     columns += [f"best Jacobians/s ({d})" for d in devices]
     judged = "judged" in df and df["judged"].notna().any()
     columns += ["converged"] if judged else []
@@ -218,6 +253,7 @@ def leaderboard_table(board: pd.DataFrame, equation: str) -> Table:
             row.append(fmt_ci(r.get(f"{m}_mean", np.nan), r.get(f"{m}_ci", np.nan), int(r.get(f"{m}_n", 0) or 0)))
             if m in TAILS:
                 row.append(" / ".join(fmt_num(r.get(f"{t}_mean", np.nan)) for t in TAILS[m][1]))
+        row.append(fmt_num(r.get("train_s_mean", np.nan)))
         for d in devices:
             row.append(fmt_num(r[f"jac_per_s_{d}"]) if np.isfinite(r[f"jac_per_s_{d}"]) else NOT_MEASURED)
         if judged:
@@ -238,4 +274,77 @@ def leaderboard_table(board: pd.DataFrame, equation: str) -> Table:
         caption += f". {NOT_MEASURED}: {MISSING_NOTE}"
     if judged and (df["improving"].fillna(0) > 0).any():
         caption += f". {STILL_IMPROVING_NOTE}"
-    return Table(columns, rows, bold, caption)
+    return Table(columns, rows, bold, caption, links=headline_links(columns))
+
+
+def _geo(x: pd.Series) -> float:
+    x = x[np.isfinite(x) & (x > 0)]
+    return float(np.exp(np.log(x).mean())) if len(x) else np.nan
+
+
+def _scored(board: pd.DataFrame) -> pd.DataFrame:
+    """Leaderboard rows with a finite headline error, with their set family and method label."""
+    jac = f"{JAC_HEADLINE}_mean"
+    if board.empty or jac not in board:
+        return pd.DataFrame(columns=[*board.columns, "set_family", "method"])
+    b = board[np.isfinite(board[jac])]
+    labels = [method_label(*k) for k in zip(b["model"], b["variant"], b["beta"], strict=True)]
+    return b.assign(set_family=b["equation"].map(set_family), method=labels)
+
+
+def family_scores(board: pd.DataFrame) -> pd.DataFrame:
+    """Per (set family, method): sets with a finite headline error (``sets``) out of the family's scored sets
+    (``of``), the geometric mean of the per-set mean errors (``jac``) and the median of the per-set mean training
+    seconds (``train_s``) over those sets."""
+    cols = ["family", "method", "sets", "of", "jac", "train_s"]
+    b = _scored(board)
+    if b.empty:
+        return pd.DataFrame(columns=cols)
+    of = b.groupby("set_family")["equation"].nunique()
+    g = b.groupby(["set_family", "method"], sort=True)
+    out = pd.DataFrame({"sets": g["equation"].nunique(), "jac": g[f"{JAC_HEADLINE}_mean"].agg(_geo),
+                        "train_s": g["train_s_mean"].median()}).reset_index()  # fmt: skip
+    out = out.rename(columns={"set_family": "family"})
+    return out.assign(of=out["family"].map(of).astype(int))[cols]
+
+
+def family_summary(board: pd.DataFrame) -> Table | Note:
+    """One row per method, per set family two columns: the geometric mean headline error over the family's sets
+    (with "k/N sets" where the method ran on some of them) and the median training seconds. The best error of
+    each family among the methods that ran on all its sets is marked. Methods that ran everywhere come first, by
+    their geometric mean error over all sets."""
+    fs, b = family_scores(board), _scored(board)
+    if fs.empty:
+        return Note("Summary by set family: no set has headline Jacobian errors.")
+    families = sorted(fs["family"].unique(), key=family_sort_key)
+    of = fs.groupby("family")["of"].first()
+    total = b["equation"].nunique()
+    overall = b.groupby("method").agg(sets=("equation", "nunique"), jac=(f"{JAC_HEADLINE}_mean", _geo))
+    order = list(overall.assign(partial=overall["sets"] < total).sort_values(["partial", "jac"]).index)
+    columns = ["method (architecture · training)", "sets"]
+    for fam in families:
+        n = of[fam]
+        columns += [f"{fam} ({n} set{'s' if n > 1 else ''}): Jacobian error (headline)", f"{fam}: training s"]
+    cells = fs.set_index(["family", "method"])
+    rows = []
+    for method in order:
+        row = [method, f"{int(overall.at[method, 'sets'])} of {total}"]
+        for fam in families:
+            if (fam, method) not in cells.index:
+                row += ["–", "–"]
+                continue
+            c = cells.loc[(fam, method)]
+            part = f" ({int(c['sets'])}/{int(c['of'])} sets)" if c["sets"] < c["of"] else ""
+            row += [fmt_num(c["jac"]) + part, fmt_num(c["train_s"])]
+        rows.append(row)
+    bold = set()
+    for k, fam in enumerate(families):
+        full = fs[(fs["family"] == fam) & (fs["sets"] == fs["of"])]
+        best = set(full.loc[full["jac"] == full["jac"].min(), "method"]) if len(full) else set()
+        bold |= {(i, 2 + 2 * k) for i, m in enumerate(order) if m in best}
+    caption = (f"each method over the sets of each family. Jacobian error: the {HEADLINE_DEF} (test split, largest "
+               "n_train), the mean over seeds on each set, then the geometric mean over the family's sets, since "
+               "errors span decades; bold: the lowest among the methods that ran on every set of the family; k/N "
+               "sets: ran on k of its N. Training s: wall seconds of all learning-rate candidates, mean over seeds, "
+               "median over the family's sets")  # fmt: skip
+    return Table(columns, rows, bold, caption, links=headline_links(columns))

@@ -18,9 +18,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import seaborn as sns
+from matplotlib.lines import Line2D
 
 from bench.report import fig_fidelity, fig_training, style
 from bench.report.build import _figure, _points_tables
+from bench.report.leaderboard import HEADLINE_DEF, HEADLINE_TEXT, headline_links
 from bench.report.load import load_run
 from bench.report.render import Note, Section, Table, to_html, to_markdown
 from bench.report.stats import aggregate, fmt_num
@@ -174,23 +177,23 @@ def _why_not(method: str, r: pd.Series, sets: int) -> str:
 def choice_table(rows: pd.DataFrame) -> Table | Note:
     if rows.empty:
         return Note("Skipped: no finished cells yet.")
-    cols = ["n_train", "n_in", "sets", "best method", "its Jacobian error", "its training s", "runner-up",
-            "runner-up error", "best network / best kriging", "not eligible"]  # fmt: skip
+    cols = ["n_train", "n_in", "sets", "best method", "its Jacobian error (headline)", "its training s", "runner-up",
+            "runner-up error", "runner-up training s", "best network / best kriging", "not eligible"]  # fmt: skip
     body = []
     for r in rows.itertuples():
         rk = r.ranked
         first = rk.iloc[0] if len(rk) else None
         second = rk.iloc[1] if len(rk) > 1 else None
         a = [first["method"], fmt_num(first["jac"]), fmt_num(first["fit_wall"])] if first is not None else ["–"] * 3
-        b = [second["method"], fmt_num(second["jac"])] if second is not None else ["–"] * 2
+        b = [second["method"], fmt_num(second["jac"]), fmt_num(second["fit_wall"])] if second is not None else ["–"] * 3
         body.append([str(r.n_train), str(r.n_in), str(r.sets), *a, *b, fmt_num(r.network_over_kriging),
                      "; ".join(r.not_eligible) or "none"])  # fmt: skip
     caption = (
-        "which surrogate for my problem: the most faithful Jacobians per (n_train, n_in) (headline error, "
+        f"which surrogate for my problem: the most faithful Jacobians per (n_train, n_in) (the {HEADLINE_DEF}, "
         "geometric mean over the row's sets and seeds; training wall seconds, median; best network / best "
         "kriging > 1: kriging is that many times more accurate than the best network)"
     )
-    return Table(cols, body, caption=caption, text=True)
+    return Table(cols, body, caption=caption, text=True, links=headline_links(cols))
 
 
 def crossover(cells: pd.DataFrame) -> pd.DataFrame:
@@ -203,7 +206,7 @@ def crossover(cells: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (family, n), d in scores.groupby(["family", "n_train"], sort=True):
         full = d[(d["failed"] == 0) & (d["over"] == 0) & (d["ok"] > 0)]
-        per = full.groupby(["method", "kind"])["jac"].apply(_geo).reset_index()
+        per = full.groupby(["method", "kind"]).agg(jac=("jac", _geo), fit_wall=("fit_wall", "median")).reset_index()
         net, krg = per[per["kind"] == "network"], per[per["kind"] == "kriging"]
         best_net = net.loc[net["jac"].idxmin()] if len(net) else None
         best_krg = krg.loc[krg["jac"].idxmin()] if len(krg) else None
@@ -215,7 +218,8 @@ def crossover(cells: pd.DataFrame) -> pd.DataFrame:
 
 
 def _best(kind: str, row: pd.Series | None) -> dict:
-    return {kind: row["method"] if row is not None else "", f"{kind}_jac": row["jac"] if row is not None else np.nan}
+    return {kind: row["method"] if row is not None else "", f"{kind}_jac": row["jac"] if row is not None else np.nan,
+            f"{kind}_s": row["fit_wall"] if row is not None else np.nan}  # fmt: skip
 
 
 def crossover_summary(cx: pd.DataFrame) -> pd.DataFrame:
@@ -256,18 +260,18 @@ def crossover_table(cx: pd.DataFrame) -> list:
             text += (f"; every kriging ran past its budget from n_train {n_over}, where the best "
                      f"network reaches {fmt_num(float(best['network_jac'].iloc[0]))}")  # fmt: skip
         lines.append(text)
-    cols = ["family", "n_train", "best network", "its error", "best kriging", "its error", "network / kriging"]
-    body = [[r.family, str(r.n_train), r.network or "–", fmt_num(r.network_jac),
+    cols = ["family", "n_train", "best network", "its error (headline)", "its training s", "best kriging",
+            "its error (headline)", "its training s", "network / kriging"]  # fmt: skip
+    body = [[r.family, str(r.n_train), r.network or "–", fmt_num(r.network_jac), fmt_num(r.network_s),
              (r.kriging or "–") + (" (all over budget)" if r.kriging_over_budget else ""), fmt_num(r.kriging_jac),
-             fmt_num(r.network_jac / r.kriging_jac)] for r in cx.itertuples()]  # fmt: skip
-    return [Note(". ".join(lines) + "."), Table(cols, body, caption="the best of each kind per family and n_train "
-                                                "(geometric mean over the family's sets and seeds; < 1: the network "
-                                                "is more accurate)")]  # fmt: skip
+             fmt_num(r.kriging_s), fmt_num(r.network_jac / r.kriging_jac)] for r in cx.itertuples()]  # fmt: skip
+    caption = ("the best of each kind per family and n_train (headline Jacobian error, geometric mean over the "
+               "family's sets and seeds; training wall seconds, median over its sets; network / kriging < 1: the "
+               "network is more accurate)")  # fmt: skip
+    return [Note(". ".join(lines) + "."), Table(cols, body, caption=caption, links=headline_links(cols))]
 
 
 def _method_palette(methods) -> dict[str, str]:
-    import seaborn as sns
-
     ordered = sorted(set(methods), key=lambda m: (m.split(" · ")[0] not in KRIGING, m))
     colors = sns.color_palette("tab10", 10).as_hex() + sns.color_palette("dark", 10).as_hex()
     return {m: colors[i % len(colors)] for i, m in enumerate(ordered)}
@@ -294,8 +298,6 @@ def _lines(df: pd.DataFrame, x: str, y: str, panel: str, xlabel: str, ylabel: st
         style.log_ticks_at(ax, sorted(d[x].unique()))
     for ax in list(axes.flat)[len(panels) :]:
         ax.set_visible(False)
-    from matplotlib.lines import Line2D
-
     handles = [Line2D([], [], color=c, marker="o", label=m) for m, c in pal.items()]
     style.legend_outside(fig, handles, "method")
     return fig
@@ -341,8 +343,6 @@ def pareto(cells: pd.DataFrame):
         ax.set(xscale="log", yscale="log", xlabel="training wall seconds", ylabel=style.JAC_ERR, title=eq)
     for ax in list(axes.flat)[len(panels) :]:
         ax.set_visible(False)
-    from matplotlib.lines import Line2D
-
     handles = [Line2D([], [], color=c, marker="o", linestyle="", label=m) for m, c in pal.items()]
     style.legend_outside(fig, handles, "method")
     return fig
@@ -361,17 +361,21 @@ def converged_table(cells: pd.DataFrame) -> Table | Note:
             short = d[d["method"] == method.removesuffix(" · converged")]
             c = d[d["method"] == method].iloc[0]
             s = short["jac"].iloc[0] if len(short) else np.nan
+            s_time = short["fit_wall"].iloc[0] if len(short) else np.nan
             flags = cells[(cells["equation"] == eq) & (cells["n_train"] == n) & (cells["method"] == method)]
             improving = int((flags["still_improving"] == 1).sum())
-            body.append([eq, str(n), method.removesuffix(" · converged"), fmt_num(s), fmt_num(c["jac"]),
-                         fmt_num(s / c["jac"]), f"{improving} of {len(flags)}",
-                         f"{best_k['method']}: {fmt_num(best_k['jac'])}" if best_k is not None else "–",
+            krg_text = (f"{best_k['method']}: {fmt_num(best_k['jac'])} ({fmt_num(best_k['fit_wall'])} s)"
+                        if best_k is not None else "–")  # fmt: skip
+            body.append([eq, str(n), method.removesuffix(" · converged"), fmt_num(s), fmt_num(s_time),
+                         fmt_num(c["jac"]), fmt_num(c["fit_wall"]), fmt_num(s / c["jac"]),
+                         f"{improving} of {len(flags)}", krg_text,
                          fmt_num(c["jac"] / best_k["jac"]) if best_k is not None else "–"])  # fmt: skip
-    cols = ["equation", "n_train", "recipe", "600 steps", "converged", "gain", "still improving",
-            "best kriging", "converged / kriging"]  # fmt: skip
+    cols = ["equation", "n_train", "recipe", "600 steps: error (headline)", "600 steps: training s",
+            "converged: error (headline)", "converged: training s", "gain", "still improving",
+            "best kriging: error (training s)", "converged / kriging"]  # fmt: skip
     return Table(cols, body, caption="the Sobolev networks at the map's budget and at a converged one (2400 Adam "
                  "steps + 200 L-BFGS; geometric mean over seeds); gain > 1: the longer training helped; the last "
-                 "column > 1: kriging still more accurate", text=True)  # fmt: skip
+                 "column > 1: kriging still more accurate", text=True, links=headline_links(cols))  # fmt: skip
 
 
 def cost_table(cells: pd.DataFrame) -> Table | Note:
@@ -446,6 +450,6 @@ def build_map_report(map_dir: str | os.PathLike) -> Path:
     )  # fmt: skip
     secs = sections(map_dir, cells)
     title = "jacbench map: which surrogate for which data size and dimension"
-    (map_dir / "report.md").write_text(to_markdown(title, intro, secs, map_dir), encoding="utf-8")
-    (map_dir / "report.html").write_text(to_html(title, intro, secs), encoding="utf-8")
+    (map_dir / "report.md").write_text(to_markdown(title, intro, secs, map_dir, HEADLINE_TEXT), encoding="utf-8")
+    (map_dir / "report.html").write_text(to_html(title, intro, secs, HEADLINE_TEXT), encoding="utf-8")
     return map_dir / "report.html"

@@ -12,10 +12,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from bench.report.leaderboard import leaderboard
-from bench.report.load import RunData, largest_n_train
-from bench.report.render import Note, Table
-from bench.report.stats import CONFIG_KEYS, aggregate, fmt_ci, fmt_key, fmt_num
+from bench.report.leaderboard import JAC_TITLE, TRAIN_S, headline_links, leaderboard
+from bench.report.load import RunData
+from bench.report.render import Group, Note, Table
+from bench.report.stats import fmt_ci, fmt_key, fmt_num
 from bench.run.results import JAC_HEADLINE, JAC_TAIL, PEER_FAMILIES
 
 COMPARABLE = 2.0  # "comparable parameter count": within a factor 2 of the peer's
@@ -27,9 +27,7 @@ def comparison(run: RunData) -> pd.DataFrame:
     board = leaderboard(run)
     if board.empty or f"{JAC_HEADLINE}_mean" not in board:
         return pd.DataFrame()
-    secs = training_seconds(run)
-    board = board.merge(secs[[*CONFIG_KEYS, "mean"]].rename(columns={"mean": "train_s"}), on=CONFIG_KEYS, how="left")
-    board = board[np.isfinite(board[f"{JAC_HEADLINE}_mean"])]
+    board = board[np.isfinite(board[f"{JAC_HEADLINE}_mean"])].rename(columns={"train_s_mean": "train_s"})
     rows = []
     for eq, df in board.groupby("equation", sort=True):
         peer, zoo = df[df["family"].isin(PEER_FAMILIES)], df[~df["family"].isin(PEER_FAMILIES)]
@@ -43,16 +41,6 @@ def comparison(run: RunData) -> pd.DataFrame:
         if not near.empty:
             rows.append(_row(eq, "zoo best, comparable size", near.loc[near[f"{JAC_HEADLINE}_mean"].idxmin()]))
     return pd.DataFrame(rows)
-
-
-def training_seconds(run: RunData) -> pd.DataFrame:
-    """Mean over seeds of what a cell's recipe cost to train: every learning-rate candidate (tune_seconds) where
-    the cell chose among several, else its one training (train_seconds); CONFIG_KEYS + mean, ci, n."""
-    ok = run.ok[run.ok["metric"].isin(["train_seconds", "tune_seconds"])]
-    per = ok.pivot_table(index=["cell_id", *CONFIG_KEYS], columns="metric", values="value", aggfunc="first")
-    total = per["tune_seconds"].fillna(per["train_seconds"]) if "tune_seconds" in per else per["train_seconds"]
-    df = total.rename("value").reset_index()
-    return aggregate(largest_n_train(df, ["equation", "model", "variant", "beta"]), CONFIG_KEYS)
 
 
 def peer_training(beta: float, family: str = "jenn") -> str:
@@ -73,15 +61,15 @@ def _row(eq: str, role: str, r: pd.Series) -> dict:
 
 
 def comparison_table(comp: pd.DataFrame) -> Table:
-    cols = ["equation", "who", "architecture", "training", "params", "Jacobian error (RMS over points)",
-            "median / p90 / max", "fit R² (min)", "training s (all lr candidates)"]  # fmt: skip
+    cols = ["equation", "who", "architecture", "training", "params", JAC_TITLE, "median / p90 / max",
+            TRAIN_S, "fit R² (min)"]  # fmt: skip
     rows = [[r.equation, r.role, r.model, r.training, fmt_key(r.params), fmt_ci(r.jac, r.jac_ci, int(r.n)), r.tail,
-             fmt_num(r.r2, 4), fmt_num(r.train_s)] for r in comp.itertuples()]  # fmt: skip
+             fmt_num(r.train_s), fmt_num(r.r2, 4)] for r in comp.itertuples()]  # fmt: skip
     return Table(cols, rows, caption=f"per set: the peer's trainings, the zoo's best recipe, and the zoo's best with "
                  f"a parameter count within {COMPARABLE:g}x of the peer's best (test split, largest n_train, mean ± "
                  "95% CI over seeds; training seconds per cell, summed over the learning rates a zoo cell tried, "
                  "since choosing one is part of its recipe; a peer trains once with its own settings)",
-                 text=True)  # fmt: skip
+                 text=True, links=headline_links(cols))  # fmt: skip
 
 
 def answer(comp: pd.DataFrame) -> str:
@@ -123,4 +111,10 @@ def peer_section_items(run: RunData) -> list:
                 "architecture."
             )
         ]
-    return [Note(answer(comp)), comparison_table(comp)]
+    sets = comp["equation"].nunique()
+    table = comparison_table(comp)
+    if sets <= 3:
+        return [Note(answer(comp)), table]
+    fold = Group("Per set: the peers beside the zoo's best", [table], collapsed=True, short="per set",
+                 summary=f"{sets} sets, {len(comp)} rows; open to see them")  # fmt: skip
+    return [Note(answer(comp)), fold]

@@ -6,7 +6,9 @@ families have fixed colours; a new family gets the next unused colour in sorted 
 
 from __future__ import annotations
 
+import json
 import math
+import zlib
 
 import matplotlib
 import numpy as np
@@ -71,13 +73,51 @@ def variant_markers(variants) -> dict[str, str]:
     return known
 
 
-def engine_palette(engines) -> dict[str, str]:
-    """Engines in sorted order on a palette distinct from the family colours' role."""
-    ordered = sorted(set(engines))
-    tab20 = sns.color_palette("tab20").as_hex()
-    tab20 = tab20[:14] + tab20[16:]  # no grey: grey is the forward pass's colour in the throughput figure
-    colors = tab20[0::2] + tab20[1::2]  # nine distinct colours, then their lighter twins
-    return {e: colors[i % len(colors)] for i, e in enumerate(ordered)}
+# Every engine has its own colour AND marker, fixed here, so that it looks the same in every figure and report
+# (and stays told apart in grey print or by a colour-blind reader). Compiled engines take a dark twin of their
+# eager engine's colour with another marker; the forward pass (a yardstick, not a Jacobian) is grey.
+ENGINE_STYLES = {  # engine -> (colour, marker); Okabe-Ito hues first, compiled engines darker twins
+    "loop": ("#000000", "o"),
+    "functional_vectorized": ("#E69F00", "s"),
+    "functional_forward": ("#8C510A", "D"),
+    "batch_sum_reverse": ("#6A3D9A", "v"),
+    "vmap_jacrev": ("#D55E00", "^"),
+    "vmap_jacfwd": ("#009E73", "<"),
+    "forward_tangents": ("#0072B2", ">"),
+    "compiled_vmap_jacrev": ("#8B2500", "P"),
+    "compiled_vmap_jacfwd": ("#00563B", "X"),
+    "compiled_forward_tangents": ("#003F66", "*"),
+    "triton_fused_mlp": ("#CC79A7", "h"),
+    "jax_jit_vmap_jacfwd": ("#56B4E9", "p"),
+    "forward": ("#8C8C8C", "x"),
+}
+_SPARE_ENGINE_MARKERS = ["d", "8", "H", "1", "2", "3", "4"]
+
+
+def engine_style(engine: str) -> tuple[str, str]:
+    """(colour, marker) of an engine: the fixed one, else one picked by a hash of its name (the same in every
+    figure and every run, whatever other engines a table holds)."""
+    if engine in ENGINE_STYLES:
+        return ENGINE_STYLES[engine]
+    h = zlib.crc32(engine.encode())
+    return _SPARE_COLORS[h % len(_SPARE_COLORS)], _SPARE_ENGINE_MARKERS[(h >> 8) % len(_SPARE_ENGINE_MARKERS)]
+
+
+def config_label(config: str, limit: int = 30) -> str:
+    """A throughput configuration (results.model_config_id, ``mlp_tanh 4->4 {"width": 61}``) for a title:
+    ``mlp_tanh · 4→4 · width=61``; overrides past ``limit`` characters are cut with an ellipsis."""
+    name, _, rest = str(config).partition(" ")
+    dims, _, overrides = rest.partition(" ")
+    parts = [name, *([dims.replace("->", "→")] if dims else [])]
+    if overrides:
+        try:
+            kw = json.loads(overrides)
+            text = ", ".join(f"{k}={v if isinstance(v, str | int | float) else json.dumps(v, separators=(',', ':'))}"
+                             for k, v in kw.items())  # fmt: skip
+        except (json.JSONDecodeError, AttributeError):
+            text = overrides
+        parts.append(text if len(text) <= limit else text[: limit - 1] + "…")
+    return " · ".join(parts)
 
 
 def set_group(equation: str) -> str:
@@ -87,6 +127,27 @@ def set_group(equation: str) -> str:
     if parts[0] != "gen" or len(parts) < 3:
         return equation
     return ":".join([*parts[:2], "*", *parts[3:]])
+
+
+SET_FAMILIES = ("smooth", "mixed", "hard")  # generated families in order of difficulty; others follow by name
+NAMED = "named"  # the built-in formula sets (forum4x4, lorenz96, rosenbrock_grad, ...): equations/sets/
+FILE = "file"  # a user's own formulas (file:path.py)
+DATA = "data"  # measured data (data:path.csv): errors include the data's noise
+
+
+def set_family(equation: str) -> str:
+    """The family an equation set is summarized in: ``gen:<family>:...`` -> its generated family (smooth, mixed,
+    hard), ``data:...`` -> data, ``file:...`` -> file, any built-in set by name -> named."""
+    parts = str(equation).split(":")
+    if parts[0] == "gen" and len(parts) > 1:
+        return parts[1]
+    return {"data": DATA, "file": FILE}.get(parts[0], NAMED) if len(parts) > 1 else NAMED
+
+
+def family_sort_key(family: str) -> tuple:
+    """Generated families by difficulty, then other generated ones, then named, file and data sets."""
+    fixed = [*SET_FAMILIES, "", NAMED, FILE, DATA]
+    return (fixed.index(family), "") if family in fixed else (fixed.index(""), family)
 
 
 def set_panels(df: pd.DataFrame) -> tuple[pd.Series, list[str], dict[str, str]]:
