@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from equations import datafile  # a module import: datafile builds on this module (through csvio)
 from equations.base import EquationSet
 from equations.sampling import sample_inputs
 
@@ -97,9 +98,7 @@ def make_dataset(eq: EquationSet, n: int, method: str = "lhs", seed: int = 0) ->
     A data set (``data:path.csv``) has no formula to sample: it hands out n of its rows instead, chosen by
     ``seed`` (``method`` does not apply), with the file's derivatives as J (NaN without derivative columns).
     """
-    from equations.datafile import DataSet
-
-    if isinstance(eq, DataSet):
+    if isinstance(eq, datafile.DataSet):
         return Dataset(*eq.draw(n, seed), eq.input_names, eq.output_names)
     x = sample_inputs(eq, n, method, seed)
     what = f"{method} samples (seed {seed})"

@@ -23,6 +23,7 @@ harness then splits as it splits sampled sets. Without derivative columns the Ja
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import re
 from collections.abc import Mapping
@@ -124,8 +125,6 @@ def _stamp(*paths: Path) -> tuple:
 
 def sha256(name: str) -> str:
     """The content hash of a ``data:`` name's CSV (recorded in a run's config.json)."""
-    import hashlib
-
     return hashlib.sha256(Path(name.removeprefix(PREFIX)).read_bytes()).hexdigest()
 
 

@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import fnmatch
 import textwrap
-from typing import TYPE_CHECKING
+
+import pandas as pd
 
 from equations import datafile, generated, user
 from equations.base import EquationSet
 from equations.names import UnknownName, suggest
 from equations.sets import BUILTINS
-
-if TYPE_CHECKING:
-    import pandas as pd
 
 EXAMPLE_GENERATED = ("gen:smooth:0", "gen:mixed:0", "gen:hard:0")
 RESERVED_PREFIXES = ("gen:", "file:", "data:")
@@ -126,8 +124,6 @@ def summary(eq: EquationSet) -> str:
 
 def describe_table(pattern: str = "*") -> pd.DataFrame:
     """One row per matching set: name, n_in, n_out, domain, description (the doc's first sentence)."""
-    import pandas as pd
-
     rows = []
     for name in list_names(pattern):
         eq = get(name)

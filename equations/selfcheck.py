@@ -21,17 +21,14 @@ whose Hessian is identically zero (a linear output) is judged against its box-no
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
+import pandas as pd
 import torch
 from torch import Tensor
 
 from equations.base import EquationSet
 from equations.registry import domain_str, get, list_names
 from equations.user import corners
-
-if TYPE_CHECKING:
-    import pandas as pd
 
 # Five-point central differences, f'(x) ~ (-f(x+2h) + 8 f(x+h) - 8 f(x-h) + f(x-2h)) / 12h: error = h^4 f^(5)/30
 # (truncation) + ~1.5 eps |f| / h (rounding). A step of 1e-4 of each input's width gives truncation ~3e-18 for a
@@ -195,8 +192,6 @@ def _hessian_checks(eq: EquationSet, x: Tensor, J: Tensor, widths: Tensor, row: 
 
 def selfcheck(pattern: str = "*", n: int = 64, seed: int = 0, device: str = "cpu") -> pd.DataFrame:
     """Check every set matching ``pattern``: one row each (name, dims, domain, errors, vmap, float32, status)."""
-    import pandas as pd
-
     rows = []
     for name in list_names(pattern):
         row = check(get(name), n=n, seed=seed, device=device)

@@ -15,10 +15,12 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from typing import Any
 
+import pandas as pd
 import torch
 from torch import nn
 
 from equations.names import UnknownName, suggest
+from models.plugins import load_entry_points
 
 Factory = Callable[..., nn.Module]
 
@@ -79,8 +81,6 @@ def _natural_key(s: str) -> list:
 
 def list_models(pattern: str = "*") -> list[str]:
     """Registered names matching any of the comma-separated fnmatch patterns, naturally sorted."""
-    from models.plugins import load_entry_points
-
     load_entry_points()
     pats = [p.strip() for p in pattern.split(",") if p.strip()] or ["*"]
     return sorted((n for n in _MODELS if any(fnmatch.fnmatchcase(n, p) for p in pats)), key=_natural_key)
@@ -88,8 +88,6 @@ def list_models(pattern: str = "*") -> list[str]:
 
 def get_factory(name: str) -> Factory:
     """The factory registered under ``name``; UnknownName (a KeyError) with close names if there is none."""
-    from models.plugins import load_entry_points
-
     load_entry_points()
     if name not in _MODELS:
         hint = suggest(name, list(_MODELS))
@@ -149,8 +147,6 @@ def create_model(name: str, n_in: int = 4, n_out: int = 4, *, seed: int | None =
 def describe_table(pattern: str = "*", n_in: int = 4, n_out: int = 4):
     """A pandas DataFrame with one row per model at its defaults: name, family, params, flops,
     input_range, description (first line of the factory's docstring)."""
-    import pandas as pd
-
     rows = []
     for name in list_models(pattern):
         model = create_model(name, n_in=n_in, n_out=n_out, seed=0)

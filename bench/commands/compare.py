@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+# Lazy imports: what this command runs is imported inside its functions. `python -m bench` builds every
+# command's parser on each call, and `report` must run without torch (bench/cli.py).
+
 NAME = "compare"
 HELP = (
     "compare two runs: fidelity metrics by Welch's t-test on the seeds with a false-discovery-rate correction, "

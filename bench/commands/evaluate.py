@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+# Lazy imports: what this command runs is imported inside its functions. `python -m bench` builds every
+# command's parser on each call, and `report` must run without torch (bench/cli.py).
+
 NAME = "evaluate"
 HELP = "load your trained model (state_dict) and measure its fit and Jacobians in physical units, with a diagnosis"
 

@@ -8,6 +8,9 @@ from pathlib import Path
 
 from bench.commands.evaluate import layers_arg, model_args
 
+# Lazy imports: what this command runs is imported inside its functions. `python -m bench` builds every
+# command's parser on each call, and `report` must run without torch (bench/cli.py).
+
 NAME = "fit"
 HELP = ("retrain or fine-tune your model (values, Sobolev or Hessian loss) on your data, save it as a state_dict "
         "with its Max/Min file, and compare its derivatives before and after")  # fmt: skip

@@ -12,6 +12,9 @@ import argparse
 import json
 from pathlib import Path
 
+# Lazy imports: what this command runs is imported inside its functions. `python -m bench` builds every
+# command's parser on each call, and `report` must run without torch (bench/cli.py).
+
 NAME = "map"
 HELP = "the map: kriging beside the zoo across data size and dimension (resumable), then its report"
 PROFILES = ("map", "map_converged")

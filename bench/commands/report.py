@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+# Lazy imports: what this command runs is imported inside its functions. `python -m bench` builds every
+# command's parser on each call, and `report` must run without torch (bench/cli.py).
+
 NAME = "report"
 HELP = "write report.html and report.md (figures, leaderboard, failures) into a run folder, from its tables only"
 

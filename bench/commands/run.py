@@ -6,6 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
+# Lazy imports: what this command runs is imported inside its functions. `python -m bench` builds every
+# command's parser on each call, and `report` must run without torch (bench/cli.py).
+
 NAME = "run"
 HELP = "train every model of a grid on every equation set and measure fit and Jacobian fidelity -> results/<run-id>/"
 

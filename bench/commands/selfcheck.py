@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import argparse
 
+# Lazy imports: what this command runs is imported inside its functions. `python -m bench` builds every
+# command's parser on each call, and `report` must run without torch (bench/cli.py).
+
 NAME = "selfcheck"
 HELP = "check the equation sets' exact Jacobians and Hessians (finite differences, hand-derived, vmap, float32)"
 

@@ -8,6 +8,9 @@ import math
 import sys
 from pathlib import Path
 
+# Lazy imports: what this command runs is imported inside its functions. `python -m bench` builds every
+# command's parser on each call, and `report` must run without torch (bench/cli.py).
+
 NAME = "throughput"
 HELP = "measure Jacobians/s per model, engine and batch size (with the forum loop and JAX) -> throughput.csv"
 

@@ -155,7 +155,7 @@ def refresh(rows: list[dict], path: Path | None = None, engines=None) -> int:
     `path` (default: the user's): each replaces the row of the same measurement (_key), others stay; returns how many
     rows were written."""
     if engines is None:
-        from bench.engines import ENGINES as engines
+        from bench.engines import ENGINES as engines  # the registry imports this module
     path = user_table() if path is None else Path(path)
     new = [
         p

@@ -17,6 +17,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from bench.engines import coupling
+
 MEMORY_BUDGET_BYTES = 256 * 2**20  # intermediate tensors of one chunk (CPU; and the least on a GPU)
 GPU_FREE_FRACTION = 0.25  # on a GPU: up to this share of its free memory (small chunks starve a GPU)
 TEMPORARIES = 4
@@ -66,7 +68,6 @@ def run_engine(
     (every pair, every call: bench.engines.coupling). chunk_size None: the whole batch for an engine that blocks
     its own work on the CPU (and keeps no graph), else ``chunk_size_for(model, x)``.
     """
-    from bench.engines import coupling  # at call time: bench.engines imports this module while it initializes
 
     def one_chunk(xc: torch.Tensor) -> torch.Tensor:
         if eng.batch_sum:

@@ -14,7 +14,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from bench.engines.coupling import verify_batch_independent
+from bench.fidelity import hessian_metrics as hm
 from bench.fidelity import metrics
+from bench.fidelity.evaluate import RANGE_MIN_POINTS, RANGE_OUTSIDE, RANGE_WIDER
 
 OFF_ENTRY = 0.1  # an entry whose normalized RMSE exceeds this is "off"
 EDGE = 0.1  # samples within this normalized distance of the box boundary are "at the edge"
@@ -162,8 +165,6 @@ def edge_lines(ev) -> list[str]:
 def hessian_lines(ev) -> list[str]:
     """Second derivatives against the set's exact Hessians: overall, per output's Laplacian, the worst entries,
     and what a faithful Jacobian with an unfaithful Hessian means."""
-    from bench.fidelity import hessian_metrics as hm
-
     if ev.H_pred is None:
         return [f"Second derivatives: not measured ({ev.hessian_error})."]
     head = headline(ev, 2)
@@ -200,8 +201,6 @@ def hessian_lines(ev) -> list[str]:
 
 
 def coupling_lines(model: nn.Module, x_n: torch.Tensor) -> list[str]:
-    from bench.engines.coupling import verify_batch_independent
-
     rep = verify_batch_independent(model, x_n)
     if rep.coupled:
         return [
@@ -274,8 +273,6 @@ def grid_lines(model: nn.Module, x_n: torch.Tensor) -> list[str]:
 
 def minmax_lines(ev) -> list[str]:
     """The min/max file against the data's inputs and outputs (the only evidence of the training scaling here)."""
-    from bench.fidelity.evaluate import RANGE_MIN_POINTS, RANGE_OUTSIDE, RANGE_WIDER
-
     rows = [r for r in ev.rows if r["metric"] in ("minmax_outside", "minmax_width_ratio")]
     if not rows:
         return ["Scaling: no min/max file was given, so nothing checks that the scaling is the one the model was "

@@ -25,7 +25,16 @@ import pandas as pd
 import torch
 from torch import nn
 
+import models
+from bench.engines.base import UnsupportedEngine
+from bench.fidelity.cell import NonFiniteModel, predict, second_derivatives
+from bench.fidelity.hessian_metrics import hessian_rows
+from bench.fidelity.metrics import denorm_check, fidelity_rows, unavailable_jacobian_rows, value_rows
 from bench.run import results
+from equations.csvio import read_minmax_csv, read_samples_csv
+from equations.data import Dataset, make_dataset
+from equations.datafile import DataSet
+from equations.scaling import PhysicalModel, Scaler
 
 
 class EvaluateError(ValueError):
@@ -132,8 +141,6 @@ def check_state_dict(
 
 def build_model(name: str, eq, layers: list[int] | None, overrides: Mapping[str, Any] | None = None) -> nn.Module:
     """models.create_model for the equation set's sizes; ``layers`` is the full width list [n_in, ..., n_out]."""
-    import models
-
     kw = dict(overrides or {})
     if layers:
         if layers[0] != eq.n_in or layers[-1] != eq.n_out:
@@ -169,8 +176,6 @@ RANGE_MIN_POINTS = 20
 
 def minmax_from_spec(spec: str, eq):
     """The MinMax a ``minmax:FILE`` spec claims (None for ``none``)."""
-    from equations.csvio import read_minmax_csv
-
     kind, _, arg = spec.partition(":")
     return read_minmax_csv(arg, eq.input_names, eq.output_names) if kind == "minmax" and arg else None
 
@@ -196,9 +201,6 @@ def range_rows(mm, x: torch.Tensor, y: torch.Tensor, eq) -> list[dict]:
 
 def scaler_from_spec(spec: str, eq):
     """``minmax:FILE`` (the forum's mapping from a Max/Min file) or ``none`` (the model is in physical units)."""
-    from equations.csvio import read_minmax_csv
-    from equations.scaling import Scaler
-
     kind, _, arg = spec.partition(":")
     if kind == "minmax" and arg:
         mm = read_minmax_csv(arg, eq.input_names, eq.output_names)
@@ -215,10 +217,6 @@ def load_data(eq, data: str | Path | None, n: int = 1000, sampler: str = "lhs", 
     """The points to evaluate on, as ``(Dataset, y_file)``: a CSV (x1..xn[, f1..fm], checked against the
     domain) or n sampled points. The Dataset's y and J are always the equation set's; ``y_file`` holds the
     file's outputs, if it has any, so the diagnosis can say whether they match the equation set."""
-    from equations.csvio import read_samples_csv
-    from equations.data import Dataset, make_dataset
-    from equations.datafile import DataSet
-
     if isinstance(eq, DataSet):  # a data set is its own data: every row, with the file's derivatives
         if data is not None:
             raise EvaluateError(f"--data {data}: {eq.name} brings its own rows (and derivatives); drop --data")
@@ -266,11 +264,6 @@ def evaluate(
 
     ``claimed``: the MinMax of a ``minmax:FILE`` scaling, checked against the data's inputs and outputs.
     """
-    from bench.fidelity.cell import NonFiniteModel, predict
-    from bench.fidelity.hessian_metrics import hessian_rows
-    from bench.fidelity.metrics import denorm_check, fidelity_rows, unavailable_jacobian_rows, value_rows
-    from equations.scaling import PhysicalModel
-
     pm = PhysicalModel(model.to(dtype), scaler).eval()
     try:
         y_pred, J_pred = predict(pm, ds.x.to(dtype), engine, "input rows")
@@ -307,9 +300,6 @@ def second_order(pm: nn.Module, eq, x: torch.Tensor, dtype) -> tuple[torch.Tenso
     """(exact Hessians, the model's in physical units or None, why none): a model no Hessian engine can
     differentiate twice (or one that returns NaN/inf there) still gets its first-order evaluation, and so does
     a data set (it has no reference Hessians)."""
-    from bench.engines.base import UnsupportedEngine
-    from bench.fidelity.cell import NonFiniteModel, second_derivatives
-
     if not eq.has_hessian:
         return None, None, f"{eq.name} is data without second derivatives: no Hessian reference to compare with"
 

@@ -17,14 +17,14 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from bench import peers
 from bench.run import results
-from bench.run.schema import Cell, Config, grid_cells
+from bench.run.availability import grid_cells
+from bench.run.schema import Cell, Config
 
 
 def budget_of(cell: Cell, config: Config) -> tuple[float, float] | None:
     """(max_seconds, cost exponent) of the cell's method, or None where no ceiling applies."""
-    from bench import peers
-
     if not peers.is_peer(cell.model):
         return None
     exponent = getattr(peers.get(cell.model), "cost_exponent", None)

@@ -25,6 +25,8 @@ if sys.version_info >= (3, 11):
 else:  # Python 3.10: the same parser from PyPI
     import tomli as tomllib
 
+import models
+from bench.run.availability import grid_cells, skipped_cells
 from bench.run.names import expand_equations, expand_models, expand_names, fnmatch_lister
 from bench.run.schema import (
     _SPECS,
@@ -43,8 +45,6 @@ from bench.run.schema import (
     TrainConfig,
     _train_fields,
     check,
-    grid_cells,
-    skipped_cells,
 )
 from equations.names import suggest
 
@@ -188,8 +188,6 @@ def load_config(
     run = dict(layers.get("run", {}))
     if run.get("plugins"):  # a plugin file, however it was given, is loaded before its models are named
         run["plugins"] = tuple(str(Path(p).resolve()) for p in run["plugins"])
-        import models
-
         for path in run["plugins"]:
             models.load_plugin(path)
     run.setdefault("profile", profile or (Path(config_file).stem if config_file else "custom"))

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
 from bench.run.machine import tf32_enabled
 
 _REPO = Path(__file__).resolve().parent.parent
@@ -42,8 +44,6 @@ def cpu_model() -> str:
 
 def device_name(device: str) -> str:
     """``NVIDIA H100 80GB HBM3`` for a CUDA device, the CPU model for ``cpu``."""
-    import torch
-
     if device.startswith("cuda") and torch.cuda.is_available():
         return torch.cuda.get_device_name(torch.device(device))
     return cpu_model()
@@ -51,8 +51,6 @@ def device_name(device: str) -> str:
 
 def collect_env(device: str = "cpu", dtype: str = "float32", threads: int | None = None) -> dict:
     """env.json's content. ``threads`` is the torch thread count each worker uses (None: this process's)."""
-    import torch
-
     return {
         "jacbench_commit": git_commit(),
         "torch_version": torch.__version__,

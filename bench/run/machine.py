@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 import sys
 
+import torch
+
 
 def usable_cores() -> int:
     """Cores this process may run on (its CPU affinity on Linux)."""
@@ -21,7 +23,6 @@ def resolve_device(device: str) -> str:
     """'auto' -> 'cuda' when CUDA is available, else 'cpu'; any other name as given."""
     if device != "auto":
         return device
-    import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -50,8 +51,6 @@ def tf32_enabled(device: str | None = None) -> bool:
     Only matmuls matter here (the zoo has no convolutions, so cudnn's own TF32 flag is not read);
     ``torch.set_float32_matmul_precision("high")`` turns this on too. With ``device``: always False off CUDA.
     """
-    import torch
-
     if device is not None and torch.device(device).type != "cuda":
         return False
     return bool(torch.backends.cuda.matmul.allow_tf32)

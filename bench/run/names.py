@@ -7,6 +7,9 @@ import fnmatch
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import equations
+import models
+from bench import peers
 from bench.run.schema import ConfigError, _names
 
 _WILDCARD = set("*?[")
@@ -38,8 +41,6 @@ def expand_names(
 
 def expand_models(patterns: Iterable[str] | str) -> tuple[str, ...]:
     """Zoo models and peers (``jenn``): a wildcard matches the zoo only, so a peer is named on purpose."""
-    import models
-    from bench import peers
 
     def check(name: str) -> None:
         if not peers.is_peer(name):
@@ -49,8 +50,6 @@ def expand_models(patterns: Iterable[str] | str) -> tuple[str, ...]:
 
 
 def expand_equations(patterns: Iterable[str] | str) -> tuple[str, ...]:
-    import equations
-
     return expand_names(_names(patterns), equations.list, equations.get, "equation")
 
 

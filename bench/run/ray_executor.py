@@ -33,8 +33,13 @@ from collections import deque
 from dataclasses import replace
 from pathlib import Path
 
+import bench
+import equations
+import models
 from bench.run import results
 from bench.run.config import Cell, Config
+from bench.run.machine import set_threads, usable_cores
+from bench.run.runner import Outcome, compute_cell, load_plugins, write_failed, write_payload
 
 RETRIES = 2  # Ray re-runs a task whose worker died this many times before the cell is recorded as failed
 WINDOW_PER_SLOT = 2  # tasks in flight per cell slot of the cluster: enough to keep it busy, few to cancel
@@ -81,10 +86,6 @@ def preflight(address: str) -> None:
 
 def _package_dirs() -> list[str]:
     """jacbench's three top-level packages, for the job's runtime_env (py_modules)."""
-    import bench
-    import equations
-    import models
-
     return [str(Path(m.__file__).resolve().parent) for m in (bench, models, equations)]
 
 
@@ -106,8 +107,6 @@ def connect(ray, address: str) -> None:
         return
     check_address(address)
     if not address:
-        from bench.run.machine import usable_cores
-
         _keep_ctrl_c(lambda: ray.init(num_cpus=usable_cores(), include_dashboard=False, log_to_driver=False,
                                       configure_logging=False))  # fmt: skip
         return
@@ -162,10 +161,6 @@ def ray_cell(cell_fn, cell: Cell, config: Config, run_id: str, files: dict[str, 
     """The task: this worker's threads, the shipped files, then the cell (runner.compute_cell)."""
     import ray
 
-    import equations
-    from bench.run.machine import set_threads
-    from bench.run.runner import compute_cell, load_plugins
-
     set_threads(config.run.threads)
     local = {p: _local_copy(p, data) for p, data in files.items()}
     for path, copy in local.items():
@@ -188,8 +183,6 @@ def _slots(ray, config: Config) -> int:
 
 def run_ray(cell_fn, todo: list[Cell], config: Config, run_dir: Path, summary, bar) -> None:
     """Run ``todo`` as Ray tasks; the driver writes each result as it arrives (see the module docstring)."""
-    from bench.run.runner import Outcome, write_failed, write_payload
-
     ray = _import_ray()
     connect(ray, config.run.address)
     try:

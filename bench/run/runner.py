@@ -29,14 +29,20 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
+from importlib.metadata import version
 from pathlib import Path
 
 import pandas as pd
+from tqdm.auto import tqdm
 
+import equations
+import models
 from bench.run import budget, results
-from bench.run.config import Cell, Config, TrainConfig, grid_cells
+from bench.run.config import Cell, Config, ConfigError, TrainConfig, grid_cells
+from bench.run.envinfo import collect_env
 from bench.run.machine import resolve_device, set_threads, usable_cores
 from bench.run.results import CellResult
+from equations.datafile import sha256
 
 CellFn = Callable[[Cell, Config, str], CellResult]
 
@@ -87,8 +93,6 @@ def resolve_parallelism(config: Config, n_cells: int) -> Config:
 def load_plugins(paths) -> None:
     """Import the run's --plugin files (models.load_plugin; loading a file twice is a no-op)."""
     if paths:
-        import models
-
         for path in paths:
             models.load_plugin(path)
 
@@ -188,8 +192,6 @@ class _Progress:
     """tqdm bar with the cells in flight as its postfix; silent when disabled."""
 
     def __init__(self, total: int, enabled: bool):
-        from tqdm.auto import tqdm
-
         self.bar = tqdm(total=total, unit="cell", disable=not enabled, file=sys.stderr, dynamic_ncols=True)
         self.running: list[str] = []
 
@@ -227,7 +229,7 @@ def run_grid(
     bar = _Progress(len(todo), progress)
     try:
         if config.run.executor == "ray":
-            from bench.run.ray_executor import run_ray
+            from bench.run.ray_executor import run_ray  # ray_executor builds on this module
 
             run_ray(cell_fn, todo, config, run_dir, summary, bar)
         elif config.run.workers <= 1:
@@ -372,11 +374,9 @@ def _record(config: Config) -> dict:
     """config.json: the resolved config, plus TrainConfig with its defaults filled in where available."""
     rec = {"metrics_version": results.METRICS_VERSION, **config.to_dict()}
     rec["train_resolved"] = dataclasses.asdict(TrainConfig(**config.train))
-    import equations
 
     data = [e for e in config.grid.equations if e.startswith("data:")]  # what a data set's errors are measured against
     rec["references"] = {e: equations.get(e).reference for e in data}
-    from equations.datafile import sha256
 
     rec["data_sha256"] = {e: sha256(e) for e in data}  # the exact file a data set's numbers came from
     return rec
@@ -393,8 +393,6 @@ def open_run(
     saved ones are loaded here. ``record=False`` (a dry run) leaves env.json as it is. ``name``: the new run id's
     suffix (default the profile's name).
     """
-    from bench.run.config import ConfigError
-
     if resume is not None:
         run_dir = results.resolve_run_dir(resume)
         saved = Config.from_dict(json.loads((run_dir / "config.json").read_text()))
@@ -422,15 +420,11 @@ def open_run(
 
 def _env(config: Config) -> dict:
     """env.json (bench.run.envinfo) plus how the cells are executed."""
-    from bench.run.envinfo import collect_env
-
     env = collect_env(config.run.device, config.run.dtype, config.run.threads)
     env["executor"] = config.run.executor
     if config.run.executor == "ray":
         env["ray_address"] = config.run.address or "local instance"
         try:
-            from importlib.metadata import version
-
             env["ray"] = version("ray")
         except Exception:  # not installed: run_ray says so when it starts
             env["ray"] = None

@@ -165,41 +165,6 @@ class Cell:
         return f"{self.equation}__{self.model}__{variant}__n{self.n_train}__s{self.seed}"
 
 
-def grid_cells(grid: GridConfig) -> list[Cell]:
-    """The grid in a stable order: equation, model, beta, Hessian weight, n_train, seed (seeds innermost).
-
-    A Hessian weight > 0 is crossed with the equations of ``grid.hess_equations`` and the betas of
-    ``grid.hess_betas`` only (all when empty). Cells that cannot run (``bench.run.availability``: a peer's missing
-    variant, Sobolev training on data without derivatives) are left out; ``skipped_cells`` lists them with why.
-    """
-    from bench.run.availability import reason
-
-    return [c for c in _all_cells(grid) if not reason(c)]
-
-
-def skipped_cells(grid: GridConfig) -> list[tuple[Cell, str]]:
-    """The cells ``grid_cells`` leaves out, each with the reason."""
-    from bench.run.availability import reason
-
-    return [(c, why) for c in _all_cells(grid) if (why := reason(c))]
-
-
-def _all_cells(grid: GridConfig) -> list[Cell]:
-    return [
-        Cell(eq, model, float(beta), int(n), int(seed), float(hw))
-        for eq in grid.equations
-        for model in grid.models
-        for beta in grid.betas
-        for hw in grid.hess_weights
-        if hw == 0 or not grid.hess_equations or eq in grid.hess_equations
-        if hw == 0 or not grid.hess_betas or beta in grid.hess_betas
-        if hw == 0 or not grid.hess_models or model in grid.hess_models
-        for n in grid.n_train
-        if n == grid.n_train[0] or not grid.size_equations or eq in grid.size_equations
-        for seed in grid.seeds
-    ]
-
-
 @dataclass(frozen=True)
 class RunConfig:
     """How the grid runs; none of this changes a cell's numbers except device and dtype."""

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from bench.engines import hessian
 from bench.speed import jax_models
 
 # JAX grabs 75% of GPU memory at start-up by default; torch shares the GPU in the same process.
@@ -133,8 +134,6 @@ HESSIAN_TOLERANCE = {torch.float32: 1e-3, torch.float64: 1e-10}
 
 def reference_hessian(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """torch's float64 Hessians (B, n_out, n_in, n_in) on the CPU (bench.engines.hessian, reverse over reverse)."""
-    from bench.engines import hessian
-
     ref = copy.deepcopy(model).to(device="cpu", dtype=torch.float64).requires_grad_(False)
     return hessian(ref, x.detach().to(device="cpu", dtype=torch.float64), engine="vmap_jacrev_jacrev").detach()
 

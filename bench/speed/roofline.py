@@ -14,6 +14,8 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from bench.engines.gemm import linear
+from bench.run.machine import usable_cores
 from bench.speed.timing import time_callable
 from models.base import linear_flops as layer_flops
 
@@ -92,14 +94,10 @@ def peak_flops(
         out = torch.empty(n, n, device=dev, dtype=dtype)
         threads = torch.get_num_threads()
         if dev.type == "cpu":
-            from bench.run.machine import usable_cores
-
             torch.set_num_threads(usable_cores())
         try:
             calls = [lambda: torch.mm(a, b, out=out)]
             if dev.type == "cpu" and dtype == torch.float32:  # the tangent passes' oneDNN GEMM may beat MKL's
-                from bench.engines.gemm import linear
-
                 calls.append(lambda: linear(a, b))
             with tf32_mode(allow_tf32), torch.no_grad():
                 best = min(min(time_callable(c, device=dev, warmup=2, budget_s=budget_s).seconds) for c in calls)

@@ -27,11 +27,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from bench.engines import ENGINES, HESSIAN_ENGINES
 from bench.engines.base import UnsupportedEngine, check_engine_name
+from bench.engines.coupling import require_batch_independent
+from bench.engines.hessians import ideal_passes
 from bench.run import envinfo, machine, results
 from bench.speed import jax_peer, roofline
 from bench.speed.timing import synchronizer, time_interleaved
 from bench.speed.verify import Reference
+from models import create_model
 
 FORWARD = "forward"  # pseudo-engine: the forward pass alone (rate = samples per second)
 LOOP = "loop"  # the forum's per-sample loop: the baseline of the "x loop" ratio
@@ -68,8 +72,6 @@ def as_spec(entry: str | ModelSpec) -> ModelSpec:
 
 def create_spec(spec: ModelSpec) -> nn.Module:
     """The default model factory: ``models.create_model`` with the spec's dimensions and overrides."""
-    from models import create_model
-
     dims = {k: v for k, v in (("n_in", spec.n_in), ("n_out", spec.n_out)) if v is not None}
     return create_model(spec.name, **dims, **dict(spec.overrides))
 
@@ -102,8 +104,6 @@ class SweepConfig:
 
 def registry(order: int = 1) -> Mapping[str, Any]:
     """The engines a sweep of this derivative order times by default."""
-    from bench.engines import ENGINES, HESSIAN_ENGINES
-
     return ENGINES if order == 1 else HESSIAN_ENGINES
 
 
@@ -214,8 +214,6 @@ def _engine_call(name: str, eng: Any, order: int = 1) -> Callable[[nn.Module, to
         return lambda m, x: lambda: eng.fn(m, x)
 
     def prepare(m: nn.Module, x: torch.Tensor) -> Callable[[], Any]:
-        from bench.engines.coupling import require_batch_independent
-
         def call():
             require_batch_independent(m, x, name, order=order)
             return eng.fn(m, x)
@@ -345,8 +343,6 @@ def _sweep_model(spec: ModelSpec, model_factory, timed: Mapping[str, Timed], dev
         if cfg.order == 1:
             info["flops_per_jac"] = roofline.jacobian_flops(model, n_in)
         else:  # forward mode's ideal: the primal, n_in tangents and n_in (n_in + 1) / 2 second-order tangents
-            from bench.engines.hessians import ideal_passes
-
             info["flops_per_jac"] = ideal_passes(n_in) * info["flops"]
     except Exception as err:
         for batch in cfg.batch_sizes:

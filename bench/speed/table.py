@@ -7,6 +7,8 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import pandas as pd
+
 from bench.run import results
 from bench.speed import jax_peer
 from bench.speed.sweep import COLUMNS, FORWARD, LOOP
@@ -18,8 +20,6 @@ def write_csv(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, append
     append: keep the rows already in `path` (several sweeps, e.g. CPU and GPU, in one table); rows of another
     derivative order (column ``order``; 1 in tables from before it) are refused.
     """
-    import pandas as pd
-
     df = pd.DataFrame(list(rows), columns=list(COLUMNS))
     if append and os.path.exists(path):
         old = pd.read_csv(path, keep_default_na=False, na_values=["", "nan", "NaN"])
@@ -50,8 +50,6 @@ def summary(rows: Sequence[Mapping[str, Any]], peer: str = jax_peer.ENGINE):
     was capped (its rate does not depend on the batch); x_jax: over the JAX peer's (``peer``) at the same batch;
     roofline: fraction of the FLOP limit; jac_over_fwd: time of the batch's Jacobians / time of its forward pass.
     """
-    import pandas as pd
-
     rate, loop_largest = {}, {}
     for r in sorted((r for r in rows if r["status"] == "ok"), key=lambda r: r["batch_size"]):
         rate[_config(r), r["device"], r["dtype"], r["batch_size"], r["engine"]] = r["jac_per_s"]

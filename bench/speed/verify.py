@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.autograd.functional import jacobian
 
 from bench.speed import jax_peer
 
@@ -20,8 +21,6 @@ def reference_rows(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     try:
         return jax_peer.reference_jacobian(model, x)
     except RuntimeError:
-        from torch.autograd.functional import jacobian
-
         ref = copy.deepcopy(model).to(device="cpu", dtype=torch.float64).requires_grad_(False)
         rows = x.detach().to(device="cpu", dtype=torch.float64)
         return torch.stack([jacobian(lambda v: ref(v[None])[0], r) for r in rows])

@@ -26,12 +26,17 @@ network: the packed one mixes points, so its diag(J) is a partial derivative of 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
+from bench.engines.coupling import verify_batch_independent
+from bench.report import style
+from bench.report.render import Note, Section, Table, plot, to_html, to_markdown
+from bench.run.results import atomic_write_csv
 from bench.studies.pinn_config import LOWER, PACK, UPPER, StudyConfig
 
 SETUPS = ("packed", "batch")
@@ -136,8 +141,6 @@ def _rmse(a: np.ndarray, b: np.ndarray) -> float:
 def measure(model: PerPoint, cfg: StudyConfig) -> tuple[dict[str, float], pd.DataFrame]:
     """The study's numbers for one trained network, on the collocation grid (where the loss acted; no suffix)
     and on the test grid halfway between (``_test``), and its curves on both (column ``grid``)."""
-    from bench.engines.coupling import verify_batch_independent
-
     out, curves = {}, []
     points = grids(cfg.points)
     for grid, x in zip(("collocation", "test"), points, strict=True):
@@ -191,8 +194,6 @@ def run_study(cfg: StudyConfig, progress=None) -> StudyResult:
 def figures(result: StudyResult):
     """(curves at the smallest beta, errors against beta) as matplotlib Figures (first seed)."""
     import seaborn as sns
-
-    from bench.report import style
 
     beta = min(result.config.betas)
     seed = min(result.config.seeds)
@@ -274,11 +275,6 @@ def summary(result: StudyResult) -> list[str]:
 
 def write(result: StudyResult, out) -> dict[str, str]:
     """DIR/pinn.csv (every number), DIR/pinn_curves.csv, DIR/figures/*.png, DIR/report.md and report.html."""
-    from pathlib import Path
-
-    from bench.report.render import Note, Section, Table, plot, to_html, to_markdown
-    from bench.run.results import atomic_write_csv
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_csv(out / "pinn.csv", result.rows)
