@@ -90,3 +90,28 @@ def test_what_the_report_imports_of_run_is_torch_free():
         for mod in imports(ROOT / rel):
             assert not mod.startswith(("torch", "models", "equations")), f"{rel} imports {mod}"
             assert not mod.startswith("bench.") or mod.startswith("bench.run.results"), f"{rel} imports {mod}"
+
+
+# Imported inside a function without saying why: only these, whose import is optional or costs seconds.
+OPTIONAL = ("jax", "jaxlib", "ray", "kan", "triton", "smt", "jenn", "matplotlib", "seaborn", "sklearn", "threadpoolctl")
+SOURCES = sorted(p for d in ("bench", "models", "equations") for p in (ROOT / d).rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_imports_sit_at_the_top_of_the_module(path):
+    """A module's dependencies are readable at its top. An import inside a function is an optional or heavy one
+    (OPTIONAL), sits in a command module that says once why its imports are lazy ("# Lazy imports:"), or says on
+    its own line why it is there (a cycle, say)."""
+    text = path.read_text(encoding="utf-8")
+    lines = text.splitlines()
+    lazy_module = "# Lazy imports:" in text
+    hidden = []
+    functions = [n for n in ast.walk(ast.parse(text)) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    for node in {i for f in functions for i in ast.walk(f) if isinstance(i, (ast.Import, ast.ImportFrom))}:
+        if isinstance(node, ast.ImportFrom) and node.level:
+            continue
+        name = node.module if isinstance(node, ast.ImportFrom) else node.names[0].name
+        if name.split(".")[0] in OPTIONAL or lazy_module or "#" in lines[node.end_lineno - 1]:
+            continue
+        hidden.append(f"line {node.lineno}: {lines[node.lineno - 1].strip()}")
+    assert not hidden, f"{path.relative_to(ROOT)} imports inside functions without a reason: {hidden}"

@@ -5,7 +5,7 @@ import torch
 
 import models
 from bench.fidelity import stacked
-from bench.fidelity.train import TrainConfig, fit
+from bench.fidelity.train import TrainConfig, TrainData, fit
 
 
 def _data(n, seed):
@@ -15,7 +15,7 @@ def _data(n, seed):
     J = torch.zeros(n, 2, 2, dtype=torch.float64)
     J[:, 0, 0], J[:, 0, 1] = 2 * torch.cos(2 * x[:, 0]) * x[:, 1], torch.sin(2 * x[:, 0])
     J[:, 1, 0] = 2 * x[:, 0]
-    return x, y, J
+    return TrainData(x, y, J)
 
 
 def _model(family, seed):

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from bench.fidelity import metrics, train
-from bench.fidelity.train import TrainConfig, TrainingDiverged, fit
+from bench.fidelity.train import TrainConfig, TrainData, TrainingDiverged, fit
 
 
 def _mlp(n_in=2, width=16, n_out=1, seed=0, dtype=torch.float32):
@@ -27,10 +27,14 @@ def _target(x):
     return y, J[:, None, :]
 
 
-def _data(n, seed, dtype=torch.float32):
+def _xyJ(n, seed, dtype=torch.float32):
     x = 2 * torch.rand(n, 2, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) - 1
     y, J = _target(x)
     return x.to(dtype), y.to(dtype), J.to(dtype)
+
+
+def _data(n, seed, dtype=torch.float32):
+    return TrainData(*_xyJ(n, seed, dtype))
 
 
 def _params(model):
@@ -57,16 +61,16 @@ def test_different_seeds_give_different_weights():
 
 
 def test_early_stopping_restores_the_best_weights():
-    x, y, J = _data(64, 0)
-    val = (x, -y, -J)  # the opposite target: the validation loss rises as the model learns the training one
+    x, y, J = _xyJ(64, 0)
+    val = TrainData(x, -y, -J)  # the opposite target: the validation loss rises as the model learns the training one
     cfg = TrainConfig(steps=2000, lr=1e-2, eval_every=5, patience=50)
     model = _mlp()
-    res = fit(model, (x, y, J), val, cfg, seed=0)
+    res = fit(model, TrainData(x, y, J), val, cfg, seed=0)
     assert res.stopped_early and res.steps < 2000 and res.steps - res.best_step >= 50
     val_losses = [h["val_loss"] for h in res.history]
     assert min(val_losses) == res.best_val_loss < val_losses[-1]
     with torch.no_grad():
-        restored = float(torch.mean((model(x) - val[1]) ** 2))
+        restored = float(torch.mean((model(x) - val.y) ** 2))
     assert restored == pytest.approx(res.best_val_loss, rel=1e-6)  # float32 forward, recomputed
 
 
@@ -75,26 +79,26 @@ def test_beta_one_never_computes_a_jacobian(monkeypatch):
     real, one_pass = train._engine_jacobian, train.value_and_jacobian  # the engine, or values and J in one pass
     monkeypatch.setattr(train, "_engine_jacobian", lambda *a, **k: calls.append(1) or real(*a, **k))
     monkeypatch.setattr(train, "value_and_jacobian", lambda *a, **k: calls.append(1) or one_pass(*a, **k))
-    x, y, J = _data(32, 0)
-    fit(_mlp(), (x, y, None), (x, y, J), TrainConfig(steps=20), seed=0)  # no J needed for training
+    x, y, J = _xyJ(32, 0)
+    fit(_mlp(), TrainData(x, y, None), TrainData(x, y, J), TrainConfig(steps=20), seed=0)  # no J needed for training
     assert calls == []
-    fit(_mlp(), (x, y, J), None, TrainConfig(steps=3, beta=0.5), seed=0)
+    fit(_mlp(), TrainData(x, y, J), None, TrainConfig(steps=3, beta=0.5), seed=0)
     assert len(calls) == 3  # one batched call per step, never one per sample
 
 
 def test_sobolev_needs_training_jacobians():
-    x, y, _ = _data(8, 0)
+    x, y, _ = _xyJ(8, 0)
     with pytest.raises(ValueError, match="needs J_n"):
-        fit(_mlp(), (x, y, None), None, TrainConfig(steps=1, beta=0.5), seed=0)
+        fit(_mlp(), TrainData(x, y, None), None, TrainConfig(steps=1, beta=0.5), seed=0)
 
 
 def test_nan_loss_raises_training_diverged():
-    x, y, J = _data(16, 0)
+    x, y, J = _xyJ(16, 0)
     y[3, 0] = float("nan")
     with pytest.raises(TrainingDiverged, match=r"training loss is nan at step 0"):
-        fit(_mlp(), (x, y, J), None, TrainConfig(steps=5), seed=0)
+        fit(_mlp(), TrainData(x, y, J), None, TrainConfig(steps=5), seed=0)
     with pytest.raises(TrainingDiverged, match="validation loss is nan"):
-        fit(_mlp(), _data(16, 0), (x, y, J), TrainConfig(steps=5, eval_every=1), seed=0)
+        fit(_mlp(), _data(16, 0), TrainData(x, y, J), TrainConfig(steps=5, eval_every=1), seed=0)
 
 
 def test_bad_config_is_a_clear_error():
@@ -152,11 +156,11 @@ def test_grid_updates_and_regularization_are_opt_in():
 
 
 def test_lbfgs_polish_lowers_the_training_loss():
-    x, y, J = _data(64, 0, torch.float64)
+    x, y, J = _xyJ(64, 0, torch.float64)
     losses = []
     for lbfgs in (0, 50):
         model = _mlp(dtype=torch.float64)
-        res = fit(model, (x, y, J), None, TrainConfig(steps=100, lr=1e-2, lbfgs_steps=lbfgs), seed=0)
+        res = fit(model, TrainData(x, y, J), None, TrainConfig(steps=100, lr=1e-2, lbfgs_steps=lbfgs), seed=0)
         with torch.no_grad():
             losses.append(float(torch.mean((model(x) - y) ** 2)))
     assert res.lbfgs_steps == 50 and res.notes == []
@@ -172,8 +176,8 @@ def test_sobolev_training_lowers_the_test_jacobian_error():
     for beta in (1.0, 0.5):
         model = _mlp()
         fit(model, train_data, None, TrainConfig(steps=300, lr=1e-2, beta=beta), seed=0)
-        J_pred = torch.func.vmap(torch.func.jacrev(model))(test[0]).detach()
-        errs[beta] = metrics.summarize(metrics.jacobian_error(test[2], J_pred, [2.0, 2.0]))["rms"]  # box [-1, 1]²
+        J_pred = torch.func.vmap(torch.func.jacrev(model))(test.x).detach()
+        errs[beta] = metrics.summarize(metrics.jacobian_error(test.J, J_pred, [2.0, 2.0]))["rms"]  # box [-1, 1]²
     assert errs[0.5] < 0.5 * errs[1.0], errs
 
 
@@ -250,14 +254,18 @@ def test_a_hessian_term_lowers_the_test_hessian_error():
     from bench.engines import hessian
 
     train_data, test = _data(30, 0), _data(500, 1)
-    H_train = _hessians(train_data[0]).float()
+    H_train = _hessians(train_data.x).float()
     errs = {}
     for w in (0.0, 0.1):
         model = _mlp()
-        fit(model, (*train_data, H_train), None, TrainConfig(steps=300, lr=1e-2, beta=0.5, hess_weight=w), seed=0)
-        errs[w] = metrics.summarize(metrics.hessian_error(_hessians(test[0]), hessian(model, test[0]), [2.0, 2.0]))[
-            "rms"
-        ]
+        fit(
+            model,
+            dataclasses.replace(train_data, H=H_train),
+            None,
+            TrainConfig(steps=300, lr=1e-2, beta=0.5, hess_weight=w),
+            seed=0,
+        )
+        errs[w] = metrics.summarize(metrics.hessian_error(_hessians(test.x), hessian(model, test.x), [2.0, 2.0]))["rms"]
     assert errs[0.1] < 0.7 * errs[0.0], errs
 
 
@@ -352,3 +360,17 @@ def test_a_compilation_failing_on_a_later_shape_trains_eagerly_from_there(monkey
     fit(reference, _data(32, 0, torch.float64), None, TrainConfig(**base, compile_step="off"), seed=0)
     assert torch.equal(_params(model), _params(reference))
     assert "full-batch" in train.compile_reason(_kan("chebykan"), TrainConfig(batch_size=100), rows=10_000)
+
+
+def test_training_data_is_typed_and_checked():
+    x, y, J = _xyJ(8, 0)
+    with pytest.raises(TypeError, match=r"expected bench.fidelity.train.TrainData\(x, y, J, H\), got tuple"):
+        fit(_mlp(), (x, y, J), None, TrainConfig(steps=1), seed=0)
+    with pytest.raises(ValueError, match=r"J \(8, 2, 2\) must be \(B, n_out, n_in\) = \(8, 1, 2\)"):
+        TrainData(x, y, J.expand(8, 2, 2))
+    with pytest.raises(ValueError, match=r"x \(8, 2\) and y \(7, 1\)"):
+        TrainData(x, y[:7])
+    with pytest.raises(ValueError, match="H"):
+        TrainData(x, y, J, torch.zeros(8, 1, 2))
+    part = TrainData(x, y, J).rows(torch.tensor([1, 3]))
+    assert torch.equal(part.x, x[[1, 3]]) and torch.equal(part.J, J[[1, 3]]) and part.H is None and len(part) == 2

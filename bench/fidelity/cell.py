@@ -28,9 +28,21 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
+import equations
+import models
+from bench import peers
+from bench.engines import hessian
+from bench.engines import jacobian as engine_jacobian
+from bench.fidelity import finite_diff as fd
+from bench.fidelity.hessian_metrics import hessian_rows
+from bench.fidelity.metrics import denorm_check, fidelity_rows, unavailable_jacobian_rows, value_rows
+from bench.fidelity.train import TrainConfig, TrainData, convergence, fit_selecting_lr
 from bench.run import results
 from bench.run.config import Cell, Config, GridConfig
-from bench.run.results import CellResult
+from bench.run.results import CONVERGENCE_DROP, CellResult
+from equations.data import make_dataset, split
+from equations.datafile import file_stamp
+from equations.scaling import PhysicalModel, Scaler
 
 # jac_fd_check's error text starts with this where a peer's API Jacobian disagreed with its values beyond the
 # tolerance and the peer keeps such cells (bench.peers.smt: fd_check_fails_cell = False); the reports count them
@@ -45,23 +57,16 @@ def cached_dataset(equation: str, n: int, sampler: str, seed: int):
     """make_dataset, memoized per worker process: the cells of a grid share few datasets (one per equation,
     size and seed), and an optimized LHS of ~1000 points takes seconds. Datasets are never modified; a data set's
     entry is keyed by its file's modification time and size too, so an edited file is read again."""
-    from equations.datafile import file_stamp
-
     return _cached_dataset(equation, n, sampler, seed, file_stamp(equation))
 
 
 @functools.lru_cache(maxsize=32)
 def _cached_dataset(equation: str, n: int, sampler: str, seed: int, _stamp: tuple):
-    import equations
-    from equations.data import make_dataset
-
     return make_dataset(equations.get(equation), n, sampler, seed)
 
 
 def make_scaler(train, scaling: str, input_range: tuple[float, float]):
     """Fit the scaler on the training split only (see GridConfig.scaling for the methods)."""
-    from equations.scaling import Scaler
-
     names = {"input_names": train.input_names, "output_names": train.output_names}
     if scaling == "model":
         return Scaler.fit(train.x, train.y, "minmax", x_range=tuple(input_range), y_range=(-1.0, 1.0), **names)
@@ -72,9 +77,6 @@ def make_scaler(train, scaling: str, input_range: tuple[float, float]):
 
 def model_overrides(model: str, grid: GridConfig, n_in: int, n_out: int) -> dict:
     """Factory (or peer) keyword arguments for one model: the config's overrides, sized to match_params if set."""
-    import models
-    from bench import peers
-
     kw = dict(grid.model_overrides.get(model, {}))
     if grid.match_params:
         sizer = peers.get(model).match_params if peers.is_peer(model) else functools.partial(models.match_params, model)
@@ -89,9 +91,6 @@ def trained_configurations(config: Config) -> list[tuple[str, int, int, dict]]:
     measures exactly the networks whose fidelity the run reports (``results.model_config_id`` joins them).
     Peers are left out: they are not torch modules, so no engine of the sweep runs on them.
     """
-    import equations
-    from bench import peers
-
     out: dict[str, tuple[str, int, int, dict]] = {}
     for eq_name in config.grid.equations:
         eq = equations.get(eq_name)
@@ -103,8 +102,6 @@ def trained_configurations(config: Config) -> list[tuple[str, int, int, dict]]:
 
 def jacobian(model: nn.Module, x: Tensor, engine: str = "auto") -> Tensor:
     """x (B, n_in) -> J (B, n_out, n_in) through bench.engines."""
-    from bench.engines import jacobian as engine_jacobian
-
     return engine_jacobian(model, x, engine=engine)
 
 
@@ -135,8 +132,6 @@ def second_derivatives(model: nn.Module, x: Tensor, what: str = "samples") -> tu
     The Laplacian is the trace of the Hessian just computed (a second pass of the Laplacian engine would give
     the same numbers up to rounding; tests/test_hessian_engines.py checks that it does).
     """
-    from bench.engines import hessian
-
     return with_laplacian(hessian(model, x).detach(), x, what)
 
 
@@ -163,11 +158,6 @@ class Trained:
 
 def train_zoo(cell: Cell, config: Config, eq, data) -> Trained:
     """Scale on the training split, build the registered model, fit it with bench.fidelity.train, wrap it once."""
-    import models
-    from bench.fidelity.metrics import denorm_check
-    from bench.fidelity.train import TrainConfig, fit_selecting_lr
-    from equations.scaling import PhysicalModel
-
     g, run = config.grid, config.run
     device, dtype = torch.device(run.device), getattr(torch, run.dtype)
     kw = model_overrides(cell.model, g, eq.n_in, eq.n_out)
@@ -178,10 +168,10 @@ def train_zoo(cell: Cell, config: Config, eq, data) -> Trained:
     scaler = make_scaler(data.train, g.scaling, make_model().input_range)
     train_cfg = TrainConfig(**config.train, beta=cell.beta, hess_weight=cell.hess_weight)
 
-    def normalized(part):  # (x_n, y_n, J_n[, H_n]): exact training Hessians from the set only when a term uses them
+    def normalized(part) -> TrainData:  # exact training Hessians from the set only when a term uses them
         if cell.hess_weight == 0:
-            return scaler.transform_dataset(part)
-        return (*scaler.transform_dataset(part), scaler.hessian_to_normalized(eq.hessian(part.x)))
+            return TrainData(*scaler.transform_dataset(part))
+        return TrainData(*scaler.transform_dataset(part), scaler.hessian_to_normalized(eq.hessian(part.x)))
 
     val = normalized(data.val) if len(data.val) else None
     model, res, trials = fit_selecting_lr(make_model, normalized(data.train), val, train_cfg, cell.seed)
@@ -206,9 +196,6 @@ def train_peer(cell: Cell, config: Config, eq, data) -> Trained:
     Its API Jacobian is checked against central differences of its values (``jac_fd_check``); a peer without a
     Hessian API gets central differences of its API Jacobians as its Hessians (float64, bench.fidelity.finite_diff).
     """
-    from bench import peers
-    from bench.fidelity import finite_diff as fd
-
     peer = peers.get(cell.model)
     kw = model_overrides(cell.model, config.grid, eq.n_in, eq.n_out)
     tr = data.train
@@ -252,14 +239,6 @@ def train_peer(cell: Cell, config: Config, eq, data) -> Trained:
 
 def run_cell(cell: Cell, config: Config, run_id: str) -> CellResult:
     """Train and measure one cell; raises on failure (the runner records the error and goes on)."""
-    import equations
-    from bench import peers
-    from bench.fidelity.hessian_metrics import hessian_rows
-    from bench.fidelity.metrics import fidelity_rows, unavailable_jacobian_rows, value_rows
-    from bench.fidelity.train import convergence
-    from bench.run.results import CONVERGENCE_DROP
-    from equations.data import split
-
     g, run = config.grid, config.run
     if run.threads:
         torch.set_num_threads(run.threads)
@@ -313,9 +292,9 @@ def run_cell(cell: Cell, config: Config, run_id: str) -> CellResult:
         rows.append({**base, "split": "", "metric": "tune_seconds", "value": sum(t.seconds for t in trials),
                      "error": ""})  # fmt: skip
     drop, _ = convergence(res.history)
-    note = "" if drop == drop else "too few evaluations to tell"
+    note = "too few evaluations to tell" if math.isnan(drop) else ""
     rows.append({**base, "split": "", "metric": "loss_drop_last10", "value": drop, "error": note})
-    improving = float("nan") if drop != drop else float(drop > CONVERGENCE_DROP)
+    improving = float("nan") if math.isnan(drop) else float(drop > CONVERGENCE_DROP)
     rows.append({**base, "split": "", "metric": "still_improving", "value": improving, "error": note})
     history = pd.DataFrame(res.history).reindex(columns=list(results.HISTORY_COLUMNS))
     return CellResult(rows, jac, history)

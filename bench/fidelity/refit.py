@@ -26,7 +26,7 @@ from torch import nn
 
 from bench.fidelity import diagnose, metrics
 from bench.fidelity import evaluate as E
-from bench.fidelity.train import FitResult, Trial, fit_selecting_lr
+from bench.fidelity.train import FitResult, TrainData, Trial, fit_selecting_lr
 from bench.run.config import TrainConfig
 from equations.data import Dataset
 
@@ -74,12 +74,12 @@ def _split(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.
     return perm[n_val:], perm[:n_val]
 
 
-def normalized(ds: Dataset, scaler, rows: torch.Tensor, eq, loss: str, dtype: torch.dtype) -> tuple:
-    """(x_n, y_n, J_n, H_n) of the rows, in the model's units and dtype (H_n None unless the loss needs it)."""
+def normalized(ds: Dataset, scaler, rows: torch.Tensor, eq, loss: str, dtype: torch.dtype) -> TrainData:
+    """The rows in the model's units and dtype (J None for the value loss, H None unless the loss needs it)."""
     x, y, J = ds.x[rows], ds.y[rows], ds.J[rows]
     H = scaler.hessian_to_normalized(eq.hessian(x)).to(dtype) if loss == "hessian" else None
     Jn = scaler.jacobian_to_normalized(J).to(dtype) if loss != "value" else None
-    return scaler.transform_x(x).to(dtype), scaler.transform_y(y).to(dtype), Jn, H
+    return TrainData(scaler.transform_x(x).to(dtype), scaler.transform_y(y).to(dtype), Jn, H)
 
 
 def refit(

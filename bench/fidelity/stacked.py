@@ -1,16 +1,17 @@
 """Many models in one launch: the cells of a group (one architecture; different seeds, betas and learning rates)
 trained together on stacked parameters with torch.func, equal to training each alone with `train.fit`.
 
-    results = fit_stacked(models, trains, vals, cfgs, seeds)     # one FitResult per member; weights in the models
+    results = fit_stacked(models, trains, vals, cfgs, seeds)     # one train.FitResult per member; weights in the models
 
 Members must share the architecture (the same module structure and parameter shapes), the training data's shapes
 and every TrainConfig field but `beta`, `lr`, `lr_grid` and `patience`. Each step evaluates all members' losses at once,
 `vmap` over the stacked parameters of `torch.func.functional_call`, and sums them (members do not interact, so
 each member's gradient is its own loss's). Adam (or AdamW) is written out elementwise over the stack, with each
-member's own learning rate and schedule: the same update as `torch.optim.Adam` member by member. Validation,
-early stopping and restore-best are per member, with train's own `_val_loss`; a member that stopped early keeps
-its best weights and is no longer updated. The L-BFGS polish then runs per member (train's own). On a GPU this
-turns many small launches into one; on the CPU it is what the tests check against separate training.
+member's own learning rate and schedule: the same update as `torch.optim.Adam` member by member. The loop around the
+step is train's own (`train.train_members`, which `train.fit` runs with one member): the schedule, validation,
+early stopping, restore-best and the L-BFGS polish, per member; a member that stopped early keeps its best weights
+and is no longer updated. On a GPU this turns many small launches into one; on the CPU it is what the tests check
+against separate training.
 
 Not stacked: efficient-KAN grid updates (they change buffers per member from its data), the regularization
 term, mini-batches, a Hessian term and a wall-time budget: `fit_stacked` refuses them (train members with
@@ -28,8 +29,8 @@ from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from bench.engines.tangents import tangent_reason, value_and_jacobian
-from bench.fidelity import train
-from bench.fidelity.train import FitResult, TrainConfig
+from bench.fidelity import train  # a module import: train picks this module for stacked candidates
+from bench.run.config import TrainConfig
 
 BETAS, EPS = (0.9, 0.999), 1e-8  # torch.optim.Adam's defaults, which train.fit uses
 
@@ -44,7 +45,7 @@ def _check(models: list[nn.Module], trains: list, cfgs: list[TrainConfig]) -> No
     shapes = [[(k, tuple(p.shape)) for k, p in m.named_parameters()] for m in models]
     if any(s != shapes[0] for s in shapes) or len({type(m) for m in models}) != 1:
         raise ValueError("fit_stacked: the members must share the architecture (same class and parameter shapes)")
-    data = [tuple(None if t is None else tuple(t.shape) for t in d) for d in trains]
+    data = [d.shapes() if isinstance(d, train.TrainData) else type(d).__name__ for d in trains]
     if any(d != data[0] for d in data):
         raise ValueError(f"fit_stacked: the members' training data must have one shape, got {sorted(set(data))}")
     base = {k: v for k, v in vars(cfgs[0]).items() if k not in PER_MEMBER}
@@ -117,7 +118,7 @@ def _unreached(model: nn.Module, data, cfgs: list[TrainConfig], like: Tensor) ->
     names = [k for k, _ in named]
     for beta in {c.beta for c in cfgs}:
         cfg = TrainConfig(**{**vars(cfgs[0]), "beta": beta, "lr_grid": ()})
-        loss = train.sobolev_loss(model, *data[:3], cfg, None)
+        loss = train.sobolev_loss(model, data.x, data.y, data.J, cfg, None)
         grads = torch.autograd.grad(loss, [p for _, p in named], allow_unused=True)
         for k, g in zip(names, grads, strict=True):
             if g is None:
@@ -142,94 +143,83 @@ def stack_reason(models: list[nn.Module], trains: list, cfgs: list[TrainConfig])
     return None
 
 
+class _Stack:
+    """The members on stacked parameters: each step evaluates every member's loss at once (``vmap`` over
+    ``functional_call``) and updates them with `_StackedAdam`; ``train.train_members`` runs the loop."""
+
+    def __init__(self, models: list[nn.Module], trains: list[train.TrainData], cfgs: list[TrainConfig]):
+        self.models, self.cfgs, self.loss_fn = models, cfgs, None
+        like = next(models[0].parameters())
+        self.like, M = like, len(models)
+        self.X, self.Y = torch.stack([d.x for d in trains]), torch.stack([d.y for d in trains])
+        self.betas = torch.tensor([c.beta for c in cfgs], dtype=like.dtype, device=like.device)
+        sobolev = any(c.beta < 1 for c in cfgs)
+        self.Jd = torch.stack([d.J for d in trains]) if sobolev else torch.zeros(M, 1, dtype=like.dtype)
+        stacked_params, buffers = stack_module_state(models)
+        trainable = {k for k, p in models[0].named_parameters() if p.requires_grad}
+        # frozen parameters (FastKAN's grid) ride with the buffers: swapped in, never differentiated or updated
+        self.params = {k: p.detach().requires_grad_(True) for k, p in stacked_params.items() if k in trainable}
+        self.buffers = {**buffers, **{k: p.detach() for k, p in stacked_params.items() if k not in trainable}}
+        base, both = models[0], _ValueAndJacobian(models[0])
+
+        def member(p, b, x, y, J, beta):
+            """train.sobolev_loss of one member (the values and J from one tangent pass where it trains on J)."""
+            if not sobolev:
+                return beta * torch.mean((functional_call(base, (p, b), (x,)) - y) ** 2)
+            y_m, J_m = functional_call(both, ({f"net.{k}": v for k, v in p.items()},
+                                              {f"net.{k}": v for k, v in b.items()}), (x,))  # fmt: skip
+            return beta * torch.mean((y_m - y) ** 2) + (1 - beta) * torch.mean((J_m - J) ** 2)
+
+        self.losses_of = vmap(member, in_dims=(0, 0, 0, 0, 0, 0))
+        self.frozen = _unreached(models[0], trains[0], cfgs, like)
+        self.opt = _StackedAdam(self.params, cfgs[0])
+
+    def step(self, step: int, lrs: list[float], active: list[bool]) -> list[float]:
+        kw = {"device": self.like.device}
+        losses = self.losses_of(self.params, self.buffers, self.X, self.Y, self.Jd, self.betas)
+        values = losses.detach().tolist()
+        for i, v in enumerate(values):
+            if active[i] and not math.isfinite(v):
+                c = self.cfgs[i]
+                raise train.TrainingDiverged(
+                    f"member {i} of the stack: training loss is {v} at step {step} (lr {c.lr:g}, beta {c.beta:g}); "
+                    "the whole stack stops: train the members with train.fit to keep the others"
+                )
+        grads = dict(zip(self.params, torch.autograd.grad(losses.sum(), list(self.params.values())), strict=True))
+        lr = torch.tensor(lrs, dtype=self.like.dtype, **kw)
+        self.opt.step(grads, lr, torch.tensor(active, dtype=torch.bool, **kw), self.frozen)
+        return values
+
+    def load(self, i: int) -> None:
+        _load_member(self.models[i], self.params, i)
+
+    def snapshot(self, i: int) -> dict[str, Tensor]:
+        return {k: p[i].detach().clone() for k, p in self.params.items()}
+
+    def restore(self, i: int, weights: dict[str, Tensor]) -> None:
+        _load_member(self.models[i], {k: w[None] for k, w in weights.items()}, 0)
+
+
 def fit_stacked(
-    models: list[nn.Module], trains: list, vals: list | None, cfgs: list[TrainConfig], seeds: list[int] | None = None
-) -> list[FitResult]:
+    models: list[nn.Module],
+    trains: list[train.TrainData],
+    vals: list[train.TrainData | None] | None,
+    cfgs: list[TrainConfig],
+    seeds: list[int] | None = None,
+) -> list[train.FitResult]:
     """Train every member at once; each ends as `train.fit(models[i], trains[i], vals[i], cfgs[i])` would leave it.
 
     `seeds` are accepted for the call's symmetry with train.fit: full-batch training draws no random numbers.
     """
     start = time.perf_counter()
     _check(models, trains, cfgs)
-    cfg, M = cfgs[0], len(models)
     like = next(models[0].parameters())
     trains = [train._prepare(d, c, like, "train") for d, c in zip(trains, cfgs, strict=True)]
-    vals = [None] * M if vals is None else [train._prepare(d, c, like, "val") for d, c in zip(vals, cfgs, strict=True)]
-    X, Y = torch.stack([d[0] for d in trains]), torch.stack([d[1] for d in trains])
-    betas = torch.tensor([c.beta for c in cfgs], dtype=like.dtype, device=like.device)
-    sobolev = any(c.beta < 1 for c in cfgs)
-    Jd = torch.stack([d[2] for d in trains]) if sobolev else torch.zeros(M, 1, dtype=like.dtype)
-    stacked_params, buffers = stack_module_state(models)
-    trainable = {k for k, p in models[0].named_parameters() if p.requires_grad}
-    # frozen parameters (FastKAN's grid) ride with the buffers: swapped in, never differentiated or updated
-    params = {k: p.detach().requires_grad_(True) for k, p in stacked_params.items() if k in trainable}
-    buffers = {**buffers, **{k: p.detach() for k, p in stacked_params.items() if k not in trainable}}
-    base, both = models[0], _ValueAndJacobian(models[0])
-
-    def member(p, b, x, y, J, beta):
-        """train.sobolev_loss of one member (the values and J from one tangent pass where it trains on J)."""
-        if not sobolev:
-            return beta * torch.mean((functional_call(base, (p, b), (x,)) - y) ** 2)
-        y_m, J_m = functional_call(both, ({f"net.{k}": v for k, v in p.items()},
-                                          {f"net.{k}": v for k, v in b.items()}), (x,))  # fmt: skip
-        return beta * torch.mean((y_m - y) ** 2) + (1 - beta) * torch.mean((J_m - J) ** 2)
-
-    losses_of = vmap(member, in_dims=(0, 0, 0, 0, 0, 0))
-    frozen = _unreached(models[0], trains[0], cfgs, like)
-    opt = _StackedAdam(params, cfg)
-    results = [FitResult(steps=0, seconds=0.0, best_val_loss=math.nan, best_step=-1, stopped_early=False, lr=c.lr)
-               for c in cfgs]  # fmt: skip
-    best = [math.inf] * M
-    best_params: list[dict | None] = [None] * M
-    active = torch.ones(M, dtype=torch.bool, device=like.device)
-    step = 0
-    while step < cfg.steps and bool(active.any()):
-        lr = torch.tensor([train._lr(c, step / cfg.steps) for c in cfgs], dtype=like.dtype, device=like.device)
-        losses = losses_of(params, buffers, X, Y, Jd, betas)
-        values = losses.detach().tolist()
-        for i, v in enumerate(values):
-            if bool(active[i]) and not math.isfinite(v):
-                raise train.TrainingDiverged(
-                    f"member {i} of the stack: training loss is {v} at step {step} (lr {cfgs[i].lr:g}, beta "
-                    f"{cfgs[i].beta:g}); the whole stack stops: train the members with train.fit to keep the others"
-                )
-        grads = dict(zip(params, torch.autograd.grad(losses.sum(), list(params.values())), strict=True))
-        opt.step(grads, lr, active, frozen)
-        step += 1
-        if step % cfg.eval_every and step != cfg.steps:
-            continue
-        for i in range(M):
-            if not bool(active[i]):
-                continue
-            r = results[i]
-            r.steps = step
-            entry = {"step": step, "seconds": time.perf_counter() - start, "lr": float(lr[i]), "loss": values[i]}
-            r.history.append(entry)
-            if vals[i] is None:
-                continue
-            _load_member(models[i], params, i)
-            entry["val_loss"] = v = train._val_loss(models[i], vals[i], cfgs[i])
-            train._check_finite(v, "validation", step, cfgs[i])
-            if v < best[i]:
-                best[i], r.best_step = v, step
-                best_params[i] = {k: p[i].detach().clone() for k, p in params.items()}
-            elif cfgs[i].patience and step - r.best_step >= cfgs[i].patience:
-                r.stopped_early, active[i] = True, False
-    for i, (model, c) in enumerate(zip(models, cfgs, strict=True)):
-        r = results[i]
-        r.steps = r.steps or step
-        _load_member(model, params, i)
-        if vals[i] is not None and best_params[i] is None:
-            best[i], r.best_step = train._val_loss(model, vals[i], c), r.steps
-            best_params[i] = {k: p.detach().clone() for k, p in model.named_parameters()}
-        if best_params[i] is not None and c.restore_best:
-            with torch.no_grad():
-                for k, p in model.named_parameters():
-                    if k in best_params[i]:  # the trained ones (frozen parameters never moved)
-                        p.copy_(best_params[i][k])
-        if c.lbfgs_steps > 0:
-            best[i] = train._polish_and_keep_better(model, trains[i], vals[i], c, best[i], r)
-        r.best_val_loss = best[i] if vals[i] is not None else math.nan
-        r.seconds = time.perf_counter() - start
-        model.eval()
-    return results
+    vals = (
+        [None] * len(models)
+        if vals is None
+        else [train._prepare(d, c, like, "val") for d, c in zip(vals, cfgs, strict=True)]
+    )
+    results = [train.FitResult(steps=0, seconds=0.0, best_val_loss=math.nan, best_step=-1, stopped_early=False,
+                               lr=c.lr) for c in cfgs]  # fmt: skip
+    return train.train_members(_Stack(models, trains, cfgs), trains, vals, cfgs, results, start)

@@ -2,7 +2,9 @@
 
 ``fit(model, train, val, cfg, seed)`` runs Adam/AdamW with a learning-rate schedule (full batch or
 seeded mini-batches), optionally polishes with L-BFGS, stops early on the validation loss and restores
-the best weights. The loss is
+the best weights. Its loop, ``train_members``, is the one ``bench.fidelity.stacked`` runs over many models
+at once; ``fit`` is that loop with one member. The data are a ``TrainData`` (x, y and, where a loss needs them,
+J and H). The loss is
 
     beta * mean((y_model - y)²) + (1 - beta) * mean((J_model - J)²) + hess_weight * mean((H_model - H)²)
 
@@ -31,6 +33,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 from torch import Tensor, nn
@@ -38,10 +41,52 @@ from torch import Tensor, nn
 from bench import engines
 from bench.engines.compiled import in_own_thread
 from bench.engines.tangents import tangent_reason, value_and_jacobian
+from bench.fidelity import stacked  # a module import: stacked builds on this module's loss and schedule
 from bench.run.config import OPTIMIZER_NAMES, TrainConfig
+from bench.run.results import CONVERGENCE_WINDOW
 
-# (x_n (B, n_in), y_n (B, n_out), J_n (B, n_out, n_in) or None[, H_n (B, n_out, n_in, n_in) or None])
-Data = tuple
+
+@dataclass(frozen=True)
+class TrainData:
+    """One split in the model's normalized units: x (B, n_in) and y (B, n_out), with the derivatives a loss may
+    train on, J (B, n_out, n_in) and H (B, n_out, n_in, n_in), None where the data have none."""
+
+    x: Tensor
+    y: Tensor
+    J: Tensor | None = None
+    H: Tensor | None = None
+
+    def __post_init__(self):
+        x, y, J, H = self.x, self.y, self.J, self.H
+        if not all(isinstance(t, Tensor) for t in (x, y)) or x.ndim != 2 or y.ndim != 2 or len(x) != len(y):
+            raise ValueError(f"TrainData: x {_shape(x)} and y {_shape(y)} must be tensors (B, n_in) and (B, n_out)")
+        B, n_out, n_in = len(x), y.shape[1], x.shape[1]
+        if J is not None and tuple(J.shape) != (B, n_out, n_in):
+            raise ValueError(f"TrainData: J {tuple(J.shape)} must be (B, n_out, n_in) = {(B, n_out, n_in)}")
+        if H is not None and tuple(H.shape) != (B, n_out, n_in, n_in):
+            raise ValueError(f"TrainData: H {tuple(H.shape)} must be (B, n_out, n_in, n_in) = {(B, n_out, n_in, n_in)}")
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def rows(self, idx: Tensor | None) -> TrainData:
+        """The rows ``idx`` (all of them for None: the full batch)."""
+        if idx is None:
+            return self
+        return TrainData(self.x[idx], self.y[idx], *(None if t is None else t[idx] for t in (self.J, self.H)))
+
+    def to(self, like: Tensor) -> TrainData:
+        """On ``like``'s device and dtype."""
+        kw = {"device": like.device, "dtype": like.dtype}
+        return TrainData(*(None if t is None else t.to(**kw) for t in (self.x, self.y, self.J, self.H)))
+
+    def shapes(self) -> tuple:
+        return tuple(None if t is None else tuple(t.shape) for t in (self.x, self.y, self.J, self.H))
+
+
+def _shape(t) -> str:
+    return str(tuple(t.shape)) if isinstance(t, Tensor) else type(t).__name__
+
 
 # TrainConfig (bench.run.config, torch-free) validates the names; here they become torch optimizers
 OPTIMIZERS = dict(zip(OPTIMIZER_NAMES, (torch.optim.Adam, torch.optim.AdamW), strict=True))
@@ -49,9 +94,6 @@ OPTIMIZERS = dict(zip(OPTIMIZER_NAMES, (torch.optim.Adam, torch.optim.AdamW), st
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the runner records the cell as failed and goes on."""
-
-
-from bench.run.results import CONVERGENCE_WINDOW  # noqa: E402  (the metric's definition)
 
 
 def convergence(history: list[dict], window: float = CONVERGENCE_WINDOW) -> tuple[float, str]:
@@ -100,7 +142,7 @@ def _hessian_term(model: nn.Module, x: Tensor, H: Tensor, cfg: TrainConfig, crea
 def _one_pass(model: nn.Module, cfg: TrainConfig) -> bool:
     """The Jacobian engine is the hand-written forward mode (what "auto" picks with a graph where every module
     has a tangent rule), unchunked: its pass yields the values too, and the separate forward is saved
-    (efficient-KAN Sobolev step at 1000 points: see the README, "Compiled training steps")."""
+    (efficient-KAN Sobolev step at 1000 points: results/measurements/README.md, "Training steps")."""
     return (
         cfg.jac_engine in ("auto", "forward_tangents") and cfg.jac_chunk_size is None and tangent_reason(model) is None
     )
@@ -127,10 +169,10 @@ def sobolev_loss(
 
 
 # compile_step = "auto" compiles the step of these families: measured faster than eager on the 2-core CPU
-# (README, "Compiled training steps"); the MLPs' step is a few large GEMMs that compilation does not speed up.
+# (results/measurements/README.md); the MLPs' step is a few large GEMMs that compilation does not speed up.
 COMPILE_FAMILIES = frozenset({"fastkan", "efficient_kan", "chebykan"})
 # Break-even of compile_step = auto: a compilation costs 4-15 s (a cold inductor cache more) and saves 4-19 ms
-# per Sobolev step at 1000 rows (1-thread CPU; README, "Compiled training steps"): ~1e6 row-steps repay it.
+# per Sobolev step at 1000 rows (1-thread CPU; results/measurements/README.md): ~1e6 row-steps repay it.
 COMPILE_MIN_WORK = 1_000_000
 COMPILE_MIN_SECONDS = 60.0
 _COMPILED_LOSS: list = []  # [torch.compile(sobolev_loss)], built on first use (one per process: dynamo caches it)
@@ -140,7 +182,7 @@ RECOMPILE_LIMIT = 64
 
 def _compiled_loss() -> Callable:
     if not _COMPILED_LOSS:
-        import torch._dynamo
+        import torch._dynamo  # the compiler: loaded only when a step is compiled
 
         torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, RECOMPILE_LIMIT)
         _COMPILED_LOSS.append(torch.compile(sobolev_loss))
@@ -209,9 +251,9 @@ def _first_compiled_call(compiled: Callable, *args) -> tuple[Tensor | None, str 
     return in_own_thread(lambda: compiled(*args), reason)
 
 
-def _val_loss(model: nn.Module, val: Data, cfg: TrainConfig) -> float:
+def _val_loss(model: nn.Module, val: TrainData, cfg: TrainConfig) -> float:
     """The training objective on the validation split, without the regularization term."""
-    x, y, J, H = _four(val)
+    x, y, J, H = val.x, val.y, val.J, val.H
     model.eval()
     with torch.no_grad():
         loss = cfg.beta * torch.mean((model(x) - y) ** 2) if cfg.beta > 0 else x.new_zeros(())
@@ -251,31 +293,21 @@ def _check_finite(value: float, where: str, step: int, cfg: TrainConfig) -> None
         )
 
 
-def _four(data: Data) -> tuple:
-    """(x, y, J, H) of a 3- or 4-tuple (H None when absent)."""
-    return (*data, None) if len(data) == 3 else tuple(data)
-
-
-def _prepare(data: Data | None, cfg: TrainConfig, like: Tensor, what: str) -> Data | None:
-    """Move data to the model's device and dtype, checking shapes and that J (and H) are there when needed."""
+def _prepare(data: TrainData | None, cfg: TrainConfig, like: Tensor, what: str) -> TrainData | None:
+    """``data`` on the model's device and dtype, checked for what the loss needs (J, H)."""
     if data is None:
         return None
-    x, y, J, H = _four(data)
-    if H is None and cfg.hess_weight > 0 and what == "train":
+    if not isinstance(data, TrainData):
+        raise TypeError(f"{what}: expected bench.fidelity.train.TrainData(x, y, J, H), got {type(data).__name__}; "
+                        "wrap the tensors: TrainData(x, y, J)")  # fmt: skip
+    if data.H is None and cfg.hess_weight > 0 and what == "train":
         raise ValueError(f"hess_weight = {cfg.hess_weight} > 0 trains on Hessians: the training data needs H_n")
-    if H is not None and tuple(H.shape) != (len(x), y.shape[1], x.shape[1], x.shape[1]):
-        raise ValueError(f"{what}: H {tuple(H.shape)} must be (B, n_out, n_in, n_in)")
-    if x.ndim != 2 or y.ndim != 2 or len(x) != len(y):
-        raise ValueError(f"{what}: x {tuple(x.shape)} and y {tuple(y.shape)} must be (B, n_in) and (B, n_out)")
-    if J is None and cfg.beta < 1 and what == "train":
+    if data.J is None and cfg.beta < 1 and what == "train":
         raise ValueError(f"beta = {cfg.beta} < 1 trains on Jacobians: the training data needs J_n")
-    if J is not None and tuple(J.shape) != (len(x), y.shape[1], x.shape[1]):
-        raise ValueError(f"{what}: J {tuple(J.shape)} must be (B, n_out, n_in) = {(len(x), y.shape[1], x.shape[1])}")
-    kw = {"device": like.device, "dtype": like.dtype}
-    return x.to(**kw), y.to(**kw), None if J is None else J.to(**kw), None if H is None else H.to(**kw)
+    return data.to(like)
 
 
-def _polish(model: nn.Module, train: Data, cfg: TrainConfig, loss_fn: Callable | None = None) -> None:
+def _polish(model: nn.Module, train: TrainData, cfg: TrainConfig, loss_fn: Callable | None = None) -> None:
     """Full-batch L-BFGS with a strong-Wolfe line search, cfg.lbfgs_steps iterations at most."""
     opt = torch.optim.LBFGS(
         [p for p in model.parameters() if p.requires_grad],
@@ -291,15 +323,128 @@ def _polish(model: nn.Module, train: Data, cfg: TrainConfig, loss_fn: Callable |
 
     def closure() -> Tensor:
         opt.zero_grad()
-        loss = loss_fn(model, *train[:3], train[3])
+        loss = loss_fn(model, train.x, train.y, train.J, train.H)
         loss.backward()
         return loss
 
     opt.step(closure)
 
 
-def fit(model: nn.Module, train: Data, val: Data | None, cfg: TrainConfig, seed: int = 0) -> FitResult:
-    """Train ``model`` in place on normalized (x_n, y_n, J_n) tensors; J_n may be None when beta == 1.
+class Members(Protocol):
+    """What the training loop steps: M models trained side by side, each with its own config (``fit``: one model
+    and a torch optimizer; ``bench.fidelity.stacked``: M models on stacked parameters, one vmapped step)."""
+
+    models: list[nn.Module]
+    loss_fn: Callable | None  # the training loss the L-BFGS polish uses (None: sobolev_loss)
+
+    def step(self, step: int, lrs: list[float], active: list[bool]) -> list[float]:
+        """One optimizer step of the active members at these learning rates; their training losses before it.
+        Raises TrainingDiverged on a non-finite loss."""
+
+    def load(self, i: int) -> None:
+        """Put member i's current weights into ``models[i]``."""
+
+    def snapshot(self, i: int) -> dict[str, Tensor]:
+        """A copy of member i's current weights."""
+
+    def restore(self, i: int, weights: dict[str, Tensor]) -> None:
+        """Put a snapshot back into ``models[i]``."""
+
+
+def train_members(
+    members: Members, trains: list[TrainData], vals: list[TrainData | None], cfgs: list[TrainConfig],
+    results: list[FitResult], start: float,
+) -> list[FitResult]:  # fmt: skip
+    """The training loop, for one model or many: a learning-rate schedule over the budget; every ``eval_every``
+    steps the history, the validation loss, the best weights and early stopping, per member; then restore-best and
+    the L-BFGS polish per member. The budget (``steps``, ``max_seconds``) and ``eval_every`` are ``cfgs[0]``'s."""
+    cfg, M = cfgs[0], len(cfgs)
+    best, snaps, active = [math.inf] * M, [None] * M, [True] * M
+    step = 0
+    while (cfg.steps is None or step < cfg.steps) and any(active):
+        elapsed = time.perf_counter() - start
+        if cfg.max_seconds is not None and elapsed >= cfg.max_seconds:
+            break
+        progress = step / cfg.steps if cfg.steps else elapsed / cfg.max_seconds
+        lrs = [_lr(c, progress) for c in cfgs]
+        losses = members.step(step, lrs, active)
+        step += 1
+        if step % cfg.eval_every and step != cfg.steps:
+            continue
+        for i in (i for i in range(M) if active[i]):
+            r = results[i]
+            r.steps = step
+            entry = {"step": step, "seconds": time.perf_counter() - start, "lr": lrs[i], "loss": losses[i]}
+            r.history.append(entry)
+            if vals[i] is None:
+                continue
+            members.load(i)
+            entry["val_loss"] = v = _val_loss(members.models[i], vals[i], cfgs[i])
+            _check_finite(v, "validation", step, cfgs[i])
+            if v < best[i]:
+                best[i], r.best_step = v, step
+                snaps[i] = members.snapshot(i)
+            elif cfgs[i].patience and step - r.best_step >= cfgs[i].patience:
+                r.stopped_early, active[i] = True, False
+    for i, (model, c, r) in enumerate(zip(members.models, cfgs, results, strict=True)):
+        if active[i]:
+            r.steps = step
+        members.load(i)
+        if vals[i] is not None and snaps[i] is None:  # budget ended before the first evaluation
+            best[i], r.best_step = _val_loss(model, vals[i], c), r.steps
+            snaps[i] = members.snapshot(i)
+        if snaps[i] is not None and c.restore_best:
+            members.restore(i, snaps[i])
+        if c.lbfgs_steps > 0:
+            best[i] = _polish_and_keep_better(model, trains[i], vals[i], c, best[i], r, members.loss_fn)
+        r.best_val_loss = best[i] if vals[i] is not None else math.nan
+        r.seconds = time.perf_counter() - start
+        model.eval()
+    return results
+
+
+class _OneModel:
+    """``fit``'s member: one model, a torch optimizer, seeded mini-batches, grid updates, a compiled loss."""
+
+    def __init__(self, model: nn.Module, train: TrainData, cfg: TrainConfig, seed: int, notes: list[str]):
+        self.models, self.train, self.cfg = [model], train, cfg
+        self.opt = OPTIMIZERS[cfg.optimizer](model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.batches = _batches(len(train), cfg.batch_size, torch.Generator().manual_seed(seed))
+        self.do_grid = cfg.grid_update_every > 0 and hasattr(model, "update_grid")
+        if cfg.grid_update_every > 0 and not self.do_grid:
+            notes.append("grid_update_every ignored: the model has no update_grid(x)")
+        if cfg.reg_weight > 0 and not hasattr(model, "regularization_loss"):
+            notes.append("reg_weight ignored: the model has no regularization_loss()")
+        self.loss_fn = _Loss(model, cfg, notes, len(train))
+
+    def step(self, step: int, lrs: list[float], active: list[bool]) -> list[float]:
+        model, cfg = self.models[0], self.cfg
+        for group in self.opt.param_groups:
+            group["lr"] = lrs[0]
+        if self.do_grid and step > 0 and step % cfg.grid_update_every == 0:
+            with torch.no_grad():
+                model.update_grid(self.train.x)
+        batch = self.train.rows(next(self.batches))
+        self.opt.zero_grad(set_to_none=True)
+        loss = self.loss_fn(model, batch.x, batch.y, batch.J, batch.H)
+        value = float(loss.detach())  # one host sync per step; also catches NaN at once
+        _check_finite(value, "training", step, cfg)
+        loss.backward()
+        self.opt.step()
+        return [value]
+
+    def load(self, i: int) -> None:
+        pass  # the optimizer updates the model itself
+
+    def snapshot(self, i: int) -> dict[str, Tensor]:
+        return {k: t.detach().clone() for k, t in self.models[0].state_dict().items()}
+
+    def restore(self, i: int, weights: dict[str, Tensor]) -> None:
+        self.models[0].load_state_dict(weights)
+
+
+def fit(model: nn.Module, train: TrainData, val: TrainData | None, cfg: TrainConfig, seed: int = 0) -> FitResult:
+    """Train ``model`` in place on normalized data; ``train.J`` may be None when beta == 1.
 
     Raises:
         TrainingDiverged: the training or validation loss became NaN/inf.
@@ -308,71 +453,16 @@ def fit(model: nn.Module, train: Data, val: Data | None, cfg: TrainConfig, seed:
     like = next(model.parameters())
     train = _prepare(train, cfg, like, "train")
     val = _prepare(val, cfg, like, "val")
-    x, y, J, H = train
-    opt = OPTIMIZERS[cfg.optimizer](model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    gen = torch.Generator().manual_seed(seed)
-    batches = _batches(len(x), cfg.batch_size, gen)
     res = FitResult(steps=0, seconds=0.0, best_val_loss=math.nan, best_step=-1, stopped_early=False, lr=cfg.lr)
-    do_grid = cfg.grid_update_every > 0 and hasattr(model, "update_grid")
-    if cfg.grid_update_every > 0 and not do_grid:
-        res.notes.append("grid_update_every ignored: the model has no update_grid(x)")
-    if cfg.reg_weight > 0 and not hasattr(model, "regularization_loss"):
-        res.notes.append("reg_weight ignored: the model has no regularization_loss()")
-    best_state, best = None, math.inf
     model.train()
-    loss_fn = _Loss(model, cfg, res.notes, len(x))
-    step = 0
-    while cfg.steps is None or step < cfg.steps:
-        elapsed = time.perf_counter() - start
-        if cfg.max_seconds is not None and elapsed >= cfg.max_seconds:
-            break
-        progress = step / cfg.steps if cfg.steps else elapsed / cfg.max_seconds
-        lr = _lr(cfg, progress)
-        for group in opt.param_groups:
-            group["lr"] = lr
-        if do_grid and step > 0 and step % cfg.grid_update_every == 0:
-            with torch.no_grad():
-                model.update_grid(x)
-        idx = next(batches)
-        batch = train if idx is None else (x[idx], y[idx], *(None if t is None else t[idx] for t in (J, H)))
-        opt.zero_grad(set_to_none=True)
-        loss = loss_fn(model, *batch[:3], batch[3])
-        loss_value = float(loss.detach())  # one host sync per step; also catches NaN at once
-        _check_finite(loss_value, "training", step, cfg)
-        loss.backward()
-        opt.step()
-        step += 1
-        if step % cfg.eval_every == 0 or step == cfg.steps:
-            entry = {"step": step, "seconds": time.perf_counter() - start, "lr": lr, "loss": loss_value}
-            res.history.append(entry)
-            if val is None:
-                continue
-            entry["val_loss"] = v = _val_loss(model, val, cfg)
-            _check_finite(v, "validation", step, cfg)
-            if v < best:
-                best, res.best_step = v, step
-                best_state = {k: t.detach().clone() for k, t in model.state_dict().items()}
-            elif cfg.patience and step - res.best_step >= cfg.patience:
-                res.stopped_early = True
-                break
-    res.steps = step
-    if val is not None and best_state is None:  # budget ended before the first evaluation
-        best, res.best_step = _val_loss(model, val, cfg), step
-        best_state = {k: t.detach().clone() for k, t in model.state_dict().items()}
-    if best_state is not None and cfg.restore_best:
-        model.load_state_dict(best_state)
-    if cfg.lbfgs_steps > 0:
-        best = _polish_and_keep_better(model, train, val, cfg, best, res, loss_fn)
-    res.best_val_loss = best if val is not None else math.nan
-    res.seconds = time.perf_counter() - start
-    model.eval()
-    return res
+    members = _OneModel(model, train, cfg, seed, res.notes)
+    return train_members(members, [train], [val], [cfg], [res], start)[0]
 
 
 def _polish_and_keep_better(
     model: nn.Module,
-    train: Data,
-    val: Data | None,
+    train: TrainData,
+    val: TrainData | None,
     cfg: TrainConfig,
     best: float,
     res: FitResult,
@@ -409,7 +499,7 @@ class Trial:
 
 
 def fit_selecting_lr(
-    make_model: Callable[[], nn.Module], train: Data, val: Data | None, cfg: TrainConfig, seed: int = 0
+    make_model: Callable[[], nn.Module], train: TrainData, val: TrainData | None, cfg: TrainConfig, seed: int = 0
 ) -> tuple[nn.Module, FitResult, list[Trial]]:
     """Train ``make_model()`` once per learning rate of ``cfg.lr_grid`` and keep the lowest validation loss.
 
@@ -448,13 +538,11 @@ def fit_selecting_lr(
 
 
 def _fit_candidates_stacked(
-    make_model: Callable[[], nn.Module], train: Data, val: Data, cfgs: list[TrainConfig], seed: int
+    make_model: Callable[[], nn.Module], train: TrainData, val: TrainData, cfgs: list[TrainConfig], seed: int
 ) -> tuple[nn.Module, FitResult, list[Trial]] | None:
     """The candidates of ``fit_selecting_lr`` as one stacked launch; None where stacking does not apply (the caller
     trains them one at a time) or a candidate diverged (the caller retrains them one at a time, so each candidate's
     divergence is recorded on its own). Each Trial's seconds is its share of the launch's wall time."""
-    from bench.fidelity import stacked  # stacked builds on this module: imported here, not at the top
-
     members = [make_model() for _ in cfgs]
     if stacked.stack_reason(members, [train] * len(cfgs), cfgs) is not None:
         return None
