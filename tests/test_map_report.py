@@ -123,3 +123,18 @@ def test_the_map_command_rebuilds_the_report_and_finds_each_profiles_run(map_dir
     assert existing_run(map_dir, "quick") is None
     assert main(["map", "--report-only", "--out", str(map_dir)]) == 0
     assert "report.html" in capsys.readouterr().out
+
+
+def test_training_seconds_stand_beside_every_error_compared_and_the_headline_is_linked(map_dir):
+    mr.build_map_report(map_dir)
+    md = (map_dir / "report.md").read_text()
+    html = (map_dir / "report.html").read_text()
+    choice = md.split("## Which surrogate for my problem")[1].split("\n## ")[0]
+    # at (256, 4): kriging 1e-3 * 4^-0.5 in (256/64)^3 s, the network 1e-2 * 4^-1.5 in 256/64 s
+    assert "| 256 | 4 | 2 | krg · value | 5.00e-04 | 64.0 | efficient_kan · sobolev β=0.5 | 0.00125 | 4.00 |" in choice
+    cross = md.split("## Crossover: where networks overtake kriging")[1].split("\n## ")[0]
+    assert "| smooth | 256 | efficient_kan · sobolev β=0.5 | 0.00125 | 4.00 | krg · value | 5.00e-04 | 64.0 |" in cross
+    conv = md.split("## Converged networks")[1].split("\n## ")[0]
+    assert "| forum4x4 | 256 | efficient_kan · sobolev β=0.5 | 0.00125 | 4.00 | 6.25e-04 | 4.00 | 2.00 |" in conv
+    assert "[its Jacobian error (headline)](#headline)" in choice and '<a id="headline"></a>' in md
+    assert 'id="headline"' in html and 'href="#headline"' in html and '<nav class="toc"' in html

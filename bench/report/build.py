@@ -42,10 +42,10 @@ GUIDES = {  # section title -> one sentence on how to read it (the order is the 
     "difference, i.e. that this run cannot tell apart; the matrix gives, for each pair, the share of sets on which "
     "the row's errors are significantly lower than the column's over seeds, out of the sets it could test.",
     "Leaderboard": "First a summary by family of sets (generated smooth, mixed and hard sets, the named built-in "
-    "sets, data), one row per architecture and training; then one leaderboard per set, grouped by family and "
-    "folded (open one to read it): one row per architecture and training at its largest training set, mean ± 95% "
-    "confidence interval over seeds (t-distribution); bold marks the best value of each score column (highest R², "
-    "lowest Jacobian error, most Jacobians/s of the fastest torch engine).",
+    "sets, data), one row per architecture and training; then one leaderboard per set, grouped by family (folded "
+    "in report.html: open one to read it): one row per architecture and training at its largest training set, mean "
+    "± 95% confidence interval over seeds (t-distribution); bold marks the best value of each score column (highest "
+    "R², lowest Jacobian error, most Jacobians/s of the fastest torch engine).",
     "Peers: JENN and SMT kriging": "Surrogates from other projects, each trained by its own code with its own "
     "settings on the same splits and scored by the same metrics, their Jacobians from their own APIs (checked "
     "against central differences of their values, jac_fd_check). JENN (PyPI jenn), the field's gradient-enhanced "
@@ -167,8 +167,8 @@ def _leaderboard(run: RunData) -> Section:
     for family in dict.fromkeys(style.set_family(e) for e in sets):
         members = [e for e in sets if style.set_family(e) == family]
         title = FAMILY_TITLES.get(family, f"Generated {family} sets (gen:{family})")
-        g = Group(title, summary=f"{len(members)} set{'s' if len(members) > 1 else ''}; open one to see its table",
-                  short=f"{family} ({len(members)})")  # fmt: skip
+        g = Group(title, summary=f"{len(members)} set{'s' if len(members) > 1 else ''}, one leaderboard each",
+                  short=f"{'gen:' if members[0].startswith('gen:') else ''}{family} ({len(members)})")  # fmt: skip
         for eq in members:
             one = Group(eq, collapsed=True, summary=set_summary(board, eq), short=short_set_name(eq))
             if eq in refs:
@@ -520,7 +520,8 @@ def build_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
     secs = sections(run)
     title = f"jacbench report: {run.run_id}"
     intro = _intro(run)
-    definition = HEADLINE_TEXT if not run.metrics.empty else ""
+    tails = " Its median, p90 and max over points stand beside it."
+    definition = HEADLINE_TEXT + tails if not run.metrics.empty else ""
     (out / "report.md").write_text(to_markdown(title, intro, secs, out, definition), encoding="utf-8")
     (out / "report.html").write_text(to_html(title, intro, secs, definition), encoding="utf-8")
     return out / "report.html"

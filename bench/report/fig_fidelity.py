@@ -303,7 +303,7 @@ def training_comparison(run: RunData, equation: str) -> Figure | str:
     fig, axes = style.new_figure(len(panels), 1, width=0.9 * len(families) + 2.4, height=3.2, margin=2.2)
     for ax, (metric, label) in zip(axes.flat, panels, strict=True):
         sns.pointplot(ok[ok["metric"] == metric], x="family", y="value", hue="training", order=families,
-                      hue_order=order, dodge=0.4, errorbar=("ci", 95), linestyles="none", markersize=5,
+                      hue_order=order, dodge=0.4, errorbar=("ci", 95), seed=0, linestyles="none", markersize=5,
                       err_kws={"linewidth": 1}, ax=ax, palette="viridis", legend=ax is axes.flat[-1])  # fmt: skip
         ax.set(yscale="log", xlabel="family", ylabel=label, title=equation)
         ax.tick_params(axis="x", labelsize="small")

@@ -36,7 +36,7 @@ HEADLINE_TEXT = (
     "(J_ij x range_j), its error at a point divided by that output's typical range-scaled gradient over the test "
     "split, the outputs' squares averaged at each point, and the RMS taken over points. Units cancel, every output "
     "weighs the same, nothing is floored: 0 is exact, 1 (100%) is as wrong as predicting zero derivatives or twice "
-    "the true ones. Its median, p90 and max over points stand beside it."
+    "the true ones."
 )
 TRAIN_S = "training s (all lr candidates)"  # wall seconds of a cell's recipe: every learning rate it tried
 

@@ -444,9 +444,8 @@ def build_map_report(map_dir: str | os.PathLike) -> Path:
     intro = (
         f"The map: {len(cells)} cells from {runs}: {counts.get('ok', 0)} finished, {counts.get('failed', 0)} failed, "
         f"{counts.get(results.OVER_BUDGET, 0)} over their time budget. Sets: {sets}. "
-        "Scores are the headline Jacobian error (test split; 0 exact, 1 as wrong as zero derivatives; "
-        "bench.fidelity.headline): each output's error in range-scaled units over its typical gradient, RMS over "
-        "outputs and test points. Kriging is SMT's (bench.peers.smt), trained by its own code."
+        "Scores are the headline Jacobian error on the test split (defined below; 0 exact, 1 as wrong as zero "
+        "derivatives). Kriging is SMT's (bench.peers.smt), trained by its own code."
     )  # fmt: skip
     secs = sections(map_dir, cells)
     title = "jacbench map: which surrogate for which data size and dimension"

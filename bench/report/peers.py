@@ -116,5 +116,5 @@ def peer_section_items(run: RunData) -> list:
     if sets <= 3:
         return [Note(answer(comp)), table]
     fold = Group("Per set: the peers beside the zoo's best", [table], collapsed=True, short="per set",
-                 summary=f"{sets} sets, {len(comp)} rows; open to see them")  # fmt: skip
+                 summary=f"{sets} sets, {len(comp)} rows")  # fmt: skip
     return [Note(answer(comp)), fold]
