@@ -504,6 +504,7 @@ def test_the_peer_section_compares_jenn_with_the_zoo_best_and_the_comparable_siz
     section = md.split("## Peers: JENN and SMT kriging")[1].split("\n## ")[0]
     assert "zoo's best recipe beats jenn's best Jacobian error on 2 of 2 set(s)" in section
     assert f"error ratio zoo / peer: median {0.003 / 0.018:.3f}" in section  # mlp_tanh vs jenn at beta 1e-7
+    assert "Not in this run: SMT kriging (add `krg`" in section and "Not in this run: JENN" not in section
 
 
 def test_the_main_equation_is_a_scored_formula_before_a_data_set():

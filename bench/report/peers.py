@@ -111,10 +111,17 @@ def peer_section_items(run: RunData) -> list:
                 "architecture."
             )
         ]
+    items = [Note(answer(comp))]
+    absent = {"jenn": "JENN (add `jenn` to grid.models)",
+              "kriging": "SMT kriging (add `krg`, `kpls` or `gekpls` to grid.models; results/map compares it across "
+                         "data sizes and dimensions)"}  # fmt: skip
+    missing = [text for family, text in absent.items() if family not in set(comp["family"])]
+    if missing:
+        items.append(Note(f"Not in this run: {'; '.join(missing)}."))
     sets = comp["equation"].nunique()
     table = comparison_table(comp)
     if sets <= 3:
-        return [Note(answer(comp)), table]
+        return [*items, table]
     fold = Group("Per set: the peers beside the zoo's best", [table], collapsed=True, short="per set",
                  summary=f"{sets} sets, {len(comp)} rows")  # fmt: skip
-    return [Note(answer(comp)), fold]
+    return [*items, fold]
