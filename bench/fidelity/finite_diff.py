@@ -20,8 +20,9 @@ import numpy as np
 JAC_STEP = 1e-6  # of each input's range: the check of an API Jacobian against its own values
 HESS_STEP = 1e-4  # of each input's range: Hessians as central differences of API Jacobians
 # The check tries these steps (of each input's range) and keeps the one that agrees best: a model whose values carry
-# more round-off than eps |f| (kriging's ill-conditioned correlation solve: ~1e-12 relative) needs a larger step
-# than 1e-6, and a Jacobian that is wrong by more than the tolerance disagrees at every step.
+# more round-off than eps |f| (kriging's ill-conditioned correlation solve: results/measurements/README.md, "Kriging
+# against its own differences") needs a larger step than 1e-6, and a Jacobian that is wrong by more than the
+# tolerance disagrees at every step.
 CHECK_STEPS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2)
 FD_CHECK_TOL = 1e-5  # the API Jacobian must match central differences of the values to this (relative) ...
 ROUNDING = 10.0  # ... plus this many times the differences' rounding bound

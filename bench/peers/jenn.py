@@ -6,9 +6,9 @@ Its training settings here are its own recommended ones: the defaults of the ``t
 (``jenn.mcp.server``): tanh hidden layers, a linear output, ``is_normalize=True``, ``alpha=0.05``, ``lambd=0``,
 ``max_iter=200``, ``gamma=1``, full batch. The architecture is jacbench's choice, not JENN's: JENN's default is
 one hidden layer of 12 (``depth=1, width=12`` reproduces it); jacbench uses two hidden layers, the best of depths
-1, 2 and 3 for JENN at 8,000 parameters on forum4x4, gen:mixed:0 and gen:hard:0 (median test Jacobian error
-0.020-0.064 against 0.045-0.108 at depth 1 and 0.034-0.085 at depth 3, 2 seeds each), with the width
-``grid.match_params`` chooses.
+1, 2 and 3 for JENN at 8,000 parameters on forum4x4, gen:mixed:0 and gen:hard:0 (lowest median test Jacobian
+error on each; measured: results/measurements/README.md, "JENN's depth"), with the width ``grid.match_params``
+chooses.
 
 The objectives differ, so the same beta is not the same loss: the zoo minimizes beta * mean(value errors^2) +
 (1 - beta) * mean(Jacobian errors^2) on min-max scaled data, JENN sum(value errors^2) + gamma * sum(Jacobian

@@ -18,9 +18,10 @@ that Jacobian against central differences of the values (``jac_fd_check``) and t
 differences of it, as for every peer without a Hessian API. Inputs and outputs go in in physical units: SMT
 standardizes both itself before it fits.
 
-Settings (SMT's defaults unless said; measured on forum4x4 and gen:*:0 at n_train 256, jacbench's headline):
+Settings (SMT's defaults unless said; measured on forum4x4 and gen:*:0 at n_train 256, jacbench's headline:
+results/measurements/README.md, "Kriging settings"):
   * ``n_start`` = 1 multistart (SMT's default is 10) with ``hyper_opt`` Cobyla for all three (KRG's and KPLS's
-    default is TNC): the table above ``MULTISTART_NOTE``;
+    default is TNC): ``MULTISTART_NOTE``;
   * KPLS / GEKPLS ``n_comp`` = 2, GEKPLS ``extra_points`` = 1 (SMT's default 0);
   * ``max_seconds``: a wall-time budget for the whole fit; a fit that runs past it stops and its cell is recorded
     ``over_budget`` (kriging's cost grows like n_train^3: the data-size axis needs an honest ceiling, not a hang).
@@ -44,20 +45,10 @@ from typing import Any
 
 import numpy as np
 
-# How the defaults were chosen (tests/test_smt_peers.py keeps the code path; the numbers are from one run each,
-# n_train 256, split and test points as a cell draws them, seed 0, headline Jacobian error, CPU seconds for 4 outputs):
-#                     forum4x4        gen:smooth:0    gen:mixed:0    gen:hard:0
-#   KRG TNC 1 start   1.0e-3  7.7 s   1.8e-4  7.2 s   -              0.38   5.6 s
-#   KRG TNC 3 starts  1.0e-3 14.9 s   8.0e-5 12.0 s   4.5e-3 12.5 s  0.18  14.8 s
-#   KRG TNC 10        1.8e-3 33.9 s
-#   KRG Cobyla 1      7.9e-4  1.5 s   3.6e-5  1.2 s   7.9e-3  1.5 s  0.19   1.4 s     <- the default
-#   KRG Cobyla 3      1.6e-3  3.7 s   3.6e-5  3.3 s   5.4e-3  3.3 s  0.19   3.8 s
-#   GEKPLS Cobyla 1, extra_points 1   2.0e-3 4.2 s   1.3e-4 4.4 s   5.6e-3 4.8 s   0.16 3.8 s     <- the default
-#   GEKPLS Cobyla 3, extra_points 0   1.5e-3 2.8 s   4.8e-5 2.7 s   1.0e-2 4.2 s   0.23 2.6 s
-# More starts find a higher likelihood, not better derivatives (10 TNC starts: the worst forum4x4 Jacobian), and
-# Cobyla is 2-5x cheaper than TNC at equal error: one Cobyla start. Fit time grows like n^3: KRG at n_train 1024
-# took 176 s (Cobyla, 1 start, 4 outputs, forum4x4), at 512 7.9 s.
-MULTISTART_NOTE = "n_start 1 with Cobyla: as accurate as 3 or 10 TNC starts at n_train 256, 2-10x cheaper"
+# How the defaults were chosen (tests/test_smt_peers.py keeps the code path; the table of errors and fit times, one
+# run each: results/measurements/README.md, "Kriging settings"): more starts find a higher likelihood, not better
+# derivatives, and Cobyla is several times cheaper than TNC at equal error: one Cobyla start. Fit time grows like n^3.
+MULTISTART_NOTE = "n_start 1 with Cobyla: as accurate as 3 or 10 TNC starts at n_train 256, several times cheaper"
 
 
 class OverBudget(RuntimeError):
@@ -158,9 +149,9 @@ def _check_design(name: str, x: np.ndarray) -> None:
 def smt_classes() -> dict[str, type]:
     """SMT's KRG, KPLS and GEKPLS, each with one loop vectorized: the spatial derivative of the correlation
     distance (``_componentwise_distance(..., return_derivative=True)``), which ``predict_derivatives`` calls and
-    which SMT 2.15 computes in a pure-Python loop over (samples x training points x inputs) unless numba is set up:
-    ~0.8 s per output and input for 500 samples at 256 training points (GEKPLS), so the Jacobians and the
-    difference Hessians of one cell took minutes. The vectorized lines compute SMT's own formula
+    which SMT 2.15 computes in a pure-Python loop over (samples x training points x inputs) unless numba is set up,
+    so the Jacobians and the difference Hessians of one cell took minutes (results/measurements/README.md, "SMT's
+    derivative loop"). The vectorized lines compute SMT's own formula
     (tests/test_smt_peers.py checks them against SMT's functions to 1e-12); everything else is SMT's."""
     from smt.surrogate_models import GEKPLS, KPLS, KRG
 
@@ -240,16 +231,18 @@ class SmtKriging:
     """An SMT kriging model as a peer: options / match_params / param_count / flops_per_sample / fit."""
 
     family = "kriging"
-    # jac_fd_check's tolerance (relative; the zoo's and JENN's is 1e-5): kriging's values carry ~1e-8 relative noise
-    # from near-singular correlation solves (length scales at SMT's bound), which holds the best step's agreement
-    # near 2e-5 even where the API Jacobian is exact (measured: krg, forum4x4, n_train 96). The check is for wrong
-    # API derivatives (a factor, a lost chain-rule term: errors of order 1), which 1e-3 still catches.
+    # jac_fd_check's tolerance (relative; the zoo's and JENN's is 1e-5): kriging's values carry noise from
+    # near-singular correlation solves (length scales at SMT's bound), which holds the best step's agreement above the
+    # zoo's tolerance even where the API Jacobian is exact (measured: results/measurements/README.md, "Kriging
+    # against its own differences"). The check is for wrong API derivatives (a factor, a lost chain-rule term: errors
+    # of order 1), which 1e-3 still catches.
     fd_check_tol = 1e-3
     # ... and beyond it the cell is kept, its check flagged (bench.fidelity.cell.FD_DISAGREES), not failed: the API
     # Jacobian is SMT's own formula (tests/test_smt_peers.py checks our one vectorized line against SMT's), scored
     # against the exact derivatives like every method's; what disagrees are its values, computed through an
-    # ill-conditioned solve (on gen:hard:1 at n_train 256 KRG's best step agreed to 19%, a nugget of 1e-8 brought
-    # that to 0.3% without a better Jacobian: error 0.375 -> 0.515). A user of SMT's gradients gets exactly these.
+    # ill-conditioned solve (a nugget brings the check's agreement closer without a better Jacobian: measured in
+    # results/measurements/README.md, "Kriging against its own differences"). A user of SMT's gradients gets
+    # exactly these.
     fd_check_fails_cell = False
     cost_exponent = 3  # fit time ~ n_train^3 (a Cholesky per likelihood evaluation): bench.run.budget extrapolates
 
