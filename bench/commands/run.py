@@ -135,7 +135,8 @@ def _run_name(cfg, args: argparse.Namespace, sets: dict) -> str:
 
 
 def _note_hessian_betas(cfg, cells, args: argparse.Namespace) -> None:
-    """--betas sets the plain cells' betas; say which Hessian cells (about 10x a plain cell each) the grid keeps."""
+    """--betas sets the plain cells' betas; say which Hessian cells (several times a plain cell each: measured in
+    results/measurements/README.md, "Training with a Hessian term") the grid keeps."""
     hess = [c for c in cells if c.variant == "hessian"]
     if args.betas is None or not hess:
         return

@@ -38,7 +38,9 @@ def run(args: argparse.Namespace) -> int:
     except ValueError:
         raise ValueError(f"--seeds {args.seeds!r}: comma-separated integers, e.g. 0,1,2") from None
     cfg = StudyConfig(parse_betas(args.betas), seeds, args.points, args.steps, args.lr)
-    torch.set_num_threads(1)  # networks of a hundred parameters: one thread is fastest (2-4x on 2 cores)
+    # networks of a hundred parameters: one thread is fastest (results/measurements/README.md, "Threads for small
+    # networks")
+    torch.set_num_threads(1)
     result = pinn.run_study(cfg, progress=lambda cells: tqdm(cells, desc="pinn study", unit="net"))
     paths = pinn.write(result, args.out)
     for line in pinn.summary(result):

@@ -1,11 +1,11 @@
 """Row blocks on CPU: cache-sized blocks, and one contiguous share of them per core.
 
 torch parallelizes each op across its intra-op threads; for the many small ops of a blocked tangent pass that
-means an OpenMP barrier per op, and on a busy machine one descheduled thread stalls every barrier (measured
-on the 2-core CPU with other jobs running: 2 threads gave 1.8e4 Jacobians/s, 1 thread 1.1e5). Instead each
-core takes a contiguous share of the rows and runs it single-threaded; the ops release the GIL, so the
-shares run in parallel with no synchronization but the final join. torch's thread count is set to 1 for
-the duration of the call and restored afterwards.
+means an OpenMP barrier per op, and on a busy machine one descheduled thread stalls every barrier (measured on
+the 2-core CPU with other jobs running: 2 threads were several times slower than 1; results/measurements/README.md,
+"Block size and per-core shares on the CPU"). Instead each core takes a contiguous share of the rows and runs it
+single-threaded; the ops release the GIL, so the shares run in parallel with no synchronization but the final
+join. torch's thread count is set to 1 for the duration of the call and restored afterwards.
 """
 
 from __future__ import annotations
@@ -37,8 +37,9 @@ def split_over_cores(
 
     fn must be a pure per-row function of its input (its result's row i depends on x's row i only) that
     builds no graph. Shares are whole blocks of `rows` (the block size fn uses inside) where the batch allows,
-    and at least `min_rows`: handing a share to a thread costs ~90 us, and on the forum MLP shares of 128 rows
-    gained nothing over one thread (B=256: 0.8-1.1x), shares of 512 rows 1.1-2.3x (a busy machine). fn always
+    and at least `min_rows`: handing a share to a thread costs tens of microseconds, and on the forum MLP shares of
+    128 rows gained nothing over one thread, shares of 512 rows did (measured: results/measurements/README.md,
+    "Block size and per-core shares on the CPU"). fn always
     runs with one torch thread, even for a single share: a small batch gains nothing from intra-op threads and
     loses most to their barriers on a busy machine.
     """

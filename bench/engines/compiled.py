@@ -25,8 +25,9 @@ from bench.engines.tangents import run_tangents, tangent_reason
 # (engine, model type name, device type, dtype) -> why compilation failed
 FAILED: dict[tuple[str, str, str, torch.dtype], str] = {}
 _COMPILED: dict[str, weakref.WeakKeyDictionary] = {}
-# Rows per compiled call on CPU for larger batches (see _blocked): efficient-KAN at B = 65536 ran 1.9e5
-# Jacobians/s in one whole-batch call (its intermediates far outgrow the caches) against 4.8e5 at B = 4096.
+# Rows per compiled call on CPU for larger batches (see _blocked): efficient-KAN in one whole-batch call at
+# B = 65536 ran at well under half its rate at B = 4096 (its intermediates far outgrow the caches; measured:
+# results/measurements/README.md, "Block size and per-core shares on the CPU").
 COMPILED_BLOCK_ROWS = 8192
 
 
@@ -82,9 +83,9 @@ def _blocked():
 
     One compiled graph then serves every batch size (the last block is padded with copies of its last row, so a
     new batch size never recompiles), and the intermediates stay bounded. The blocks run one after another with
-    torch's intra-op threads: per-core shares as in the eager engine (bench.engines.blocks) ran ChebyKAN at
-    3.0e5 Jacobians/s at B = 4096 against 7.8e5 for one whole-batch call (2 cores). Smaller batches, and other
-    devices, compile the whole batch.
+    torch's intra-op threads: per-core shares as in the eager engine (bench.engines.blocks) ran ChebyKAN at well
+    under half the rate of one whole-batch call (2 cores; measured: results/measurements/README.md,
+    "Block size and per-core shares on the CPU"). Smaller batches, and other devices, compile the whole batch.
     """
 
     def call(compiled: Callable, model: nn.Module, x: torch.Tensor, first: Callable) -> torch.Tensor:

@@ -25,9 +25,9 @@ from bench.engines.blocks import MIN_SHARE, split_over_cores
 from bench.engines.gemm import ONEDNN, linear
 from bench.engines.guards import hand_reason
 
-# Stacked rows ((1 + n_in) x block rows) from which a plan's GEMMs go to oneDNN rather than torch.mm: oneDNN
-# costs ~12 us a call whatever the size (torch.mm ~3 us at 5 rows) but runs 1.6x faster from ~300 rows
-# (single-threaded, (rows x 100) @ (100 x 100): 5 rows 3.0 vs 12.6 us, 320 rows 65 vs 40 us).
+# Stacked rows ((1 + n_in) x block rows) from which a plan's GEMMs go to oneDNN rather than torch.mm: oneDNN has
+# a fixed cost per call several times torch.mm's on a few rows, but runs faster from a few hundred rows
+# (single-threaded, (rows x 100) @ (100 x 100); measured: results/measurements/README.md, "The fused MLP's kernels").
 ONEDNN_ROWS = 128
 PLANS_PER_THREAD = 8  # plans are a few MB each (one per block shape); the oldest goes first
 
@@ -146,7 +146,8 @@ class _Plan:
 
     def run(self, mods: list[nn.Module], x: torch.Tensor, out: torch.Tensor) -> None:
         """J of the rows x (rows, n_in) into out (rows, n_out, n_in)."""
-        # weights read through _parameters: nn.Module.__getattr__ costs ~0.6 us a call, the whole pass ~25 us
+        # weights read through _parameters: nn.Module.__getattr__ costs a visible share of the whole pass
+        # (results/measurements/README.md, "The fused MLP's kernels")
         params = [m._parameters for m in mods[0::2]]
         first, h = params[0], self.h[0]
         if first["bias"] is None:
@@ -178,7 +179,7 @@ class _Plan:
                 s[0].add_(p["bias"])
             s[1:].mul_(_act_into(mods[2 * i + 1], s[0], self.D[i], self.one))
         # rows 1.. of the stacked (1 + n) x rows are the tangents (contiguous); the last GEMM has n_out columns,
-        # too few for oneDNN's fixed cost (~12 us against ~3 us for torch.mm at B = 64 on the forum MLP)
+        # too few for oneDNN's fixed cost (several times torch.mm's at B = 64 on the forum MLP)
         torch.mm(src[self.rows :], params[-1]["weight"].T, out=self.T)
         out.copy_(self.T_perm)
 
@@ -205,10 +206,10 @@ def cpu_mlp_jacobian(mods: list[nn.Module], x: torch.Tensor, rows: int) -> torch
     """J of a fusable MLP on CPU: blocks of `rows`, one share of them per core (bench.engines.blocks).
 
     A batch of one block and one share (B = 1 ... 511 on the forum MLP) goes straight to its plan: there the
-    engine's cost is its ~20 kernels, and every microsecond around them counts (the share machinery cost 22 us
-    at B = 1, more than a third of the call). Its torch.mm path runs on one thread (MKL's threads cost more than
-    they give on 5 x 100 rows: 41 -> 36 us at B = 1); its oneDNN path keeps torch's threads (B = 64 on 2 cores:
-    209 -> 169 us).
+    engine's cost is its ~20 kernels, and every microsecond around them counts (the share machinery cost more
+    than a third of the call at B = 1). Its torch.mm path runs on one thread (MKL's threads cost more than they
+    give on 5 x 100 rows); its oneDNN path keeps torch's threads (faster at B = 64 on 2 cores). Measured:
+    results/measurements/README.md, "The fused MLP's kernels".
     """
     B, n = x.shape
     if B <= rows and B < 2 * MIN_SHARE and alternating(mods):

@@ -1,9 +1,9 @@
 """F.linear for the no-graph tangent passes: oneDNN for float32 on CPU, torch elsewhere.
 
-MKL's sgemm reaches ~95 GFLOP/s on one core of the AMD EPYC (Zen 5) for the tangent passes' shapes
-((1 + n_in) rows x 100) @ (100 x 100); oneDNN's linear, the kernel inductor uses on CPU, reaches ~205 GFLOP/s
-(640-10240 rows, single-threaded), with identical results on those shapes. oneDNN has no float64 kernels and
-this entry point no autograd, so float64, GPUs, graphs and torch.compile traces stay on F.linear.
+On one core of the AMD EPYC (Zen 5), oneDNN's linear, the kernel inductor uses on CPU, reaches about twice the
+GFLOP/s of MKL's sgemm for the tangent passes' shapes ((1 + n_in) rows x 100) @ (100 x 100), with identical results
+on those shapes (measured: results/measurements/README.md, "The fused MLP's kernels"). oneDNN has no float64
+kernels and this entry point no autograd, so float64, GPUs, graphs and torch.compile traces stay on F.linear.
 """
 
 from __future__ import annotations

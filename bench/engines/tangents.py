@@ -38,8 +38,8 @@ TANGENT_RULES: dict[type, TangentRule] = {}
 REASONS: dict[type, Callable[[nn.Module], str | None]] = {}
 
 # CPU without create_graph: rows per block such that (1 + n_in) x rows x widest layer is ~2 MiB (L2 + some L3):
-# a block-size sweep (256 KiB .. 8 MiB, `python -m bench throughput` at B = 65536) put the forum MLP and the KANs
-# at their best between 2 and 4 MiB, and a single whole-batch pass far below; the figures belong in results/.
+# a block-size sweep put the forum MLP and the KANs at their best around this size, and a single whole-batch pass
+# far below (measured: results/measurements/README.md, "Block size and per-core shares on the CPU").
 CPU_BLOCK_BYTES = 2 * 2**20
 
 
@@ -213,7 +213,8 @@ def forward_tangents(model: nn.Module, x: torch.Tensor, create_graph: bool = Fal
     # and each core takes its own share of the blocks (bench.engines.blocks).
     rows = cpu_block_rows(x, widest(model))
     # each block's J goes straight into one output per share: a list of small block results kept alive between
-    # large temporaries fragmented the heap (RSS grew 1.5 GB per 1e6 samples of efficient-KAN)
+    # large temporaries fragmented the heap (RSS grew by gigabytes over millions of samples of efficient-KAN;
+    # results/measurements/README.md, "Block size and per-core shares on the CPU")
     return split_over_cores(lambda xs: chunked(lambda b: run_tangents(model, b, False), xs, rows, False), x, rows)
 
 

@@ -142,7 +142,8 @@ def _hessian_term(model: nn.Module, x: Tensor, H: Tensor, cfg: TrainConfig, crea
 def _one_pass(model: nn.Module, cfg: TrainConfig) -> bool:
     """The Jacobian engine is the hand-written forward mode (what "auto" picks with a graph where every module
     has a tangent rule), unchunked: its pass yields the values too, and the separate forward is saved
-    (efficient-KAN Sobolev step at 1000 points: results/measurements/README.md, "Training steps")."""
+    (efficient-KAN Sobolev step at 1000 points: results/measurements/README.md, "Training steps: eager and
+    compiled")."""
     return (
         cfg.jac_engine in ("auto", "forward_tangents") and cfg.jac_chunk_size is None and tangent_reason(model) is None
     )
@@ -169,10 +170,11 @@ def sobolev_loss(
 
 
 # compile_step = "auto" compiles the step of these families: measured faster than eager on the 2-core CPU
-# (results/measurements/README.md); the MLPs' step is a few large GEMMs that compilation does not speed up.
+# (results/measurements/README.md, "Training steps: eager and compiled"); the MLPs' step is a few large GEMMs that
+# compilation does not speed up.
 COMPILE_FAMILIES = frozenset({"fastkan", "efficient_kan", "chebykan"})
-# Break-even of compile_step = auto: a compilation costs 4-15 s (a cold inductor cache more) and saves 4-19 ms
-# per Sobolev step at 1000 rows (1-thread CPU; results/measurements/README.md): ~1e6 row-steps repay it.
+# Break-even of compile_step = auto: a compilation costs seconds (a cold inductor cache more) and saves milliseconds
+# per Sobolev step at 1000 rows (1-thread CPU; measured: the same section): ~1e6 row-steps repay it.
 COMPILE_MIN_WORK = 1_000_000
 COMPILE_MIN_SECONDS = 60.0
 _COMPILED_LOSS: list = []  # [torch.compile(sobolev_loss)], built on first use (one per process: dynamo caches it)

@@ -33,7 +33,8 @@ def set_threads(threads: int) -> None:
     Sets the environment, which torch reads when it is first imported, and torch's own setting if torch
     is already loaded; the runner's worker initializer calls this before any cell imports torch. numpy's BLAS
     (loaded with pandas before this runs) is limited at run time through threadpoolctl: a numpy peer (JENN) in
-    each of two workers would otherwise run two BLAS threads each on two cores, 2-5x slower than one.
+    each of two workers would otherwise run two BLAS threads each on two cores, several times slower than one
+    (results/measurements/README.md, "Threads for small networks").
     """
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(threads)

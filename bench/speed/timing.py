@@ -106,10 +106,10 @@ def time_interleaved(
     """Time several calls alternately: round r times each once, starting from a different one each round.
 
     A shared machine's slow spells then fall on every call alike, so ratios of the medians compare the calls
-    and not the moments they ran at (timed one after the other, the same call's median moved 2x between two
-    runs on the 2-core CPU). Arguments as `time_callable`, per call: each call gets the repeats that fit
-    `budget_s` (a round skips the calls that have theirs). A call that raises gets its exception instead of a
-    Timing; the others go on.
+    and not the moments they ran at (timed one after the other, the same call's median moved by a large factor
+    between two runs on the 2-core CPU: results/measurements/README.md, "Timing noise"). Arguments as
+    `time_callable`, per call: each call gets the repeats that fit `budget_s` (a round skips the calls that have
+    theirs). A call that raises gets its exception instead of a Timing; the others go on.
     """
     sync = sync if sync is not None else synchronizer(device)
     out: dict[str, Timing | Exception] = {}
