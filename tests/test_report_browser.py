@@ -56,6 +56,17 @@ def _browse(chromium: str, tmp_path: Path, *args: str) -> str:
     return done.stdout
 
 
+def _probed(chromium: str, run: Path, tmp_path: Path, probe_script: str, *args: str):
+    """The JSON a probe script leaves in the report's DOM (#probe) once the page has loaded in Chromium."""
+    html = (run / "report.html").read_text(encoding="utf-8")
+    probe = tmp_path / "probe.html"
+    probe.write_text(html.replace("</body>", probe_script + "</body>"), encoding="utf-8")
+    dom = _browse(chromium, tmp_path, *args, "--dump-dom", probe.as_uri())
+    found = re.search(r'<pre id="probe">(.*?)</pre>', dom, re.S)
+    assert found, "the page did not finish loading (no probe output in the DOM)"
+    return json.loads(found.group(1).replace("&quot;", '"'))
+
+
 def test_every_image_loads_in_chromium(chromium, tmp_path_factory, tmp_path):
     run = rf.built_run(tmp_path_factory)
     html = (run / "report.html").read_text(encoding="utf-8")
@@ -97,14 +108,7 @@ def test_wide_tables_scroll_inside_a_laptop_window(chromium, tmp_path_factory, t
     """At 1280 px the page is no wider than the window; every table that is wider scrolls in its own box until its
     last column is in view, with its first column (the architecture) still in view; every caption (footnotes
     included) is readable without scrolling."""
-    run = rf.built_run(tmp_path_factory)
-    html = (run / "report.html").read_text(encoding="utf-8")
-    probe = tmp_path / "probe.html"
-    probe.write_text(html.replace("</body>", WIDTH_PROBE + "</body>"), encoding="utf-8")
-    dom = _browse(chromium, tmp_path, "--window-size=1280,2000", "--dump-dom", probe.as_uri())
-    found = re.search(r'<pre id="probe">(.*?)</pre>', dom, re.S)
-    assert found, "the page did not finish loading (no probe output in the DOM)"
-    m = json.loads(found.group(1).replace("&quot;", '"'))
+    m = _probed(chromium, rf.built_run(tmp_path_factory), tmp_path, WIDTH_PROBE, "--window-size=1280,2000")
     assert m["inner"] == 1280 and m["page"] <= m["inner"]  # nothing widens the page itself
     wide = [b for b in m["boxes"] if b["scroll"] > b["client"]]
     assert wide, "the leaderboard should be wider than a laptop window at this size"
@@ -154,13 +158,7 @@ def test_contents_link_every_section_and_set_and_leaderboards_start_folded(chrom
     set's leaderboard is a closed <details> (its table takes no room until opened), and a contents link brings its
     target to the top of the window."""
     run = rf.built_run(tmp_path_factory)
-    html = (run / "report.html").read_text(encoding="utf-8")
-    probe = tmp_path / "probe.html"
-    probe.write_text(html.replace("</body>", NAV_PROBE + "</body>"), encoding="utf-8")
-    dom = _browse(chromium, tmp_path, "--window-size=1280,800", "--dump-dom", probe.as_uri())
-    found = re.search(r'<pre id="probe">(.*?)</pre>', dom, re.S)
-    assert found, "the page did not finish loading (no probe output in the DOM)"
-    m = json.loads(found.group(1).replace("&quot;", '"'))
+    m = _probed(chromium, run, tmp_path, NAV_PROBE, "--window-size=1280,800")
     assert m["inner"] == 1280 and m["page"] <= m["inner"]
     assert not m["missing"], m["missing"]
     sets = {f"#{d['id']}" for d in m["details"]}
