@@ -229,3 +229,15 @@ def test_gekpls_fits_an_output_that_depends_on_one_input():
     assert rel < 1e-2
     # where SMT succeeds (f1 depends on several inputs) our coefficients are SMT's own
     np.testing.assert_allclose(fitted.models[0].coeff_pls, _smt_gekpls(x, y, J, 0).coeff_pls, rtol=0, atol=1e-12)
+
+
+def test_gekpls_still_fails_loudly_on_bad_partials():
+    """The 0/0 handling applies to directions without signal only: a NaN partial is SMT's (scikit-learn's) error."""
+    x = np.random.default_rng(0).uniform(-1, 1, (40, 3))
+    y = (x[:, 0] * x[:, 1] + np.sin(x[:, 2]))[:, None]
+    J = np.stack([x[:, 1], x[:, 0], np.cos(x[:, 2])], 1)[:, None, :]
+    for row in (0, 5):
+        bad = J.copy()
+        bad[row, 0, 1] = np.nan
+        with pytest.raises(ps.PeerFitError, match=r"gekpls \(SMT GEKPLS\) on output 0 of 40 points: .*NaN"):
+            ps.GEKPLS.fit(x, y, bad, 0.5, 0)

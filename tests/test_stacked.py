@@ -68,3 +68,10 @@ def test_stacking_refuses_what_it_cannot_stack():
         stacked.fit_stacked([ms[0], _model("chebykan", 0)], data, None, [TrainConfig(steps=5)] * 2)
     with pytest.raises(ValueError, match="one shape"):
         stacked.fit_stacked(ms, [data[0], _data(9, 1)], None, [TrainConfig(steps=5)] * 2)
+
+
+def test_a_stack_whose_members_carry_different_derivatives_is_refused_with_a_reason():
+    a, b = _data(8, 0), _data(8, 1)
+    ms = [_model("mlp_tanh", s) for s in range(2)]
+    reason = stacked.stack_reason(ms, [a, TrainData(b.x, b.y)], [TrainConfig(steps=5)] * 2)
+    assert reason is not None and "one shape" in reason

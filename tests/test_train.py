@@ -374,3 +374,5 @@ def test_training_data_is_typed_and_checked():
         TrainData(x, y, J, torch.zeros(8, 1, 2))
     part = TrainData(x, y, J).rows(torch.tensor([1, 3]))
     assert torch.equal(part.x, x[[1, 3]]) and torch.equal(part.J, J[[1, 3]]) and part.H is None and len(part) == 2
+    with pytest.raises(ValueError, match="J must be a tensor or None, got ndarray"):
+        TrainData(x, y, J.numpy())

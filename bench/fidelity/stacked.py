@@ -47,7 +47,9 @@ def _check(models: list[nn.Module], trains: list, cfgs: list[TrainConfig]) -> No
         raise ValueError("fit_stacked: the members must share the architecture (same class and parameter shapes)")
     data = [d.shapes() if isinstance(d, train.TrainData) else type(d).__name__ for d in trains]
     if any(d != data[0] for d in data):
-        raise ValueError(f"fit_stacked: the members' training data must have one shape, got {sorted(set(data))}")
+        raise ValueError(
+            f"fit_stacked: the members' training data must have one shape, got {sorted(set(data), key=str)}"
+        )
     base = {k: v for k, v in vars(cfgs[0]).items() if k not in PER_MEMBER}
     for c in cfgs:
         other = {k: v for k, v in vars(c).items() if k not in PER_MEMBER}

@@ -46,7 +46,7 @@ from bench.run.config import OPTIMIZER_NAMES, TrainConfig
 from bench.run.results import CONVERGENCE_WINDOW
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class TrainData:
     """One split in the model's normalized units: x (B, n_in) and y (B, n_out), with the derivatives a loss may
     train on, J (B, n_out, n_in) and H (B, n_out, n_in, n_in), None where the data have none."""
@@ -61,6 +61,9 @@ class TrainData:
         if not all(isinstance(t, Tensor) for t in (x, y)) or x.ndim != 2 or y.ndim != 2 or len(x) != len(y):
             raise ValueError(f"TrainData: x {_shape(x)} and y {_shape(y)} must be tensors (B, n_in) and (B, n_out)")
         B, n_out, n_in = len(x), y.shape[1], x.shape[1]
+        for name, t in (("J", J), ("H", H)):
+            if t is not None and not isinstance(t, Tensor):
+                raise ValueError(f"TrainData: {name} must be a tensor or None, got {type(t).__name__}")
         if J is not None and tuple(J.shape) != (B, n_out, n_in):
             raise ValueError(f"TrainData: J {tuple(J.shape)} must be (B, n_out, n_in) = {(B, n_out, n_in)}")
         if H is not None and tuple(H.shape) != (B, n_out, n_in, n_in):

@@ -198,22 +198,25 @@ def _degenerate_pls_as_zeros():
 
     class ZeroDegenerate(PLSRegression):
         def fit(self, X, y):
+            if not (np.isfinite(X).all() and np.isfinite(y).all()):
+                return PLSRegression.fit(self, X, y)  # bad data: scikit-learn's own error, never a zero direction
             n_comp = self.n_components
-            for k in range(n_comp, 0, -1):
-                try:
-                    with np.errstate(invalid="ignore", divide="ignore"):
-                        PLSRegression.fit(self.set_params(n_components=k), X, y)
-                except ValueError as err:  # scipy's "A has a NaN entry": component k is 0/0; others are SMT's
-                    if "NaN" not in str(err):
-                        raise
-                    continue
-                if np.isfinite(self.x_rotations_).all():
-                    break
-            else:
-                raise StopIteration  # no direction at all (a constant output): SMT zeroes the point
-            pad = n_comp - self.x_rotations_.shape[1]
-            self.x_rotations_ = np.pad(self.x_rotations_, ((0, 0), (0, pad)))
-            self.n_components = n_comp
+            try:
+                for k in range(n_comp, 0, -1):
+                    try:
+                        with np.errstate(invalid="ignore", divide="ignore"):
+                            PLSRegression.fit(self.set_params(n_components=k), X, y)
+                    except ValueError as err:  # scipy's, on the 0/0 weights of component k; others are SMT's
+                        if str(err) != "A has a NaN entry":
+                            raise
+                        continue
+                    if np.isfinite(self.x_rotations_).all():
+                        break
+                else:
+                    raise StopIteration  # no direction at all (a constant output): SMT zeroes the point
+            finally:
+                self.n_components = n_comp  # SMT reuses one instance for every training point
+            self.x_rotations_ = np.pad(self.x_rotations_, ((0, 0), (0, n_comp - self.x_rotations_.shape[1])))
             return self
 
     with _PLS_LOCK:
