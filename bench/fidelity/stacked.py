@@ -151,6 +151,7 @@ class _Stack:
 
     def __init__(self, models: list[nn.Module], trains: list[train.TrainData], cfgs: list[TrainConfig]):
         self.models, self.cfgs, self.loss_fn = models, cfgs, None
+        self.notes: list[list[str]] = [[] for _ in models]
         like = next(models[0].parameters())
         self.like, M = like, len(models)
         self.X, self.Y = torch.stack([d.x for d in trains]), torch.stack([d.y for d in trains])
@@ -222,6 +223,4 @@ def fit_stacked(
         if vals is None
         else [train._prepare(d, c, like, "val") for d, c in zip(vals, cfgs, strict=True)]
     )
-    results = [train.FitResult(steps=0, seconds=0.0, best_val_loss=math.nan, best_step=-1, stopped_early=False,
-                               lr=c.lr) for c in cfgs]  # fmt: skip
-    return train.train_members(_Stack(models, trains, cfgs), trains, vals, cfgs, results, start)
+    return train.train_members(_Stack(models, trains, cfgs), trains, vals, cfgs, start)

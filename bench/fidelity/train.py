@@ -341,6 +341,7 @@ class Members(Protocol):
 
     models: list[nn.Module]
     loss_fn: Callable | None  # the training loss the L-BFGS polish uses (None: sobolev_loss)
+    notes: list[list[str]]  # per member: what it skipped or changed, before and during the loop (FitResult.notes)
 
     def step(self, step: int, lrs: list[float], active: list[bool]) -> list[float]:
         """One optimizer step of the active members at these learning rates; their training losses before it.
@@ -357,13 +358,14 @@ class Members(Protocol):
 
 
 def train_members(
-    members: Members, trains: list[TrainData], vals: list[TrainData | None], cfgs: list[TrainConfig],
-    results: list[FitResult], start: float,
-) -> list[FitResult]:  # fmt: skip
+    members: Members, trains: list[TrainData], vals: list[TrainData | None], cfgs: list[TrainConfig], start: float
+) -> list[FitResult]:
     """The training loop, for one model or many: a learning-rate schedule over the budget; every ``eval_every``
     steps the history, the validation loss, the best weights and early stopping, per member; then restore-best and
     the L-BFGS polish per member. The budget (``steps``, ``max_seconds``) and ``eval_every`` are ``cfgs[0]``'s."""
     cfg, M = cfgs[0], len(cfgs)
+    results = [FitResult(steps=0, seconds=0.0, best_val_loss=math.nan, best_step=-1, stopped_early=False, lr=c.lr,
+                         notes=notes) for c, notes in zip(cfgs, members.notes, strict=True)]  # fmt: skip
     best, snaps, active = [math.inf] * M, [None] * M, [True] * M
     step = 0
     while (cfg.steps is None or step < cfg.steps) and any(active):
@@ -411,8 +413,10 @@ def train_members(
 class _OneModel:
     """``fit``'s member: one model, a torch optimizer, seeded mini-batches, grid updates, a compiled loss."""
 
-    def __init__(self, model: nn.Module, train: TrainData, cfg: TrainConfig, seed: int, notes: list[str]):
+    def __init__(self, model: nn.Module, train: TrainData, cfg: TrainConfig, seed: int):
         self.models, self.train, self.cfg = [model], train, cfg
+        self.notes: list[list[str]] = [[]]
+        notes = self.notes[0]
         self.opt = OPTIMIZERS[cfg.optimizer](model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.batches = _batches(len(train), cfg.batch_size, torch.Generator().manual_seed(seed))
         self.do_grid = cfg.grid_update_every > 0 and hasattr(model, "update_grid")
@@ -458,10 +462,8 @@ def fit(model: nn.Module, train: TrainData, val: TrainData | None, cfg: TrainCon
     like = next(model.parameters())
     train = _prepare(train, cfg, like, "train")
     val = _prepare(val, cfg, like, "val")
-    res = FitResult(steps=0, seconds=0.0, best_val_loss=math.nan, best_step=-1, stopped_early=False, lr=cfg.lr)
     model.train()
-    members = _OneModel(model, train, cfg, seed, res.notes)
-    return train_members(members, [train], [val], [cfg], [res], start)[0]
+    return train_members(_OneModel(model, train, cfg, seed), [train], [val], [cfg], start)[0]
 
 
 def _polish_and_keep_better(
