@@ -54,16 +54,14 @@ def grid_cells(grid: GridConfig) -> list[Cell]:
     """The grid in a stable order: equation, model, beta, Hessian weight, n_train, seed (seeds innermost).
 
     A Hessian weight > 0 is crossed with the equations of ``grid.hess_equations`` and the betas of
-    ``grid.hess_betas`` only (all when empty). Cells that cannot run (``bench.run.availability``: a peer's missing
-    variant, Sobolev training on data without derivatives) are left out; ``skipped_cells`` lists them with why.
+    ``grid.hess_betas`` only (all when empty). Cells that cannot run (``reason``: a peer's missing variant, Sobolev
+    training on data without derivatives) are left out; ``skipped_cells`` lists them with why.
     """
-
     return [c for c in _all_cells(grid) if not reason(c)]
 
 
 def skipped_cells(grid: GridConfig) -> list[tuple[Cell, str]]:
     """The cells ``grid_cells`` leaves out, each with the reason."""
-
     return [(c, why) for c in _all_cells(grid) if (why := reason(c))]
 
 
